@@ -1,0 +1,160 @@
+"""Configuration built from environment variables.
+
+Nothing here runs at import time: ``Config.from_env()`` is called by ``create_app`` (or by the
+worker) and is the only place that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_DEV_SECRET = "dev-insecure-secret-key-change-me"  # development only; refused in production
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a runnable configuration."""
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    """Parse a boolean setting strictly: anything but the usual spellings is an error."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def _parse_int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _default_sqlite_url() -> str:
+    return f"sqlite:///{PROJECT_ROOT / 'instance' / 'dispensary.sqlite3'}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Typed settings; Flask reads the upper-case attributes."""
+
+    ENV: str = "development"
+    SECRET_KEY: str = _DEV_SECRET
+    SQLALCHEMY_DATABASE_URI: str = field(default_factory=_default_sqlite_url)
+    REDIS_URL: str = "redis://127.0.0.1:6379/0"
+    TESTING: bool = False
+    WTF_CSRF_ENABLED: bool = True
+    SESSION_COOKIE_HTTPONLY: bool = True
+    SESSION_COOKIE_SAMESITE: str = "Lax"
+    SESSION_COOKIE_SECURE: bool = False
+    API_TOKEN_TTL_S: int = 3600
+    LOGIN_MAX_FAILURES: int = 5
+    LOGIN_LOCKOUT_S: int = 900
+    STRIPE_API_KEY: str = ""
+    STRIPE_API_BASE: str = ""
+    STRIPE_WEBHOOK_SECRET: str = ""
+    GEOCODER: str = "nominatim"
+    GEOCODER_URL: str = ""
+    GEOCODER_USER_AGENT: str = "dispensary"
+    OSRM_URL: str = ""
+    LOG_LEVEL: str = "INFO"
+    # flask-smorest / OpenAPI
+    API_TITLE: str = "Dispensary API"
+    API_VERSION: str = "v1"
+    OPENAPI_VERSION: str = "3.0.3"
+    OPENAPI_URL_PREFIX: str = "/api"
+    OPENAPI_JSON_PATH: str = "openapi.json"
+    SQLALCHEMY_TRACK_MODIFICATIONS: bool = False
+
+    @property
+    def is_production(self) -> bool:
+        return self.ENV == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Build the configuration from ``environ`` (default ``os.environ``).
+
+        Raises:
+            ConfigError: a value cannot be parsed, or production lacks a required secret.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        simple = {
+            "ENV": "DISPENSARY_ENV",
+            "SECRET_KEY": "SECRET_KEY",
+            "SQLALCHEMY_DATABASE_URI": "DATABASE_URL",
+            "REDIS_URL": "REDIS_URL",
+            "STRIPE_API_KEY": "STRIPE_API_KEY",
+            "STRIPE_API_BASE": "STRIPE_API_BASE",
+            "STRIPE_WEBHOOK_SECRET": "STRIPE_WEBHOOK_SECRET",
+            "GEOCODER": "GEOCODER",
+            "GEOCODER_URL": "GEOCODER_URL",
+            "GEOCODER_USER_AGENT": "GEOCODER_USER_AGENT",
+            "OSRM_URL": "OSRM_URL",
+            "LOG_LEVEL": "LOG_LEVEL",
+        }
+        for attr, var in simple.items():
+            if var in env:
+                values[attr] = env[var]
+        for attr, var in {"API_TOKEN_TTL_S": "API_TOKEN_TTL_S"}.items():
+            if var in env:
+                values[attr] = _parse_int(var, env[var])
+        if "SESSION_COOKIE_SECURE" in env:
+            values["SESSION_COOKIE_SECURE"] = parse_bool(
+                "SESSION_COOKIE_SECURE", env["SESSION_COOKIE_SECURE"]
+            )
+        env_name = str(values.get("ENV", cls.ENV))
+        if env_name not in {"development", "production", "testing"}:
+            raise ConfigError(f"DISPENSARY_ENV must be development, production or testing, "
+                              f"got {env_name!r}")
+        if "SQLALCHEMY_DATABASE_URI" in values:
+            values["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(
+                str(values["SQLALCHEMY_DATABASE_URI"])
+            )
+        if env_name == "production":
+            missing = [v for v in ("SECRET_KEY", "DATABASE_URL", "REDIS_URL") if not env.get(v)]
+            if missing:
+                raise ConfigError(f"production needs {', '.join(missing)} set")
+            if env["SECRET_KEY"] == _DEV_SECRET or len(env["SECRET_KEY"]) < 32:
+                raise ConfigError("production SECRET_KEY must be a random value of 32+ chars")
+            values.setdefault("SESSION_COOKIE_SECURE", True)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_overrides(self, **overrides: object) -> Config:
+        """A copy with some settings replaced (tests use this)."""
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(f"unknown settings: {sorted(unknown)}")
+        return replace(self, **overrides)  # type: ignore[arg-type]
+
+    def as_flask_mapping(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the ``postgres://`` and ``postgresql://`` spellings platforms inject."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def testing_config(database_url: str, redis_url: str) -> Config:
+    """Settings for the test suite: real database and Redis, CSRF on unless a test turns it off."""
+    return Config(
+        ENV="testing",
+        TESTING=True,
+        SECRET_KEY="test-secret-key-not-for-production-000",
+        SQLALCHEMY_DATABASE_URI=normalise_database_url(database_url),
+        REDIS_URL=redis_url,
+    )

@@ -1,0 +1,15 @@
+"""The JSON API under /api/v1, one blueprint per resource; OpenAPI at /api/openapi.json."""
+
+from __future__ import annotations
+
+from flask_smorest import Api
+from flask_wtf.csrf import CSRFProtect
+
+
+def register_api(api: Api, csrf: CSRFProtect) -> None:
+    """Register every API blueprint. Bearer tokens, not cookies, so CSRF does not apply."""
+    from . import auth, medicines
+
+    for blp in (auth.blp, medicines.blp):
+        csrf.exempt(blp)
+        api.register_blueprint(blp)

@@ -1,0 +1,60 @@
+"""Tokens for API clients, and who the caller is."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app, g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from ..errors import TooManyAttempts, Unauthorised
+from ..extensions import db
+from ..schemas.auth import TokenRequestSchema, TokenSchema, UserSchema
+from ..services import auth
+from .security import BEARER_DOC, current_api_user, require_roles
+
+blp = Blueprint("api_auth", __name__, url_prefix="/api/v1/auth",
+                description="API access tokens")
+
+_who = require_roles()
+
+
+@blp.route("/token")
+class TokenResource(MethodView):
+    @blp.arguments(TokenRequestSchema)
+    @blp.response(200, TokenSchema)
+    @blp.alt_response(401, description="Wrong e-mail or password")
+    @blp.alt_response(422, description="Invalid request body")
+    @blp.alt_response(429, description="Too many failed attempts; account locked for a while")
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Exchange e-mail and password for a bearer token."""
+        cfg = current_app.config
+        result = auth.authenticate(
+            db.session, body["email"], body["password"],
+            max_failures=cfg["LOGIN_MAX_FAILURES"],
+            lockout=timedelta(seconds=cfg["LOGIN_LOCKOUT_S"]),
+            request_id=g.get("request_id"),
+        )
+        db.session.commit()  # failures and lockouts are kept even though we answer an error
+        if result.outcome is auth.SignIn.LOCKED:
+            raise TooManyAttempts("Too many failed sign-in attempts; try again later.")
+        if result.outcome is not auth.SignIn.OK or result.user is None:
+            raise Unauthorised("Wrong e-mail or password.")
+        return {
+            "access_token": auth.issue_token(cfg["SECRET_KEY"], result.user),
+            "token_type": "Bearer",
+            "expires_in": cfg["API_TOKEN_TTL_S"],
+        }
+
+
+@blp.route("/me")
+class MeResource(MethodView):
+    @blp.doc(**BEARER_DOC)
+    @blp.response(200, UserSchema)
+    @blp.alt_response(401, description="Missing or invalid token")
+    def get(self) -> Any:
+        """The account the bearer token belongs to."""
+        _who()
+        return current_api_user()

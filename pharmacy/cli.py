@@ -1,0 +1,56 @@
+"""``flask`` commands: seed-demo, rq-worker, enqueue-expire-stock."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import click
+from flask import Flask
+from flask.cli import with_appcontext
+
+from .extensions import db
+
+
+@click.command("seed-demo")
+@with_appcontext
+def seed_demo_command() -> None:
+    """Load the formulary and create the demo pharmacy, people and history (idempotent)."""
+    from .services.demo import DEMO_ACCOUNTS, seed_demo
+
+    result = seed_demo(db.session)
+    db.session.commit()
+    if result.created:
+        click.echo(f"Seeded demo data: {result.medicines} medicines, {result.patients} patients.")
+    else:
+        click.echo(f"Demo data already present; formulary refreshed ({result.medicines} "
+                   "medicines).")
+    for role, (email, password, _) in DEMO_ACCOUNTS.items():
+        click.echo(f"  {role.value:<10} {email:<26} {password}")
+
+
+@click.command("rq-worker")
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@click.argument("queues", nargs=-1)
+def rq_worker_command(burst: bool, queues: tuple[str, ...]) -> None:
+    """Run an RQ worker (same as ``python -m pharmacy.worker``)."""
+    from .worker import main
+
+    raise SystemExit(main([*queues] + (["--burst"] if burst else [])))
+
+
+@click.command("enqueue-expire-stock")
+@click.option("--day", type=click.DateTime(formats=["%Y-%m-%d"]), default=None)
+@with_appcontext
+def enqueue_expire_stock_command(day: object) -> None:
+    """Queue the sweep that marks batches past their expiry date as expired."""
+    from .jobs.stock import enqueue_expire_stock
+    from .models.base import utcnow
+
+    when = day.date() if day is not None else utcnow().date()  # type: ignore[attr-defined]
+    job = enqueue_expire_stock(when if isinstance(when, date) else utcnow().date())
+    click.echo(f"queued {job.id}")
+
+
+def register_cli(app: Flask) -> None:
+    for command in (seed_demo_command, rq_worker_command, enqueue_expire_stock_command):
+        app.cli.add_command(command)

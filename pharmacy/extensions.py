@@ -1,0 +1,52 @@
+"""Unbound extension objects, bound to an app in ``create_app``, and the Redis/queue factory."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app
+from flask_migrate import Migrate
+from flask_smorest import Api
+from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
+from redis import Redis
+from rq import Queue
+
+from .models.base import Base
+from .schemas.common import ProblemSchema
+
+
+class ProblemApi(Api):  # type: ignore[misc]
+    """flask-smorest's Api, documenting errors as RFC 9457 problems.
+
+    flask-smorest registers its own HTTPException handler with a different body; ours (in
+    ``errors.py``) answers every error in one shape, so that registration is skipped.
+    """
+
+    ERROR_SCHEMA = ProblemSchema
+
+    def _register_error_handlers(self) -> None:
+        return None
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate()
+csrf = CSRFProtect()
+api = ProblemApi()
+
+_REDIS_EXT = "dispensary.redis"
+
+
+def init_redis(app: Flask) -> None:
+    """Create the app's Redis client (lazy: no connection is opened here)."""
+    app.extensions[_REDIS_EXT] = Redis.from_url(
+        app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5
+    )
+
+
+def get_redis(app: Flask | None = None) -> Redis:
+    """The Redis client of ``app`` (default: the current app)."""
+    return (app or current_app).extensions[_REDIS_EXT]  # type: ignore[no-any-return]
+
+
+def get_queue(name: str, app: Flask | None = None) -> Queue:
+    """An RQ queue on the app's Redis."""
+    return Queue(name, connection=get_redis(app))

@@ -1,0 +1,56 @@
+"""Logging set-up for the web app and workers: one line per event, stamped with ids."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+
+from flask import Flask, g, has_request_context, request
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s [req=%(request_id)s job=%(job_id)s] %(message)s"
+
+
+class ContextFilter(logging.Filter):
+    """Adds the current request id and RQ job id (or "-") to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        try:
+            from rq import get_current_job
+
+            job = get_current_job()
+        except Exception:  # outside a worker there is no job
+            job = None
+        record.job_id = job.id if job is not None else "-"
+        return True
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Send the app's log records to stdout; idempotent (safe for app factories in tests)."""
+    root = logging.getLogger()
+    if any(getattr(h, "_dispensary", False) for h in root.handlers):
+        root.setLevel(level)
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.addFilter(ContextFilter())
+    handler._dispensary = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def init_request_ids(app: Flask) -> None:
+    """Take the caller's X-Request-ID (if sane) or make one, and echo it in the response."""
+
+    @app.before_request
+    def _assign_request_id() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        ok = 0 < len(incoming) <= 64 and incoming.replace("-", "").isalnum()
+        g.request_id = incoming if ok else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo_request_id(response):  # type: ignore[no-untyped-def]
+        if "request_id" in g:
+            response.headers["X-Request-ID"] = g.request_id
+        return response

@@ -1,0 +1,39 @@
+"""Typed SQLAlchemy models, one module per aggregate. Importing this registers every table."""
+
+from .audit import AuditEvent
+from .base import Base
+from .catalog import InteractionRule, InteractionSeverity, Medicine, MedicineCodeHistory
+from .delivery import (
+    AttemptOutcome,
+    DeliveryAttempt,
+    DeliveryRoute,
+    DeliveryStop,
+    DeliveryWave,
+    StopStatus,
+    WaveStatus,
+)
+from .orders import Order, OrderLine, OrderStatus, Payment, PaymentStatus
+from .prescriptions import Prescription, PrescriptionItem, PrescriptionStatus
+from .sites import Pharmacy, Vehicle
+from .stock import BatchStatus, MovementKind, StockBatch, StockMovement
+from .users import (
+    Address,
+    Allergy,
+    Courier,
+    CurrentMedication,
+    PatientProfile,
+    Prescriber,
+    PrescriberProfession,
+    Role,
+    User,
+)
+
+__all__ = [
+    "Address", "Allergy", "AttemptOutcome", "AuditEvent", "Base", "BatchStatus", "Courier",
+    "CurrentMedication", "DeliveryAttempt", "DeliveryRoute", "DeliveryStop", "DeliveryWave",
+    "InteractionRule", "InteractionSeverity", "Medicine", "MedicineCodeHistory", "MovementKind",
+    "Order", "OrderLine", "OrderStatus", "Payment", "PaymentStatus", "PatientProfile", "Pharmacy",
+    "Prescriber", "PrescriberProfession", "Prescription", "PrescriptionItem",
+    "PrescriptionStatus", "Role", "StockBatch", "StockMovement", "StopStatus", "User", "Vehicle",
+    "WaveStatus",
+]

@@ -1,0 +1,186 @@
+"""People: accounts with roles, patients and their clinical profile, prescribers, couriers."""
+
+from __future__ import annotations
+
+import enum
+from datetime import date, datetime, time
+from typing import TYPE_CHECKING
+
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .base import Base, TimestampMixin, str_enum
+
+if TYPE_CHECKING:
+    from .catalog import Medicine
+    from .sites import Pharmacy
+
+
+class Role(enum.StrEnum):
+    PATIENT = "patient"
+    PHARMACIST = "pharmacist"
+    COURIER = "courier"
+    ADMIN = "admin"
+    # A prescribing system that posts FHIR bundles; has no web pages.
+    API_CLIENT = "api_client"
+
+
+class User(TimestampMixin, Base):
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("failed_login_count >= 0", name="failed_login_count_non_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(str_enum(Role, "role"), index=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    is_active: Mapped[bool] = mapped_column(default=True)
+    failed_login_count: Mapped[int] = mapped_column(default=0)
+    locked_until: Mapped[datetime | None]
+    last_login_at: Mapped[datetime | None]
+    # Bumped on password change or forced logout; API tokens carry it, so old ones die.
+    token_generation: Mapped[int] = mapped_column(default=0)
+
+    patient: Mapped[PatientProfile | None] = relationship(back_populates="user")
+    courier: Mapped[Courier | None] = relationship(back_populates="user")
+
+    def __repr__(self) -> str:
+        return f"<User {self.id} {self.role.value}>"
+
+
+class PatientProfile(TimestampMixin, Base):
+    """A patient. May exist before an account does (created from a prescription's NHS number)."""
+
+    __tablename__ = "patients"
+    __table_args__ = (
+        CheckConstraint(
+            "nhs_number IS NOT NULL OR other_identifier IS NOT NULL", name="has_identifier"
+        ),
+        UniqueConstraint("other_identifier_system", "other_identifier"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), unique=True)
+    nhs_number: Mapped[str | None] = mapped_column(String(10), unique=True)
+    other_identifier_system: Mapped[str | None] = mapped_column(String(200))
+    other_identifier: Mapped[str | None] = mapped_column(String(64))
+    given_name: Mapped[str] = mapped_column(String(100))
+    family_name: Mapped[str] = mapped_column(String(100))
+    date_of_birth: Mapped[date]
+    phone: Mapped[str | None] = mapped_column(String(32))
+    nominated_pharmacy_id: Mapped[int | None] = mapped_column(ForeignKey("pharmacies.id"))
+    # NHS prescription charge exemption category (e.g. "A" age 60+), None = pays the charge.
+    charge_exemption: Mapped[str | None] = mapped_column(String(8))
+    terms_accepted_at: Mapped[datetime | None]
+
+    user: Mapped[User | None] = relationship(back_populates="patient")
+    nominated_pharmacy: Mapped[Pharmacy | None] = relationship()
+    allergies: Mapped[list[Allergy]] = relationship(
+        back_populates="patient", cascade="all, delete-orphan"
+    )
+    current_medications: Mapped[list[CurrentMedication]] = relationship(
+        back_populates="patient", cascade="all, delete-orphan"
+    )
+    addresses: Mapped[list[Address]] = relationship(
+        back_populates="patient", cascade="all, delete-orphan"
+    )
+
+
+class Allergy(Base):
+    """A recorded allergy or intolerance; `substance` is an ingredient or an ATC class code."""
+
+    __tablename__ = "allergies"
+    __table_args__ = (UniqueConstraint("patient_id", "substance"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
+    substance: Mapped[str] = mapped_column(String(100))
+    reaction: Mapped[str | None] = mapped_column(String(200))
+    recorded_at: Mapped[datetime]
+
+    patient: Mapped[PatientProfile] = relationship(back_populates="allergies")
+
+
+class CurrentMedication(Base):
+    __tablename__ = "current_medications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(
+        ForeignKey("patients.id", ondelete="CASCADE"), index=True
+    )
+    medicine_id: Mapped[int | None] = mapped_column(ForeignKey("medicines.id"))
+    description: Mapped[str] = mapped_column(String(200))
+    started_on: Mapped[date | None]
+
+    patient: Mapped[PatientProfile] = relationship(back_populates="current_medications")
+    medicine: Mapped[Medicine | None] = relationship()
+
+
+class Address(TimestampMixin, Base):
+    __tablename__ = "addresses"
+    __table_args__ = (
+        CheckConstraint("latitude IS NULL OR (latitude BETWEEN -90 AND 90)", name="lat_range"),
+        CheckConstraint(
+            "longitude IS NULL OR (longitude BETWEEN -180 AND 180)", name="lon_range"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(
+        ForeignKey("patients.id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str] = mapped_column(String(50), default="Home")
+    line1: Mapped[str] = mapped_column(String(200))
+    line2: Mapped[str | None] = mapped_column(String(200))
+    city: Mapped[str] = mapped_column(String(100))
+    postcode: Mapped[str] = mapped_column(String(16))
+    country: Mapped[str] = mapped_column(String(2), default="GB")
+    latitude: Mapped[float | None]
+    longitude: Mapped[float | None]
+    # Safe place, access codes: shown only to the courier assigned to the stop.
+    delivery_notes: Mapped[str | None] = mapped_column(Text)
+    is_default: Mapped[bool] = mapped_column(default=False)
+
+    patient: Mapped[PatientProfile] = relationship(back_populates="addresses")
+
+
+class PrescriberProfession(enum.StrEnum):
+    DOCTOR = "doctor"
+    NURSE = "nurse"
+    PHARMACIST = "pharmacist"
+    DENTIST = "dentist"
+    OTHER = "other"
+
+
+class Prescriber(TimestampMixin, Base):
+    __tablename__ = "prescribers"
+    __table_args__ = (UniqueConstraint("registration_body", "registration_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    given_name: Mapped[str | None] = mapped_column(String(100))
+    family_name: Mapped[str] = mapped_column(String(100))
+    profession: Mapped[PrescriberProfession] = mapped_column(
+        str_enum(PrescriberProfession, "prescriber_profession")
+    )
+    # GMC, NMC, GPhC, HCPC, GDC ...
+    registration_body: Mapped[str] = mapped_column(String(16))
+    registration_number: Mapped[str] = mapped_column(String(32))
+    organisation_ods_code: Mapped[str | None] = mapped_column(String(16))
+    organisation_name: Mapped[str | None] = mapped_column(String(200))
+
+
+class Courier(TimestampMixin, Base):
+    __tablename__ = "couriers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    pharmacy_id: Mapped[int] = mapped_column(ForeignKey("pharmacies.id"), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    # Default daily shift in the pharmacy's local time.
+    shift_start: Mapped[time]
+    shift_end: Mapped[time]
+    default_vehicle_id: Mapped[int | None] = mapped_column(ForeignKey("vehicles.id"))
+
+    user: Mapped[User] = relationship(back_populates="courier")

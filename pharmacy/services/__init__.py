@@ -1,0 +1,1 @@
+"""Use cases. Each takes a Session first, may flush, and never commits."""

@@ -1,0 +1,99 @@
+"""Sign in and out."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired, Length
+
+from ..extensions import db
+from ..models import Role
+from ..services import auth
+from .session import login_user, logout_user
+
+bp = Blueprint("auth", __name__)
+
+LANDING = {
+    Role.PATIENT: "patient.home",
+    Role.PHARMACIST: "pharmacist.home",
+    Role.COURIER: "courier.home",
+    Role.ADMIN: "admin.home",
+}
+
+
+class LoginForm(FlaskForm):  # type: ignore[misc]
+    email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+
+
+class LogoutForm(FlaskForm):  # type: ignore[misc]
+    """Empty form: logging out is a POST with a CSRF token."""
+
+
+def inject_user() -> dict[str, Any]:
+    return {"current_user": g.get("user"), "logout_form": LogoutForm()}
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only same-site relative paths; never an open redirect."""
+    if not target:
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return None
+    return target
+
+
+@bp.get("/")
+def index() -> Any:
+    user = g.get("user")
+    if user is None:
+        return redirect(url_for("auth.login"))
+    endpoint = LANDING.get(user.role)
+    if endpoint is None:
+        return render_template("no_pages.html"), 200
+    return redirect(url_for(endpoint))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    form = LoginForm()
+    status = 200
+    if form.validate_on_submit():
+        cfg = current_app.config
+        result = auth.authenticate(
+            db.session, form.email.data or "", form.password.data or "",
+            max_failures=cfg["LOGIN_MAX_FAILURES"],
+            lockout=timedelta(seconds=cfg["LOGIN_LOCKOUT_S"]),
+            request_id=g.get("request_id"),
+        )
+        db.session.commit()
+        if result.outcome is auth.SignIn.OK and result.user is not None:
+            login_user(result.user)
+            flash("Signed in.", "info")
+            target = _safe_next(request.args.get("next"))
+            return redirect(target or url_for("auth.index"))
+        if result.outcome is auth.SignIn.LOCKED:
+            flash("Too many failed attempts. Your account is locked for a while; "
+                  "try again later.", "error")
+            status = 429
+        else:
+            flash("Wrong e-mail or password.", "error")
+            status = 401
+    elif request.method == "POST":
+        status = 400
+    return render_template("login.html", form=form), status
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    form = LogoutForm()
+    if form.validate_on_submit():
+        logout_user()
+        flash("Signed out.", "info")
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,100 @@
+"""Fixtures built around ``create_app``: real PostgreSQL and real Redis.
+
+TEST_DATABASE_URL (default: a ``dispensary_test`` database on the local PostgreSQL) is dropped
+and re-created once per run, migrated with ``flask db upgrade``, and truncated after each test.
+TEST_REDIS_URL (default: database 15 of the local Redis) is flushed after each test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from config import normalise_database_url, testing_config
+
+DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/dispensary_test"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+
+
+def _database_url() -> str:
+    return normalise_database_url(os.environ.get("TEST_DATABASE_URL", DEFAULT_DB))
+
+
+def recreate_database(url: str) -> None:
+    """Drop and create the database named in ``url`` (PostgreSQL), via the admin database."""
+    parsed = make_url(url)
+    name = parsed.database
+    assert name and re.fullmatch(r"[a-z0-9_]+", name), f"unsafe test database name {name!r}"
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    return _database_url()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS)
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str, redis_url: str) -> Iterator[Flask]:
+    from flask_migrate import upgrade
+
+    from pharmacy import create_app
+
+    recreate_database(database_url)
+    application = create_app(testing_config(database_url, redis_url))
+    with application.app_context():
+        upgrade()
+    yield application
+    with application.app_context():
+        from pharmacy.extensions import db
+
+        db.engine.dispose()
+
+
+@pytest.fixture()
+def db(app: Flask) -> Iterator[object]:
+    """The Flask-SQLAlchemy handle inside an app context; every table is emptied afterwards."""
+    from pharmacy.extensions import db as _db
+    from pharmacy.models import Base
+
+    with app.app_context():
+        yield _db
+        _db.session.remove()
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        with _db.engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture()
+def redis(app: Flask, redis_url: str) -> Iterator[Redis]:
+    conn = Redis.from_url(redis_url)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture()
+def client(app: Flask, db: object) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture()
+def runner(app: Flask, db: object):  # type: ignore[no-untyped-def]
+    return app.test_cli_runner()
