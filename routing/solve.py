@@ -1,0 +1,261 @@
+"""`solve`: run the engines, check every plan independently, return the best feasible one.
+
+Portfolio (chosen by measurement, see docs/routing.md):
+- Plain problems (no breaks, one window per stop, no pins or started routes): PyVRP and
+  OR-Tools (guided local search) run side by side, one process each, on the two cores.
+- Problems PyVRP cannot express: two OR-Tools searches with different first solutions.
+Every engine's routes go through `routing.check.evaluate`; the plan with no violations and
+the lowest cost wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from multiprocessing.connection import Connection
+
+from routing._model import EngineProblem, EngineRoutes, build_engine_problem
+from routing.check import evaluate
+from routing.matrix import MatrixProvider, build_matrix
+from routing.problem import RoutingProblem, StartedRoute
+from routing.solution import RoutePlan
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("pyvrp", "ortools", "ortools-pca")
+
+
+@dataclass(frozen=True)
+class _Run:
+    engine: str
+    seed: int
+
+
+def _run_engine(
+    run: _Run, ep: EngineProblem, deadline: float, initial: EngineRoutes | None
+) -> EngineRoutes | None:
+    if run.engine == "pyvrp":
+        from routing._pyvrp import solve_pyvrp
+
+        return solve_pyvrp(ep, deadline=deadline, seed=run.seed)
+    from routing._ortools import OrToolsConfig, solve_ortools
+
+    config = OrToolsConfig()
+    if run.engine == "ortools-pca":
+        config = OrToolsConfig(first_solution="PATH_CHEAPEST_ARC")
+    return solve_ortools(ep, deadline=deadline, config=config, initial=initial)
+
+
+def _child(
+    conn: Connection,
+    run: _Run,
+    ep: EngineProblem,
+    deadline: float,
+    initial: EngineRoutes | None,
+) -> None:
+    try:
+        conn.send(("ok", _run_engine(run, ep, deadline, initial)))
+    except Exception as err:  # noqa: BLE001 - reported to the parent, which logs it
+        conn.send(("error", f"{type(err).__name__}: {err}"))
+    finally:
+        conn.close()
+
+
+def _run_portfolio(
+    runs: Sequence[_Run],
+    ep: EngineProblem,
+    deadline: float,
+    give_up: float,
+    initial: EngineRoutes | None,
+) -> list[tuple[str, EngineRoutes]]:
+    if len(runs) == 1:
+        routes = _run_engine(runs[0], ep, deadline, initial)
+        return [] if routes is None else [(runs[0].engine, routes)]
+    ctx = multiprocessing.get_context("fork")
+    children = []
+    for run in runs:
+        parent_end, child_end = ctx.Pipe(duplex=False)
+        process = ctx.Process(
+            target=_child, args=(child_end, run, ep, deadline, initial), daemon=True
+        )
+        process.start()
+        child_end.close()
+        children.append((run, process, parent_end))
+    results: list[tuple[str, EngineRoutes]] = []
+    for run, process, conn in children:
+        try:
+            if conn.poll(max(0.0, give_up - time.monotonic())):
+                status, payload = conn.recv()
+                if status == "ok" and payload is not None:
+                    results.append((run.engine, payload))
+                elif status == "error":
+                    logger.warning("engine %s failed: %s", run.engine, payload)
+            else:
+                logger.warning("engine %s missed its deadline", run.engine)
+        except EOFError:
+            logger.warning("engine %s died without an answer", run.engine)
+        finally:
+            conn.close()
+            process.join(timeout=0.05)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    return results
+
+
+def _portfolio(
+    ep: EngineProblem, seed: int, workers: int, engines: Sequence[str] | None
+) -> list[_Run]:
+    if engines:
+        unknown = set(engines) - set(ENGINES)
+        if unknown:
+            raise ValueError(f"unknown engines {sorted(unknown)}; choose from {ENGINES}")
+        chosen = list(engines)
+    else:
+        blockers = ep.pyvrp_blockers()
+        if blockers:
+            logger.info("OR-Tools only (PyVRP cannot express: %s)", ", ".join(blockers))
+            chosen = ["ortools", "ortools-pca"]
+        else:
+            chosen = ["pyvrp", "ortools"]
+        chosen = chosen[: max(1, workers)]
+    if "pyvrp" in chosen and ep.pyvrp_blockers():
+        raise ValueError(f"PyVRP cannot express: {', '.join(ep.pyvrp_blockers())}")
+    return [_Run(engine, seed) for engine in chosen]
+
+
+def _seconds(time_limit: float | timedelta) -> float:
+    seconds = (
+        time_limit.total_seconds() if isinstance(time_limit, timedelta) else float(time_limit)
+    )
+    if seconds <= 0:
+        raise ValueError("time_limit must be positive")
+    return seconds
+
+
+def solve(
+    problem: RoutingProblem,
+    *,
+    time_limit: float | timedelta,
+    seed: int = 0,
+    provider: MatrixProvider | None = None,
+    initial: RoutePlan | None = None,
+    workers: int = 2,
+    engines: Sequence[str] | None = None,
+) -> RoutePlan:
+    """Plan routes for `problem` within `time_limit` of wall-clock time.
+
+    Args:
+        problem: the deliveries, vehicles and any routes already under way.
+        time_limit: wall-clock budget for the whole call (matrix, search and checks).
+        seed: random seed for the engines (runs differ only through time-limit effects).
+        provider: travel-matrix provider; `routing.matrix.default_provider` when None.
+        initial: a previous plan to warm-start OR-Tools from (re-optimisation).
+        workers: engine processes to run side by side (1 runs one engine in this process).
+        engines: force engines by name (see ENGINES); default picks by problem features.
+
+    Returns:
+        The best plan found. It is always checked by `routing.check`; look at
+        `plan.is_feasible()`, `plan.violations` and `plan.unserved` rather than expecting
+        an exception when the problem cannot be fully served.
+    """
+    started_at = time.monotonic()
+    deadline = started_at + _seconds(time_limit)
+    places, matrix = build_matrix(problem, provider)
+    ep = build_engine_problem(problem, places, matrix)
+    # Keep back time for checking plans and returning; more on big instances.
+    reserve = min(0.6, 0.1 + 0.03 * (deadline - started_at) + 0.0001 * len(ep.stops))
+    engine_deadline = deadline - reserve
+    runs = _portfolio(ep, seed, workers, engines)
+    warm = _initial_routes(ep, initial) if initial is not None else None
+    results = _run_portfolio(runs, ep, engine_deadline, deadline - reserve / 2, warm)
+
+    plans = [
+        evaluate(
+            problem,
+            matrix,
+            [(ep.vehicles[v].id, [ep.stops[s].id for s in stops]) for v, stops in routes],
+            places=places,
+            engine=engine,
+        )
+        for engine, routes in results
+    ]
+    if not plans:
+        logger.warning("no engine produced a plan for %s", problem.name or "problem")
+        plans = [evaluate(problem, matrix, [], places=places, engine="none")]
+    best = min(plans, key=lambda p: (len(p.violations) > 0, len(p.violations), p.cost))
+    for plan in plans:
+        logger.info(
+            "engine %s: cost %.3f, distance %d, %d violations%s",
+            plan.engine,
+            plan.cost,
+            plan.distance_m,
+            len(plan.violations),
+            " (chosen)" if plan is best else "",
+        )
+    return best
+
+
+def _initial_routes(ep: EngineProblem, plan: RoutePlan) -> EngineRoutes:
+    vehicle_index = {v.id: i for i, v in enumerate(ep.vehicles)}
+    stop_index = {s.id: i for i, s in enumerate(ep.stops)}
+    routes: EngineRoutes = []
+    for route in plan.routes:
+        v = vehicle_index.get(route.vehicle_id)
+        stops = [stop_index[s] for s in route.stop_ids if s in stop_index]
+        if v is None:
+            continue
+        allowed = [s for s in stops if v in (ep.stops[s].allowed or (v,))]
+        if allowed:
+            routes.append((v, allowed))
+    return routes
+
+
+def reoptimise(
+    problem: RoutingProblem,
+    current: RoutePlan,
+    progress: Sequence[StartedRoute],
+    *,
+    time_limit: float | timedelta,
+    seed: int = 0,
+    provider: MatrixProvider | None = None,
+    workers: int = 2,
+) -> RoutePlan:
+    """Re-plan the rest of the day, warm-started from `current`.
+
+    Vans listed in `progress` are on the road: they start from their reported position and
+    time, their delivered stops are dropped and the stops still in their van stay with them
+    (when `StartedRoute.on_board` is empty it is taken from the van's route in `current`).
+    Everything else may be re-assigned.
+
+    Args:
+        problem: the day's problem (without started routes).
+        current: the plan being driven.
+        progress: one entry per van that has left.
+        time_limit: wall-clock budget.
+        seed: random seed.
+        provider: travel-matrix provider.
+        workers: engine processes.
+    """
+    started: list[StartedRoute] = []
+    for entry in progress:
+        on_board = entry.on_board
+        if not on_board:
+            route = current.route_of(entry.vehicle_id)
+            done = set(entry.done)
+            on_board = tuple(s for s in (route.stop_ids if route else ()) if s not in done)
+        started.append(dataclasses.replace(entry, on_board=on_board))
+    replanned = dataclasses.replace(problem, started=tuple(started))
+    return solve(
+        replanned,
+        time_limit=time_limit,
+        seed=seed,
+        provider=provider,
+        initial=current,
+        workers=workers,
+    )
