@@ -149,7 +149,7 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
-def testing_config(database_url: str, redis_url: str) -> Config:
+def config_for_tests(database_url: str, redis_url: str) -> Config:
     """Settings for the test suite: real database and Redis, CSRF on unless a test turns it off."""
     return Config(
         ENV="testing",

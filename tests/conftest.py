@@ -18,7 +18,7 @@ from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from config import normalise_database_url, testing_config
+from config import normalise_database_url, config_for_tests
 
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/dispensary_test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
@@ -57,7 +57,7 @@ def app(database_url: str, redis_url: str) -> Iterator[Flask]:
     from pharmacy import create_app
 
     recreate_database(database_url)
-    application = create_app(testing_config(database_url, redis_url))
+    application = create_app(config_for_tests(database_url, redis_url))
     with application.app_context():
         upgrade()
     yield application
@@ -90,8 +90,21 @@ def redis(app: Flask, redis_url: str) -> Iterator[Redis]:
     conn.close()
 
 
+class FreshContextClient(FlaskClient):
+    """Each request gets its own app context, as in production.
+
+    Tests hold an app context (for ``db.session``); without this, requests would reuse it and
+    share ``g`` (and its cached CSRF token) and the test's database session.
+    """
+
+    def open(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
 @pytest.fixture()
 def client(app: Flask, db: object) -> FlaskClient:
+    app.test_client_class = FreshContextClient
     return app.test_client()
 
 

@@ -137,11 +137,11 @@ def test_huge_ids_are_404_not_500(client, db) -> None:  # type: ignore[no-untype
 
 
 def test_unexpected_errors_are_500_problems_without_internals(app: Flask, db) -> None:  # type: ignore[no-untyped-def]
-    from config import testing_config
+    from config import config_for_tests
     from pharmacy import create_app
 
     cfg = app.config["DISPENSARY_CONFIG"]
-    fresh = create_app(testing_config(cfg.SQLALCHEMY_DATABASE_URI, cfg.REDIS_URL))
+    fresh = create_app(config_for_tests(cfg.SQLALCHEMY_DATABASE_URI, cfg.REDIS_URL))
 
     @fresh.get("/api/v1/_boom")
     def _boom() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from config import testing_config
+from config import config_for_tests
 from pharmacy import create_app
 
 
@@ -22,7 +22,7 @@ def test_readyz_is_200_with_database_and_redis_up(client, redis) -> None:  # typ
 
 def test_readyz_is_503_naming_redis_when_redis_is_unreachable(app: Flask, database_url: str) -> None:
     # Port 1 on loopback: nothing listens there, so the connection is refused at once.
-    broken = create_app(testing_config(database_url, "redis://127.0.0.1:1/0"))
+    broken = create_app(config_for_tests(database_url, "redis://127.0.0.1:1/0"))
     response = broken.test_client().get("/readyz")
     assert response.status_code == 503
     body = response.get_json()
@@ -32,7 +32,7 @@ def test_readyz_is_503_naming_redis_when_redis_is_unreachable(app: Flask, databa
 
 
 def test_readyz_is_503_naming_the_database_when_it_is_unreachable(redis_url: str) -> None:
-    broken = create_app(testing_config(
+    broken = create_app(config_for_tests(
         "postgresql+psycopg://postgres@127.0.0.1:1/nothing?connect_timeout=2", redis_url))
     response = broken.test_client().get("/readyz")
     assert response.status_code == 503
