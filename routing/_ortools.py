@@ -112,7 +112,9 @@ def solve_ortools(
         penalty = mandatory_penalty if stop.penalty is None else stop.penalty
         routing.AddDisjunction([index], penalty)
         if stop.allowed is not None:
-            routing.SetAllowedVehiclesForIndex(list(stop.allowed), index)
+            # SetAllowedVehiclesForIndex's SWIG wrapper rejects every Python sequence in the
+            # 9.15 wheel; restricting the vehicle variable is equivalent (-1 = unperformed).
+            routing.VehicleVar(index).SetValues([-1, *stop.allowed])
 
     for v in range(len(ep.vehicles)):
         routing.AddVariableMinimizedByFinalizer(time_dim.CumulVar(routing.End(v)))
