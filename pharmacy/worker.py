@@ -21,9 +21,9 @@ logger = logging.getLogger(__name__)
 class AppWorker(Worker):
     """Releases the job's database session after every job, whatever happened in it."""
 
-    def perform_job(self, job, queue):  # type: ignore[no-untyped-def]
+    def perform_job(self, job, queue, *args, **kwargs):  # type: ignore[no-untyped-def]
         try:
-            return super().perform_job(job, queue)
+            return super().perform_job(job, queue, *args, **kwargs)
         finally:
             db.session.remove()
 

@@ -18,9 +18,9 @@ from redis import Redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from config import normalise_database_url, config_for_tests
+from config import config_for_tests, normalise_database_url
 
-DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/dispensary_test"
+DEFAULT_DB = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/dispensary_test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+
 from sqlalchemy import JSON, DateTime, Enum, MetaData, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -74,8 +75,11 @@ class Base(DeclarativeBase):
     )
 
 
+_NOW = text("CURRENT_TIMESTAMP")  # portable: PostgreSQL and SQLite both know it
+
+
 class TimestampMixin:
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=text("CURRENT_TIMESTAMP"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=_NOW)
     updated_at: Mapped[datetime] = mapped_column(
-        default=utcnow, onupdate=utcnow, server_default=text("CURRENT_TIMESTAMP")
+        default=utcnow, onupdate=utcnow, server_default=_NOW
     )

@@ -107,7 +107,9 @@ def issue_token(secret_key: str, user: User) -> str:
     return serializer.dumps({"uid": user.id, "gen": user.token_generation})
 
 
-def user_for_token(session: Session, secret_key: str, token: str, *, max_age_s: int) -> User | None:
+def user_for_token(
+    session: Session, secret_key: str, token: str, *, max_age_s: int
+) -> User | None:
     """The active user a token names, or None if it is forged, expired or revoked."""
     serializer = URLSafeTimedSerializer(secret_key, salt=_TOKEN_SALT)
     try:

@@ -63,8 +63,9 @@ DEMO_ACCOUNTS = {
     Role.ADMIN: ("admin@example.com", "demo-admin-1", "Ada Admin"),
 }
 
-_GIVEN = ["Olivia", "Amelia", "Isla", "Ava", "Mia", "Noah", "Oliver", "George", "Arthur", "Muhammad",
-          "Leo", "Harry", "Aisha", "Fatima", "Zara", "Jack", "Sophie", "Grace", "Ethan", "Ruby",
+_GIVEN = ["Olivia", "Amelia", "Isla", "Ava", "Mia", "Noah", "Oliver", "George", "Arthur",
+          "Muhammad", "Leo", "Harry", "Aisha", "Fatima", "Zara", "Jack", "Sophie", "Grace",
+          "Ethan", "Ruby",
           "Yusuf", "Priya", "Tomasz", "Ewa", "Kwame", "Chloe", "Daniel", "Hannah", "Liam", "Evie"]
 _FAMILY = ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies",
            "Patel", "Khan", "Robinson", "Wright", "Thompson", "Evans", "Walker", "White",
@@ -77,6 +78,7 @@ _POSTCODES = ["LS6", "LS16", "LS8", "LS4", "LS9", "LS7", "LS11", "LS10", "LS14",
               "LS12", "LS13", "LS2", "LS3", "LS5"]
 _SAFE_PLACES = [None, None, None, "Leave in the porch", "Ring twice, ground floor flat",
                 "Gate code 4821", "Back door if no answer"]
+_INWARD = "ABDEFGHJLNPQRSTUWXYZ"  # letters used in the inward part of UK postcodes
 _ALLERGENS = ["penicillin", "amoxicillin", "ibuprofen", "codeine", "M01A", "J01C", "aspirin"]
 
 
@@ -208,7 +210,8 @@ def seed_demo(session: Session, *, today: date | None = None, seed: int = 202611
                             default_vehicle_id=vans[n].id))
 
     prescribers = [
-        Prescriber(given_name="Helen", family_name="Okafor", profession=PrescriberProfession.DOCTOR,
+        Prescriber(given_name="Helen", family_name="Okafor",
+                   profession=PrescriberProfession.DOCTOR,
                    registration_body="GMC", registration_number="7123456",
                    organisation_ods_code="B86001", organisation_name="Park Lane Surgery"),
         Prescriber(given_name="Martin", family_name="Reid", profession=PrescriberProfession.DOCTOR,
@@ -252,8 +255,8 @@ def seed_demo(session: Session, *, today: date | None = None, seed: int = 202611
         lat, lon = _scatter(rng, 8.0)
         patient.addresses.append(Address(
             label="Home", line1=f"{rng.randint(1, 240)} {rng.choice(_STREETS)}", city="Leeds",
-            postcode=f"{rng.choice(_POSTCODES)} {rng.randint(1, 9)}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}"
-                     f"{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}",
+            postcode=f"{rng.choice(_POSTCODES)} {rng.randint(1, 9)}"
+                     f"{rng.choice(_INWARD)}{rng.choice(_INWARD)}",
             latitude=lat, longitude=lon, delivery_notes=rng.choice(_SAFE_PLACES),
             is_default=True))
         for substance in rng.sample(_ALLERGENS, k=rng.choice([0, 0, 0, 1, 1, 2])):
@@ -293,7 +296,8 @@ def _seed_stock(session: Session, rng: random.Random, depot: Pharmacy, medicine:
         )
         session.add(batch)
         session.add(StockMovement(batch=batch, kind=MovementKind.RECEIVED,
-                                  on_hand_change=quantity, reference=f"DN-{rng.randrange(10**6):06d}",
+                                  on_hand_change=quantity,
+                                  reference=f"DN-{rng.randrange(10**6):06d}",
                                   occurred_at=batch.received_at))
         if expiry < today:
             batch.status = BatchStatus.EXPIRED

