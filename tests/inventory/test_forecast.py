@@ -1,0 +1,76 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from inventory.forecast import FORECAST_COLUMNS, conformal_quantiles, forecast_demand
+
+
+@pytest.fixture(scope="module")
+def usaid_forecast(usaid_small: pd.DataFrame) -> pd.DataFrame:
+    return forecast_demand(usaid_small, horizon=3, n_jobs=1)
+
+
+def test_one_row_per_series_and_period(usaid_forecast: pd.DataFrame, usaid_small) -> None:
+    assert tuple(usaid_forecast.columns) == FORECAST_COLUMNS
+    assert set(usaid_forecast["unique_id"]) == set(usaid_small["unique_id"])
+    assert (usaid_forecast.groupby("unique_id").size() == 3).all()
+
+
+def test_forecast_starts_after_each_series_last_date(
+    usaid_forecast: pd.DataFrame, usaid_small: pd.DataFrame
+) -> None:
+    last = pd.to_datetime(usaid_small.groupby("unique_id")["ds"].max())
+    first = usaid_forecast.groupby("unique_id")["ds"].min()
+    for uid, day in last.items():
+        assert first[uid] == day + pd.DateOffset(months=1)
+    assert (usaid_forecast["ds"].dt.day == 1).all()
+
+
+def test_values_are_non_negative_and_intervals_nested(usaid_forecast: pd.DataFrame) -> None:
+    values = usaid_forecast[list(FORECAST_COLUMNS[2:])].to_numpy()
+    assert np.isfinite(values).all()
+    assert (values >= 0).all()
+    f = usaid_forecast
+    assert (f["lo_95"] <= f["lo_80"]).all()
+    assert (f["lo_80"] <= f["hi_80"]).all()
+    assert (f["hi_80"] <= f["hi_95"]).all()
+
+
+def test_daily_forecast_with_explicit_models(pharma_small: pd.DataFrame) -> None:
+    out = forecast_demand(
+        pharma_small, horizon=7, freq="D", models=["ses", "window_average"], n_jobs=1
+    )
+    assert len(out) == 3 * 7
+    assert (out["forecast"] >= 0).all()
+    assert (out.groupby("unique_id")["ds"].diff().dropna() == pd.Timedelta(days=1)).all()
+
+
+def test_single_period_and_all_zero_series_are_forecast() -> None:
+    history = pd.DataFrame(
+        {
+            "unique_id": ["one", "zero", "zero", "zero"],
+            "ds": ["2024-03-01", "2024-01-01", "2024-02-01", "2024-03-01"],
+            "y": [4.0, 0.0, 0.0, 0.0],
+        }
+    )
+    out = forecast_demand(history, horizon=2, n_jobs=1)
+    assert len(out) == 4
+    zero = out[out["unique_id"] == "zero"]
+    assert (zero[["forecast", "hi_95"]].to_numpy() == 0).all()
+
+
+def test_unknown_model_is_refused(usaid_small: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        forecast_demand(usaid_small, horizon=2, models=["prophet"])
+
+
+def test_conformal_quantiles_cover_their_sample() -> None:
+    rng = np.random.default_rng(0)
+    residuals = rng.normal(size=(200, 3, 4))
+    q = conformal_quantiles(residuals)
+    lo, hi = q[80]
+    inside = (residuals >= lo) & (residuals <= hi)
+    assert 0.79 <= inside.mean() <= 0.83
+    lo95, hi95 = q[95]
+    assert (lo95 <= lo).all()
+    assert (hi95 >= hi).all()
