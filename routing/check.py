@@ -144,11 +144,10 @@ def _unserved_reason(
     ]
     if not fits:
         return "larger than the capacity of every vehicle that may carry it"
+    # Vehicles with the same start, end, shift and break reach a stop equally: try one each.
+    by_shape = {(problem.start_of(v), problem.end_of(v), v.shift, v.rest_break): v for v in fits}
     reachable = [
-        v
-        for v in fits
-        if not _simulate(problem, matrix, index, v, [stop], None).problems
-        or (v.rest_break is not None and not _schedule(problem, matrix, index, v, [stop]).problems)
+        v for v in by_shape.values() if not _schedule(problem, matrix, index, v, [stop]).problems
     ]
     if not reachable:
         return "no vehicle can reach it within its time window and be back by the shift end"

@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     solve_parser.add_argument("instance", help="Solomon, VRPLIB or JSON problem file")
     solve_parser.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S)
     solve_parser.add_argument("--seed", type=int, default=0)
+    solve_parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     solve_parser.set_defaults(handler=_solve_command)
 
     bench_parser = commands.add_parser("bench", help="run a benchmark folder, print a table")
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument(
         "--no-reference", action="store_true", help="skip the PyVRP reference runs"
     )
+    bench_parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     bench_parser.set_defaults(handler=_bench_command)
     return parser
 
@@ -129,5 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.time_limit <= 0:
         return _fail("--time-limit must be positive")
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     status: int = args.handler(args)
     return status

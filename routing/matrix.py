@@ -107,17 +107,23 @@ class PlanarMatrix:
         """Matrices between points; `departure_s` is ignored."""
         if not all(isinstance(p, Point) for p in places):
             raise MatrixError("PlanarMatrix needs Point places")
-        xy = np.array([[p.x, p.y] for p in places], dtype=np.float64).reshape(-1, 2)  # type: ignore[union-attr]
-        diff = xy[:, None, :] - xy[None, :, :]
-        squared = (diff**2).sum(axis=2)
+        xs = np.array([p.x for p in places if isinstance(p, Point)], dtype=np.float64)
+        ys = np.array([p.y for p in places if isinstance(p, Point)], dtype=np.float64)
+        dx = xs[:, None] - xs[None, :]
+        dy = ys[:, None] - ys[None, :]
+        squared = dx * dx
+        squared += dy * dy
         if self.convention == "dimacs_trunc1":
             # sqrt(100 * s) is correctly rounded, so for integral coordinates its floor is the
             # exact truncation of 10 * d (no 10 * 0.1 float surprises).
-            ticks = np.floor(np.sqrt(100.0 * squared) + 1e-9)
+            squared *= 100.0
+            ticks = np.floor(np.sqrt(squared, out=squared) + 1e-9)
         else:
-            ticks = np.floor(np.sqrt(squared) + 0.5)
+            ticks = np.floor(np.sqrt(squared, out=squared) + 0.5)
         matrix = ticks.astype(np.int64)
-        return TravelMatrix(matrix, matrix.copy(), scale=self.scale)
+        matrix.setflags(write=False)
+        # Travel time equals distance: one read-only array serves as both.
+        return TravelMatrix(matrix, matrix, scale=self.scale)
 
 
 @dataclass(frozen=True)
