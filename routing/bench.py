@@ -108,6 +108,8 @@ def run_bench(
     families: Sequence[str] | None = None,
     instances: Sequence[str] | None = None,
     reference: bool = True,
+    engines: Sequence[str] | None = None,
+    workers: int = 2,
     out: TextIO = sys.stdout,
 ) -> list[BenchRow]:
     """Solve the selected instances and print the table as rows complete.
@@ -119,6 +121,8 @@ def run_bench(
         families: only these families (folder names).
         instances: only these instance names.
         reference: run PyVRP as the reference where no best-known value exists.
+        engines: force these engines (see `routing.solve.ENGINES`), for comparisons.
+        workers: engine processes per solve.
         out: where the table goes.
     """
     cases = discover(root)
@@ -130,7 +134,12 @@ def run_bench(
         f"{'instance':<14} {'family':<10} {'vehicles':>8} {'distance':>11} {'reference':>11}"
         f" {'gap %':>7} {'seconds':>8} {'feasible':>8}"
     )
-    print(f"# time limit {time_limit:g} s per instance, seed {seed}", file=out)
+    engine_note = ",".join(engines) if engines else "auto"
+    print(
+        f"# time limit {time_limit:g} s per instance, seed {seed}, engines {engine_note},"
+        f" {workers} worker(s)",
+        file=out,
+    )
     print(header, file=out, flush=True)
     rows: list[BenchRow] = []
     for case in cases:
@@ -141,7 +150,12 @@ def run_bench(
             continue
         started = time.monotonic()
         plan = solve(
-            instance.problem, time_limit=time_limit, seed=seed, provider=instance.provider
+            instance.problem,
+            time_limit=time_limit,
+            seed=seed,
+            provider=instance.provider,
+            engines=engines,
+            workers=workers,
         )
         seconds = time.monotonic() - started
         ref_value, ref_label = case.bks, "bks"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from routing.instances import InstanceError, load_instance
 from routing.matrix import MatrixError
-from routing.solve import solve
+from routing.solve import ENGINES, solve
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ def _bench_command(args: argparse.Namespace) -> int:
         families=args.family,
         instances=args.instances,
         reference=not args.no_reference,
+        engines=args.engines,
+        workers=args.workers,
     )
     return 0
 
@@ -121,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument(
         "--no-reference", action="store_true", help="skip the PyVRP reference runs"
     )
+    bench_parser.add_argument(
+        "--engines", nargs="+", choices=ENGINES, help="force engines (default: automatic)"
+    )
+    bench_parser.add_argument("--workers", type=int, default=2, help="engine processes")
     bench_parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     bench_parser.set_defaults(handler=_bench_command)
     return parser

@@ -28,7 +28,15 @@ from routing.solution import RoutePlan
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("pyvrp", "ortools", "ortools-pca")
+#: OR-Tools variants by name: (first solution strategy, local search metaheuristic).
+ORTOOLS_VARIANTS = {
+    "ortools": ("PARALLEL_CHEAPEST_INSERTION", "GUIDED_LOCAL_SEARCH"),
+    "ortools-pca": ("PATH_CHEAPEST_ARC", "GUIDED_LOCAL_SEARCH"),
+    "ortools-savings": ("SAVINGS", "GUIDED_LOCAL_SEARCH"),
+    "ortools-sa": ("PARALLEL_CHEAPEST_INSERTION", "SIMULATED_ANNEALING"),
+    "ortools-tabu": ("PARALLEL_CHEAPEST_INSERTION", "TABU_SEARCH"),
+}
+ENGINES = ("pyvrp", *ORTOOLS_VARIANTS)
 
 #: Plain problems up to this many stops run OR-Tools beside PyVRP; bigger ones run PyVRP twice.
 ORTOOLS_MAX_PLAIN_STOPS = 300
@@ -49,9 +57,8 @@ def _run_engine(
         return solve_pyvrp(ep, deadline=deadline, seed=run.seed)
     from routing._ortools import OrToolsConfig, solve_ortools
 
-    config = OrToolsConfig()
-    if run.engine == "ortools-pca":
-        config = OrToolsConfig(first_solution="PATH_CHEAPEST_ARC")
+    first_solution, metaheuristic = ORTOOLS_VARIANTS[run.engine]
+    config = OrToolsConfig(first_solution=first_solution, metaheuristic=metaheuristic)
     return solve_ortools(ep, deadline=deadline, config=config, initial=initial)
 
 
