@@ -124,8 +124,8 @@ def score(
             .groupby(["unique_id", "cutoff"])["e"]
             .mean()
         )
-        scaled = np.sqrt(per / scales.reindex(per.index))
-        scaled = scaled[np.isfinite(scaled)]
+        scaled = (per / scales.reindex(per.index)).pow(0.5)
+        scaled = scaled[np.isfinite(scaled.to_numpy())]
         row: dict[str, object] = {
             "model": col,
             "rmsse": float(scaled.groupby(level=0).mean().mean()),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -276,7 +277,10 @@ def _forecast_chunk(task: _Task) -> _ChunkResult:
         n_jobs=1,
         fallback_model=HistoricAverage(),
     )
-    fc = sf.forecast(df=stacked, h=h)
+    with warnings.catch_warnings():
+        # statsforecast warns about degenerate fits (e.g. zero variance) it then handles.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fc = sf.forecast(df=stacked, h=h)
     names = [str(m.alias) for m in models]
     values = np.clip(fc[names].to_numpy(dtype=float), 0.0, None)
     combo = np.nan_to_num(values.mean(axis=1), nan=0.0).reshape(-1, h)
@@ -300,8 +304,8 @@ def _forecast_chunk(task: _Task) -> _ChunkResult:
             point[s] = combo[row]
             ds_out[s] = fds[row]
         else:
-            cut = int(lengths[s]) - h - (j - 1) * step
-            actual = y_all[first + cut : first + cut + h]
+            end = int(lengths[s]) - h - (j - 1) * step
+            actual = y_all[first + end : first + end + h]
             residuals[s, j - 1] = (actual - combo[row]) / scale[s]
     return _ChunkResult(
         unique_id=np.asarray(uniques).astype(str),

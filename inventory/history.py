@@ -81,8 +81,8 @@ def validate_history(history: pd.DataFrame) -> pd.DataFrame:
         raise HistoryError(f"negative demand {y[y < 0].iloc[0]} for {row['unique_id']}")
     df["y"] = y.astype(float)
     # Two rows for the same series and period (e.g. two tills) are one period's demand.
-    df = df.groupby(["unique_id", "ds"], as_index=False, sort=True)["y"].sum()
-    return df.reset_index(drop=True)
+    summed = df.groupby(["unique_id", "ds"], as_index=False, sort=True)["y"].sum()
+    return pd.DataFrame(summed).reset_index(drop=True)
 
 
 def _parse_dates(values: pd.Series) -> pd.Series:
@@ -119,7 +119,7 @@ def infer_freq(ds: pd.Series) -> str:
     if len(dates) == 1:
         return "D"
     if (dates.day == 1).all() and len(dates) >= 2:
-        days = np.diff(dates.asi8) // (86_400 * 10**9)
+        days = np.diff(dates.to_numpy().astype("datetime64[D]").astype(np.int64))
         # Consecutive month starts are 28..31 days apart; anything else is not monthly.
         if days.min() >= 28:
             return "M"
@@ -186,7 +186,8 @@ def fill_gaps(history: pd.DataFrame, freq: str) -> pd.DataFrame:
 def _to_ordinal(ds: pd.Series, freq: str) -> np.ndarray:
     """Integer period numbers: consecutive periods differ by one."""
     if freq == "M":
-        return (ds.dt.year.to_numpy() * 12 + ds.dt.month.to_numpy() - 1).astype(np.int64)
+        months: np.ndarray = ds.dt.year.to_numpy() * 12 + ds.dt.month.to_numpy() - 1
+        return months.astype(np.int64)
     days = ds.to_numpy().astype("datetime64[D]").astype(np.int64)
     # All weekly dates share a weekday (checked), so integer division keeps them apart.
     return days // 7 if freq == "W" else days
