@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -139,8 +140,9 @@ def forecast_demand(
         raise ValueError("season_length must be at least 1")
     trimmed = trim_leading_zeros(filled, min_length=1)
     step = max(1, math.ceil(horizon / 2))
-    tasks = _plan_tasks(trimmed, models, horizon, freq, season, n_windows, step)
-    results = _run_tasks(tasks, n_jobs or default_n_jobs(), progress)
+    jobs = n_jobs or default_n_jobs()
+    tasks = _plan_tasks(trimmed, models, horizon, freq, season, n_windows, step, jobs)
+    results = _run_tasks(tasks, jobs, progress)
     classes = classify_demand(trimmed).set_index("unique_id")["demand_class"]
     return _assemble(results, classes, horizon)
 
@@ -153,8 +155,11 @@ def _plan_tasks(
     season: int,
     n_windows: int,
     step: int,
+    n_jobs: int,
 ) -> list[_Task]:
     classes = classify_demand(history)
+    # Few long series (a pharmacy's daily sales) still keep every worker busy.
+    chunk_size = max(1, min(CHUNK_SIZE, math.ceil(len(classes) / n_jobs)))
     lengths = history.groupby("unique_id", sort=False).size()
     info = classes.set_index("unique_id").join(lengths.rename("length"))
     keys: dict[tuple[tuple[str, ...], bool], list[str]] = {}
@@ -171,8 +176,8 @@ def _plan_tasks(
     tasks = []
     by_id = history.set_index("unique_id")
     for (pool, seasonal), ids in keys.items():
-        for start in range(0, len(ids), CHUNK_SIZE):
-            chunk_ids = ids[start : start + CHUNK_SIZE]
+        for start in range(0, len(ids), chunk_size):
+            chunk_ids = ids[start : start + chunk_size]
             chunk = by_id.loc[chunk_ids].reset_index()
             tasks.append(_Task(chunk, pool, seasonal, horizon, freq, season, n_windows, step))
     return tasks
@@ -283,8 +288,18 @@ def _forecast_chunk(task: _Task) -> _ChunkResult:
         fc = sf.forecast(df=stacked, h=h)
     names = [str(m.alias) for m in models]
     values = np.clip(fc[names].to_numpy(dtype=float), 0.0, None)
-    combo = np.nan_to_num(values.mean(axis=1), nan=0.0).reshape(-1, h)
+    # A member may return nan instead of raising (a moving average longer than the
+    # series): combine the members that produced a number.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        combo = np.nanmean(values, axis=1).reshape(-1, h)
     ids = fc["unique_id"].to_numpy().reshape(-1, h)[:, 0].astype(np.int64)
+    # No member at all: fall back to the mean of what the series has sold.
+    history_mean = stacked.groupby("unique_id")["y"].mean()
+    missing = ~np.isfinite(combo)
+    if missing.any():
+        fill = np.repeat(history_mean.reindex(ids).to_numpy()[:, None], h, axis=1)
+        combo[missing] = fill[missing]
     series_idx, window = np.divmod(ids, n_win)
 
     point = np.zeros((n_series, h))
@@ -338,13 +353,13 @@ def conformal_quantiles(
 
     Args:
         residuals: (n_series, n_windows, horizon) of (actual - forecast) / scale, nan
-            where a window did not exist.
+            where a window did not exist. Without any residual, normal quantiles of a
+            random walk's spread stand in.
         levels: central interval coverage in percent.
         min_count: below this many residuals at a step, the step uses all steps pooled.
 
     Returns:
-        level -> (lower, upper), each of shape (horizon,). Zeros when there are no
-        residuals at all.
+        level -> (lower, upper), each of shape (horizon,).
     """
     horizon = residuals.shape[-1]
     flat = residuals.reshape(-1, horizon)
@@ -359,6 +374,10 @@ def conformal_quantiles(
             col = col[np.isfinite(col)]
             sample = col if len(col) >= min_count else pooled
             if len(sample) == 0:
+                # Nothing to calibrate on (every series too short for a back-test): assume
+                # normal errors; the mean absolute change is about 0.8 sigma of a change.
+                z = NormalDist().inv_cdf(1 - alpha / 2) * 1.25 * math.sqrt(k + 1)
+                lower[k], upper[k] = -z, z
                 continue
             lower[k], upper[k] = _split_conformal(sample, alpha)
         out[level] = (lower, upper)
@@ -397,7 +416,8 @@ def _assemble(results: list[_ChunkResult], classes: pd.Series, horizon: int) -> 
         quantiles = conformal_quantiles(residuals[mask]) if enough else everything
         for level in LEVELS:
             lower, upper = quantiles[level]
-            s = scale[mask][:, None]
+            # An all-zero history has a token scale (see `_scale`): no width from it.
+            s = np.where(scale[mask] > 1e-6, scale[mask], 0.0)[:, None]
             lo = np.clip(point[mask] + lower[None, :] * s, 0.0, None)
             hi = np.clip(point[mask] + upper[None, :] * s, 0.0, None)
             bounds[f"lo_{level}"][mask] = lo

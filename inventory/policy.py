@@ -227,14 +227,21 @@ def calibrate_to_fill_rate(
     lo: float,
     hi: float,
     iterations: int = 40,
+    pooled: bool = False,
 ) -> tuple[float, SimulationResult]:
-    """Smallest policy parameter in [lo, hi] whose mean fill rate reaches `target`.
+    """Smallest policy parameter in [lo, hi] whose fill rate reaches `target`.
 
     `simulate(parameter)` must give a fill rate non-decreasing in the parameter (a safety
     factor, months of cover, ...). Bisection; returns the parameter and its simulation.
+
+    Args:
+        pooled: measure the fill rate over all units (sum served / sum demand) instead of
+            the mean of the per-series fill rates.
     """
 
     def mean_fill(result: SimulationResult) -> float:
+        if pooled:
+            return float(result.served.sum() / max(result.demand.sum(), 1e-12))
         return float(np.nanmean(result.fill_rate))
 
     high = simulate(hi)

@@ -74,3 +74,12 @@ def test_conformal_quantiles_cover_their_sample() -> None:
     lo95, hi95 = q[95]
     assert (lo95 <= lo).all()
     assert (hi95 >= hi).all()
+
+
+def test_series_too_short_for_any_member_still_get_a_forecast_and_interval() -> None:
+    history = pd.DataFrame(
+        {"unique_id": ["a", "a", "b"], "ds": ["2024-01-01", "2024-02-01", "2024-02-01"]}
+    ).assign(y=[3.0, 5.0, 2.0])
+    out = forecast_demand(history, horizon=2, models=["window_average"], n_jobs=1)
+    assert out.loc[out["unique_id"] == "a", "forecast"].tolist() == [4.0, 4.0]
+    assert (out["hi_95"] > out["forecast"]).all()
