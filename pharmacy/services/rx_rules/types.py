@@ -117,7 +117,7 @@ class ParsedPrescription:
     patient: ParsedPatient | None
     prescriber: ParsedPrescriber | None
     items: tuple[ParsedItem, ...]
-    course_of_therapy: str | None          # "acute" / "continuous" / "continuous-repeat-dispensing"
+    course_of_therapy: str | None  # "acute" / "continuous" / "continuous-repeat-dispensing"
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,8 @@ class ValidationReport:
     parsed: ParsedPrescription | None      # None when the bundle could not be read at all
     evaluated_on: date
     extra: dict[str, Any] = field(default_factory=dict)
+    # True when the body was not JSON at all: the $validate endpoint answers 400, not 200.
+    not_json: bool = False
 
     @property
     def is_valid(self) -> bool:
