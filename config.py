@@ -59,6 +59,8 @@ class Config:
     API_TOKEN_TTL_S: int = 3600
     LOGIN_MAX_FAILURES: int = 5
     LOGIN_LOCKOUT_S: int = 900
+    # Real prescription bundles are a few kB; anything this large is a mistake or an attack.
+    FHIR_MAX_BUNDLE_BYTES: int = 1_000_000
     STRIPE_API_KEY: str = ""
     STRIPE_API_BASE: str = ""
     STRIPE_WEBHOOK_SECRET: str = ""
@@ -105,7 +107,8 @@ class Config:
         for attr, var in simple.items():
             if var in env:
                 values[attr] = env[var]
-        for attr, var in {"API_TOKEN_TTL_S": "API_TOKEN_TTL_S"}.items():
+        for attr, var in {"API_TOKEN_TTL_S": "API_TOKEN_TTL_S",
+                          "FHIR_MAX_BUNDLE_BYTES": "FHIR_MAX_BUNDLE_BYTES"}.items():
             if var in env:
                 values[attr] = _parse_int(var, env[var])
         if "SESSION_COOKIE_SECURE" in env:

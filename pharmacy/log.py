@@ -38,6 +38,8 @@ def configure_logging(level: str = "INFO") -> None:
     handler._dispensary = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    # Alembic announces its plugins at INFO whenever it is imported; not worth a line each.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def init_request_ids(app: Flask) -> None:

@@ -41,4 +41,9 @@ if ! command -v redis-cli >/dev/null || ! redis_up; then
   for _ in $(seq 1 20); do redis_up && break; sleep 0.5; done
   redis_up || { echo "Redis did not start" >&2; exit 1; }
 fi
-echo "PostgreSQL and Redis are up."
+# Headless Chromium for the browser tests (Debian's package; Playwright never downloads one).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "Installing Chromium..."
+  apt_install chromium
+fi
+echo "PostgreSQL, Redis and Chromium are ready."

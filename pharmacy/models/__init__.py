@@ -13,7 +13,13 @@ from .delivery import (
     WaveStatus,
 )
 from .orders import Order, OrderLine, OrderStatus, Payment, PaymentStatus
-from .prescriptions import Prescription, PrescriptionItem, PrescriptionStatus
+from .prescriptions import (
+    Prescription,
+    PrescriptionItem,
+    PrescriptionReview,
+    PrescriptionStatus,
+    ReviewAction,
+)
 from .sites import Pharmacy, Vehicle
 from .stock import BatchStatus, MovementKind, StockBatch, StockMovement
 from .users import (
@@ -21,6 +27,7 @@ from .users import (
     Allergy,
     Courier,
     CurrentMedication,
+    Notification,
     PatientProfile,
     Prescriber,
     PrescriberProfession,
@@ -32,8 +39,10 @@ __all__ = [
     "Address", "Allergy", "AttemptOutcome", "AuditEvent", "Base", "BatchStatus", "Courier",
     "CurrentMedication", "DeliveryAttempt", "DeliveryRoute", "DeliveryStop", "DeliveryWave",
     "InteractionRule", "InteractionSeverity", "Medicine", "MedicineCodeHistory", "MovementKind",
+    "Notification",
     "Order", "OrderLine", "OrderStatus", "Payment", "PaymentStatus", "PatientProfile", "Pharmacy",
     "Prescriber", "PrescriberProfession", "Prescription", "PrescriptionItem",
+    "PrescriptionReview", "ReviewAction",
     "PrescriptionStatus", "Role", "StockBatch", "StockMovement", "StopStatus", "User", "Vehicle",
     "WaveStatus",
 ]

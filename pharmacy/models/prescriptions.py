@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 from datetime import date, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, JSONType, TimestampMixin, str_enum, utcnow
@@ -41,7 +42,8 @@ class Prescription(TimestampMixin, Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     # EPS short-form prescription id (e.g. "A0548B-A99968-451485"); the idempotency key.
     prescription_id: Mapped[str] = mapped_column(String(64), unique=True)
-    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    # None only for a rejected prescription whose patient could not be identified.
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     prescriber_id: Mapped[int | None] = mapped_column(ForeignKey("prescribers.id"))
     pharmacy_id: Mapped[int | None] = mapped_column(ForeignKey("pharmacies.id"))
     status: Mapped[PrescriptionStatus] = mapped_column(
@@ -53,6 +55,15 @@ class Prescription(TimestampMixin, Base):
     issued_on: Mapped[date | None]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     urgent: Mapped[bool] = mapped_column(default=False)
+    # Controlled drugs of Schedule 2/3 need a second pharmacist after the clinical check.
+    needs_second_check: Mapped[bool] = mapped_column(default=False)
+    first_checked_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    first_checked_at: Mapped[datetime | None]
+    # A repeat issue points at the original prescription; issue 1 is the original itself.
+    original_id: Mapped[int | None] = mapped_column(ForeignKey("prescriptions.id"), index=True)
+    issue_number: Mapped[int] = mapped_column(default=1)
+    query_text: Mapped[str | None] = mapped_column(Text)
+    dispensed_at: Mapped[datetime | None]
     repeats_allowed: Mapped[int] = mapped_column(default=0)
     repeats_issued: Mapped[int] = mapped_column(default=0)
     # The bundle exactly as received, and the OperationOutcome of automatic validation.
@@ -66,8 +77,11 @@ class Prescription(TimestampMixin, Base):
     items: Mapped[list[PrescriptionItem]] = relationship(
         back_populates="prescription", cascade="all, delete-orphan"
     )
-    patient: Mapped[PatientProfile] = relationship()
+    patient: Mapped[PatientProfile | None] = relationship()
     prescriber: Mapped[Prescriber | None] = relationship()
+    reviews: Mapped[list[PrescriptionReview]] = relationship(
+        back_populates="prescription", order_by="PrescriptionReview.id"
+    )
 
     __mapper_args__ = {"version_id_col": version}
 
@@ -76,7 +90,7 @@ class PrescriptionItem(Base):
     __tablename__ = "prescription_items"
     __table_args__ = (
         UniqueConstraint("prescription_id", "line_id"),
-        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("quantity IS NULL OR quantity > 0", name="quantity_positive"),
         CheckConstraint(
             "supply_duration_days IS NULL OR supply_duration_days > 0",
             name="supply_duration_positive",
@@ -89,13 +103,43 @@ class PrescriptionItem(Base):
     )
     line_id: Mapped[str] = mapped_column(String(64))  # the MedicationRequest's id/identifier
     medicine_id: Mapped[int | None] = mapped_column(ForeignKey("medicines.id"))
-    medication_code: Mapped[str] = mapped_column(String(20))
+    medication_code: Mapped[str] = mapped_column(String(64))
     medication_display: Mapped[str] = mapped_column(String(300))
-    quantity: Mapped[int]
+    # None only on a rejected prescription that lacked it; ml and doses may be fractional.
+    quantity: Mapped[Decimal | None] = mapped_column(Numeric(12, 3))
     quantity_unit: Mapped[str | None] = mapped_column(String(50))
     dosage_text: Mapped[str | None] = mapped_column(Text)
     supply_duration_days: Mapped[int | None]
+    repeats_allowed: Mapped[int] = mapped_column(default=0)
+    cd_schedule: Mapped[int | None]
+    quantity_words: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), default="active")
 
     prescription: Mapped[Prescription] = relationship(back_populates="items")
     medicine: Mapped[Medicine | None] = relationship()
+
+
+class ReviewAction(enum.StrEnum):
+    VERIFIED = "verified"
+    FIRST_CHECKED = "first_checked"  # clinical check done; a second pharmacist must confirm
+    SECOND_CHECKED = "second_checked"
+    REJECTED = "rejected"
+    QUERIED = "queried"
+    QUERY_ANSWERED = "query_answered"
+
+
+class PrescriptionReview(Base):
+    """A pharmacist's decision on a prescription, with the warnings they overrode and why."""
+
+    __tablename__ = "prescription_reviews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prescription_id: Mapped[int] = mapped_column(ForeignKey("prescriptions.id"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[ReviewAction] = mapped_column(str_enum(ReviewAction, "review_action"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    # [{"rule": ..., "item": ..., "decision": ..., "reason": ...}] for each warning.
+    warning_decisions: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prescription: Mapped[Prescription] = relationship(back_populates="reviews")

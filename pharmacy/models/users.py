@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .base import Base, TimestampMixin, str_enum
+from .base import Base, TimestampMixin, str_enum, utcnow
 
 if TYPE_CHECKING:
     from .catalog import Medicine
@@ -184,3 +184,25 @@ class Courier(TimestampMixin, Base):
     default_vehicle_id: Mapped[int | None] = mapped_column(ForeignKey("vehicles.id"))
 
     user: Mapped[User] = relationship(back_populates="courier")
+
+
+class Notification(Base):
+    """A message to a patient or user, written in the same transaction as the change it reports.
+
+    Delivery (e-mail, SMS, push) reads unsent rows; the row itself is the record of what was
+    said. The body never carries more clinical detail than the recipient already has.
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        CheckConstraint("user_id IS NOT NULL OR patient_id IS NOT NULL", name="has_recipient"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(50))  # e.g. "prescription.rejected"
+    subject: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]

@@ -1,21 +1,112 @@
-"""Pages for pharmacists."""
+"""Pages for pharmacists: the verification queue and each prescription's detail and actions."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from flask import Blueprint, render_template
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask_wtf import FlaskForm
 
+from ..errors import DomainError, InvalidRequest
 from ..extensions import db
-from ..models import Role
-from ..services import dashboards
+from ..models import PrescriptionStatus, Role
+from ..services import dashboards, rx_view
+from ..services import prescriptions as rx_service
 from .session import require_role
 
 bp = Blueprint("pharmacist", __name__, url_prefix="/pharmacist")
 bp.before_request(require_role(Role.PHARMACIST))
+
+_ID = "<int(max=2147483647):prescription_id>"
+
+
+class ActionForm(FlaskForm):  # type: ignore[misc]
+    """CSRF only; the fields are read from the request by name (one per warning)."""
 
 
 @bp.get("/")
 def home() -> Any:
     return render_template("pharmacist/home.html",
                            summary=dashboards.pharmacist_summary(db.session))
+
+
+@bp.get("/prescriptions")
+def queue() -> Any:
+    show = request.args.get("show", "open")
+    statuses = {
+        "open": list(rx_service.OPEN_STATUSES),
+        "verified": [PrescriptionStatus.VERIFIED],
+        "rejected": [PrescriptionStatus.REJECTED],
+        "dispensed": [PrescriptionStatus.DISPENSED],
+    }.get(show, list(rx_service.OPEN_STATUSES))
+    prescriptions = rx_service.verification_queue(db.session, statuses=statuses)
+    return render_template("pharmacist/queue.html", prescriptions=prescriptions, show=show,
+                           warnings_of=rx_service.warnings_of)
+
+
+def _render_detail(prescription_id: int, status: int = 200) -> Any:
+    rx = rx_service.get_prescription(db.session, prescription_id)
+    return render_template(
+        "pharmacist/detail.html", rx=rx, form=ActionForm(),
+        groups=rx_view.findings_by_item(rx), warnings=rx_service.warnings_of(rx),
+        history=rx_view.patient_history(db.session, rx),
+        fhir=json.dumps(rx.source_bundle, indent=2, ensure_ascii=False),
+        me=g.user,
+    ), status
+
+
+@bp.get(f"/prescriptions/{_ID}")
+def detail(prescription_id: int) -> Any:
+    return _render_detail(prescription_id)
+
+
+_ACTIONS = {
+    "verify": lambda rx, who, form: rx_service.verify(
+        db.session, rx, who,
+        {w.key: form.get(f"decision-{w.key}", "") for w in rx_service.warnings_of(rx)},
+        note=form.get("note") or None, request_id=g.get("request_id")),
+    "second-check": lambda rx, who, form: rx_service.second_check(
+        db.session, rx, who, note=form.get("note") or None, request_id=g.get("request_id")),
+    "reject": lambda rx, who, form: rx_service.reject(
+        db.session, rx, who, form.get("reason", ""), request_id=g.get("request_id")),
+    "query": lambda rx, who, form: rx_service.query(
+        db.session, rx, who, form.get("question", ""), request_id=g.get("request_id")),
+    "answer": lambda rx, who, form: rx_service.answer_query(
+        db.session, rx, who, form.get("answer", ""), request_id=g.get("request_id")),
+    "dispense": lambda rx, who, form: rx_service.mark_dispensed(
+        db.session, rx, who, request_id=g.get("request_id")),
+}
+
+_DONE = {"verify": "Recorded your check.", "second-check": "Second check recorded: verified.",
+         "reject": "Rejected; the prescriber and patient will be told.",
+         "query": "Query recorded; the prescription is on hold.",
+         "answer": "Answer recorded; the prescription is back in the queue.",
+         "dispense": "Recorded as dispensed."}
+
+
+_ANY_ACTION = ",".join(repr(a) for a in _ACTIONS)
+
+
+@bp.post(f"/prescriptions/{_ID}/<any({_ANY_ACTION}):action>")
+def act(prescription_id: int, action: str) -> Any:
+    form = ActionForm()
+    if not form.validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for(".detail", prescription_id=prescription_id))
+    rx = rx_service.get_prescription(db.session, prescription_id, lock=True)
+    try:
+        _ACTIONS[action](rx, g.user, request.form)
+    except InvalidRequest as err:
+        db.session.rollback()
+        flash(err.detail, "error")
+        for e in err.errors:
+            flash(e["message"], "error")
+        return _render_detail(prescription_id, 422)
+    except DomainError as err:
+        db.session.rollback()
+        flash(err.detail, "error")
+        return _render_detail(prescription_id, err.status)
+    db.session.commit()
+    flash(_DONE[action], "info")
+    return redirect(url_for(".detail", prescription_id=prescription_id))

@@ -1,0 +1,712 @@
+"""Prescriptions: validation, intake, the pharmacist's decisions, repeats and dispensing.
+
+Every state change writes an audit event naming who, what, why and the rule codes that were
+overridden. Status changes are checked against the allowed transitions here, so no path
+(page, API or job) can, say, dispense a rejected prescription.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import case, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
+from ..models import (
+    Allergy,
+    Notification,
+    PatientProfile,
+    Prescriber,
+    PrescriberProfession,
+    Prescription,
+    PrescriptionItem,
+    PrescriptionReview,
+    PrescriptionStatus,
+    ReviewAction,
+    Role,
+    User,
+)
+from ..models.base import utcnow
+from . import audit
+from .rx_rules.types import RULE_SYSTEM, ParsedPrescription, ValidationReport
+
+logger = logging.getLogger(__name__)
+
+LONDON = ZoneInfo("Europe/London")
+S = PrescriptionStatus
+
+# Which statuses each status may move to. Anything else is refused.
+TRANSITIONS: dict[PrescriptionStatus, frozenset[PrescriptionStatus]] = {
+    S.RECEIVED: frozenset({S.AWAITING_VERIFICATION, S.REJECTED}),
+    S.AWAITING_VERIFICATION: frozenset({S.VERIFIED, S.AWAITING_SECOND_CHECK, S.REJECTED,
+                                        S.QUERIED, S.CANCELLED}),
+    S.AWAITING_SECOND_CHECK: frozenset({S.VERIFIED, S.REJECTED, S.AWAITING_VERIFICATION,
+                                        S.CANCELLED}),
+    S.QUERIED: frozenset({S.AWAITING_VERIFICATION, S.REJECTED, S.CANCELLED}),
+    S.VERIFIED: frozenset({S.DISPENSED, S.CANCELLED, S.EXPIRED}),
+    S.DISPENSED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.EXPIRED: frozenset(),
+}
+OPEN_STATUSES = (S.AWAITING_VERIFICATION, S.AWAITING_SECOND_CHECK, S.QUERIED)
+SECOND_CHECK_SCHEDULES = frozenset({2, 3})
+REPEAT_LEAD_DAYS = 7          # an eRD issue may be ordered this many days before it is due
+ERD_BATCH_VALIDITY_DAYS = 365  # a repeat batch is valid for 12 months from when it was written
+
+
+class InvalidTransition(DomainError):
+    status, code, title = 409, "invalid_transition", "Conflict"
+
+
+class FhirInputError(DomainError):
+    """The body is not a FHIR JSON document we can read (not JSON, too deep, too large)."""
+
+    status, code, title = 400, "bundle_invalid", "Bad Request"
+
+
+def _transition(rx: Prescription, new: PrescriptionStatus) -> PrescriptionStatus:
+    old = rx.status
+    if new not in TRANSITIONS[old]:
+        raise InvalidTransition(
+            f"A prescription that is {old.value.replace('_', ' ')} cannot become "
+            f"{new.value.replace('_', ' ')}.", current_status=old.value)
+    rx.status = new
+    return old
+
+
+# --- reading FHIR JSON safely ------------------------------------------------------------
+
+MAX_JSON_DEPTH = 64  # real bundles nest about 12 deep
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return True
+
+
+def parse_fhir_json(raw: bytes) -> Any:
+    """Decode a request body as JSON, refusing what is not JSON or absurdly deep."""
+    try:
+        text = raw.decode("utf-8-sig")
+        document = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise FhirInputError(f"The body is not JSON: {exc}") from None
+    except RecursionError:
+        raise FhirInputError(f"The JSON is nested too deeply (over {MAX_JSON_DEPTH}).") from None
+    if not _depth_ok(document, MAX_JSON_DEPTH):
+        raise FhirInputError(f"The JSON is nested too deeply (over {MAX_JSON_DEPTH}).")
+    return document
+
+
+def operation_outcome_for_error(rule: str, message: str) -> dict[str, Any]:
+    """A one-issue OperationOutcome for input that could not be read at all."""
+    return {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error", "code": "structure" if rule == "bundle-invalid" else "invalid",
+        "details": {"coding": [{"system": RULE_SYSTEM, "code": rule}]},
+        "diagnostics": message}]}
+
+
+# --- validation and intake ------------------------------------------------------------------
+
+def validate(session: Session, document: Any, *, now: datetime | None = None) -> ValidationReport:
+    """Run every automatic check on a FHIR Bundle against this pharmacy's formulary."""
+    from .rx_rules import load_formulary_view, validate_bundle
+
+    return validate_bundle(document, load_formulary_view(session), now=now or utcnow())
+
+
+@dataclass(frozen=True)
+class Intake:
+    prescription: Prescription
+    created: bool
+
+
+def _canonical_hash(document: Any) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _prescription_key(document: Any, parsed: ParsedPrescription | None) -> str:
+    """The idempotency key: the prescription id, else the bundle id, else a content hash."""
+    if parsed is not None and parsed.prescription_id:
+        return parsed.prescription_id.strip().upper()[:64]
+    if isinstance(document, dict):
+        identifier = document.get("identifier")
+        if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
+            value = identifier["value"].strip()
+            if value:
+                return f"bundle:{value}"[:64]
+    return f"sha256:{_canonical_hash(document)[:56]}"
+
+
+def _rules(report: ValidationReport) -> list[str]:
+    return sorted({f.rule for f in report.findings})
+
+
+def receive_prescription(session: Session, document: Any, *, actor: User,
+                         now: datetime | None = None,
+                         request_id: str | None = None) -> Intake:
+    """Store a prescription from a prescribing system, validated, once.
+
+    The bundle is kept verbatim with its OperationOutcome. A valid prescription is queued for
+    a pharmacist; one with errors is rejected (the outcome says why) and its patient, when
+    known, is told. The same prescription id sent again returns the first record; sent again
+    with different content it is a conflict.
+    """
+    now = now or utcnow()
+    report = validate(session, document, now=now)
+    key = _prescription_key(document, report.parsed)
+    existing = session.scalar(select(Prescription).where(Prescription.prescription_id == key))
+    if existing is not None:
+        return _same_or_conflict(existing, document)
+
+    parsed = report.parsed
+    patient = _link_patient(session, parsed, report) if parsed is not None else None
+    prescriber = _link_prescriber(session, parsed, report) if parsed is not None else None
+    items = list(parsed.items) if parsed is not None else []
+    rx = Prescription(
+        prescription_id=key,
+        patient_id=patient.id if patient is not None else None,
+        prescriber_id=prescriber.id if prescriber is not None else None,
+        pharmacy_id=patient.nominated_pharmacy_id if patient is not None else None,
+        status=S.RECEIVED,
+        prescription_type=_prescription_type(parsed),
+        issued_on=_issued_on(parsed),
+        received_at=now,
+        repeats_allowed=max((i.repeats_allowed for i in items), default=0),
+        needs_second_check=any(i.cd_schedule in SECOND_CHECK_SCHEDULES for i in items),
+        source_bundle=document if isinstance(document, dict) else {"_raw": document},
+        validation_outcome=report.to_operation_outcome(),
+    )
+    for n, item in enumerate(items, start=1):
+        rx.items.append(_item_row(session, item, n))
+    try:
+        with session.begin_nested():
+            session.add(rx)
+            session.flush()
+    except IntegrityError:
+        # Sent twice at once: the other request stored it first.
+        existing = session.scalar(select(Prescription).where(Prescription.prescription_id == key))
+        if existing is None:
+            raise
+        return _same_or_conflict(existing, document)
+
+    audit.record(session, action="prescription.received", entity_type="prescription",
+                 entity_id=rx.id, actor=actor, request_id=request_id,
+                 after={"status": S.RECEIVED.value, "rules": _rules(report)})
+    if report.is_valid:
+        _transition(rx, S.AWAITING_VERIFICATION)
+        audit.record(session, action="prescription.queued", entity_type="prescription",
+                     entity_id=rx.id, actor=actor, request_id=request_id,
+                     before={"status": S.RECEIVED.value},
+                     after={"status": rx.status.value})
+    else:
+        _transition(rx, S.REJECTED)
+        errors = sorted({f.rule for f in report.findings if f.severity.value in ("error",
+                                                                                 "fatal")})
+        rx.decided_at = now
+        rx.decision_reason = "Failed automatic validation: " + ", ".join(errors)
+        audit.record(session, action="prescription.rejected", entity_type="prescription",
+                     entity_id=rx.id, actor=actor, request_id=request_id,
+                     before={"status": S.RECEIVED.value}, after={"status": rx.status.value},
+                     reason=rx.decision_reason)
+        if patient is not None:
+            _notify_patient(session, patient, "prescription.rejected",
+                            "Your prescription could not be accepted",
+                            "We could not accept a prescription sent for you. We have told the "
+                            "prescriber why; they will send a corrected one.")
+    session.flush()
+    return Intake(rx, True)
+
+
+def _same_or_conflict(existing: Prescription, document: Any) -> Intake:
+    stored = existing.source_bundle
+    if _canonical_hash(stored) != _canonical_hash(document):
+        raise Conflict(f"Prescription {existing.prescription_id} was already received with "
+                       "different content.", prescription=existing.id)
+    return Intake(existing, False)
+
+
+def _prescription_type(parsed: ParsedPrescription | None) -> str:
+    course = (parsed.course_of_therapy or "") if parsed is not None else ""
+    if course in ("continuous", "continuous-repeat-dispensing"):
+        return "repeat"
+    if parsed is not None and any(i.repeats_allowed > 0 for i in parsed.items):
+        return "repeat"
+    return "acute"
+
+
+def _issued_on(parsed: ParsedPrescription | None) -> date | None:
+    if parsed is None:
+        return None
+    for item in parsed.items:
+        authored = item.authored_on
+        if isinstance(authored, datetime):
+            return authored.astimezone(LONDON).date() if authored.tzinfo else authored.date()
+        if isinstance(authored, date):
+            return authored
+    return None
+
+
+def _item_row(session: Session, item: Any, n: int) -> PrescriptionItem:
+    from ..models import Medicine
+
+    medicine_id = None
+    if item.formulary_code:
+        medicine_id = session.scalar(select(Medicine.id).where(Medicine.code ==
+                                                                item.formulary_code))
+    quantity = item.quantity if isinstance(item.quantity, Decimal) and item.quantity > 0 else None
+    return PrescriptionItem(
+        line_id=(item.line_id or f"item-{n}")[:64],
+        medicine_id=medicine_id,
+        medication_code=(item.medication_code or "")[:64],
+        medication_display=(item.medication_display or "(no name given)")[:300],
+        quantity=quantity,
+        quantity_unit=(item.quantity_unit or None) and item.quantity_unit[:50],
+        dosage_text=item.dosage_text,
+        supply_duration_days=(item.supply_duration_days if item.supply_duration_days
+                              and item.supply_duration_days > 0 else None),
+        repeats_allowed=max(0, item.repeats_allowed),
+        cd_schedule=item.cd_schedule if item.cd_schedule in (1, 2, 3, 4, 5) else None,
+        quantity_words=getattr(item, "quantity_words", None),
+    )
+
+
+def _link_patient(session: Session, parsed: ParsedPrescription,
+                  report: ValidationReport) -> PatientProfile | None:
+    """Find the patient by NHS number (or another identifier), creating them if new.
+
+    A patient is never created from an NHS number that failed its check.
+    """
+    p = parsed.patient
+    if p is None:
+        return None
+    bad_nhs = any(f.rule == "patient-identifier-invalid" for f in report.findings)
+    patient = None
+    if p.nhs_number and not bad_nhs:
+        patient = session.scalar(select(PatientProfile).where(
+            PatientProfile.nhs_number == p.nhs_number))
+    other = p.other_identifiers[0] if p.other_identifiers else None
+    if patient is None and other is not None:
+        patient = session.scalar(select(PatientProfile).where(
+            PatientProfile.other_identifier_system == other[0][:200],
+            PatientProfile.other_identifier == other[1][:64]))
+    if patient is not None:
+        return patient
+    if not ((p.nhs_number and not bad_nhs) or other) or p.birth_date is None:
+        return None
+    patient = PatientProfile(
+        nhs_number=p.nhs_number if p.nhs_number and not bad_nhs else None,
+        other_identifier_system=other[0][:200] if other and not p.nhs_number else None,
+        other_identifier=other[1][:64] if other and not p.nhs_number else None,
+        given_name=(p.given_name or "")[:100], family_name=(p.family_name or "(unknown)")[:100],
+        date_of_birth=p.birth_date,
+    )
+    for substance in dict.fromkeys(s.strip()[:100] for s in p.allergies if s and s.strip()):
+        patient.allergies.append(Allergy(substance=substance, recorded_at=utcnow()))
+    session.add(patient)
+    session.flush()
+    audit.record(session, action="patient.created_from_prescription", entity_type="patient",
+                 entity_id=patient.id)
+    return patient
+
+
+_REGISTERS = {
+    "https://fhir.hl7.org.uk/Id/gmc-number": ("GMC", PrescriberProfession.DOCTOR),
+    "https://fhir.hl7.org.uk/Id/nmc-number": ("NMC", PrescriberProfession.NURSE),
+    "https://fhir.hl7.org.uk/Id/gphc-number": ("GPhC", PrescriberProfession.PHARMACIST),
+    "http://hl7.org/fhir/sid/us-npi": ("NPI", PrescriberProfession.DOCTOR),
+    "https://terminology.hl7.org/NamingSystem/usDEANumber": ("DEA", PrescriberProfession.DOCTOR),
+}
+
+
+def _link_prescriber(session: Session, parsed: ParsedPrescription,
+                     report: ValidationReport) -> Prescriber | None:
+    p = parsed.prescriber
+    if p is None or any(f.rule.startswith("prescriber-identifier") for f in report.findings):
+        return None
+    for system, value in p.identifiers:
+        if system not in _REGISTERS:
+            continue
+        body, profession = _REGISTERS[system]
+        number = value.strip().upper()[:32]
+        prescriber = session.scalar(select(Prescriber).where(
+            Prescriber.registration_body == body, Prescriber.registration_number == number))
+        if prescriber is None:
+            prescriber = Prescriber(
+                given_name=(p.given_name or None) and p.given_name[:100],
+                family_name=(p.family_name or "(unknown)")[:100], profession=profession,
+                registration_body=body, registration_number=number,
+                organisation_ods_code=(p.organisation_ods_code or None)
+                and p.organisation_ods_code[:16],
+                organisation_name=(p.organisation_name or None) and p.organisation_name[:200])
+            session.add(prescriber)
+            session.flush()
+        return prescriber
+    return None
+
+
+def _notify_patient(session: Session, patient: PatientProfile, kind: str, subject: str,
+                    body: str) -> None:
+    session.add(Notification(patient_id=patient.id, user_id=patient.user_id, kind=kind,
+                             subject=subject, body=body))
+
+
+# --- the pharmacist's queue and decisions ----------------------------------------------------
+
+def get_prescription(
+    session: Session, prescription_id: int, *, lock: bool = False
+) -> Prescription:
+    stmt = select(Prescription).where(Prescription.id == prescription_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    rx = session.scalar(stmt)
+    if rx is None:
+        raise NotFound(f"No prescription with id {prescription_id}.")
+    return rx
+
+
+def verification_queue(session: Session, *, statuses: Sequence[PrescriptionStatus] = OPEN_STATUSES,
+                       limit: int = 200) -> list[Prescription]:
+    """Open prescriptions: urgent first, then second checks, then oldest first."""
+    second_first = case((Prescription.status == S.AWAITING_SECOND_CHECK, 0), else_=1)
+    return list(session.scalars(
+        select(Prescription).where(Prescription.status.in_(statuses))
+        .order_by(Prescription.urgent.desc(), second_first, Prescription.received_at,
+                  Prescription.id)
+        .limit(limit)
+    ))
+
+
+@dataclass(frozen=True)
+class Warning:
+    """One warning of a stored OperationOutcome, addressable by its issue index."""
+
+    key: str                # "issue-3": the index in the stored OperationOutcome
+    rule: str
+    diagnostics: str
+    expression: str | None
+
+
+def warnings_of(rx: Prescription) -> list[Warning]:
+    issues = (rx.validation_outcome or {}).get("issue", [])
+    out = []
+    for index, issue in enumerate(issues):
+        if issue.get("severity") != "warning":
+            continue
+        coding = (issue.get("details") or {}).get("coding") or [{}]
+        expression = issue.get("expression") or [None]
+        out.append(Warning(f"issue-{index}", str(coding[0].get("code", "unknown")),
+                           str(issue.get("diagnostics", "")), expression[0]))
+    return out
+
+
+def _require_pharmacist(user: User) -> None:
+    if user.role is not Role.PHARMACIST:
+        raise Forbidden("Only a pharmacist may do this.")
+
+
+def _review(session: Session, rx: Prescription, pharmacist: User, action: ReviewAction,
+            reason: str | None, decisions: list[dict[str, str]] | None = None) -> None:
+    session.add(PrescriptionReview(prescription_id=rx.id, reviewer_id=pharmacist.id,
+                                   action=action, reason=reason,
+                                   warning_decisions=decisions or []))
+
+
+def verify(session: Session, rx: Prescription, pharmacist: User,
+           decisions: Mapping[str, str], *, note: str | None = None,
+           now: datetime | None = None, request_id: str | None = None) -> Prescription:
+    """Record the clinical check. Every warning needs a reason in ``decisions[key]``.
+
+    Schedule 2/3 controlled drugs then wait for a second, different pharmacist.
+    """
+    _require_pharmacist(pharmacist)
+    now = now or utcnow()
+    if rx.status is not S.AWAITING_VERIFICATION:
+        raise InvalidTransition(f"Only a prescription awaiting verification can be verified "
+                                f"(this one is {rx.status.value.replace('_', ' ')}).")
+    warnings = warnings_of(rx)
+    missing = [w for w in warnings if not (decisions.get(w.key) or "").strip()]
+    unknown = sorted(set(decisions) - {w.key for w in warnings})
+    if missing or unknown:
+        errors = [{"field": f"decisions.{w.key}",
+                   "message": f"Record why you proceed despite '{w.rule}': {w.diagnostics}"}
+                  for w in missing]
+        errors += [{"field": f"decisions.{k}", "message": "No such warning."} for k in unknown]
+        raise InvalidRequest("Every warning needs a recorded decision and reason.",
+                             errors=errors)
+    recorded = [{"key": w.key, "rule": w.rule, "decision": "proceed",
+                 "reason": decisions[w.key].strip()} for w in warnings]
+    overridden = sorted({w.rule for w in warnings})
+    if rx.needs_second_check:
+        before = _transition(rx, S.AWAITING_SECOND_CHECK)
+        rx.first_checked_by_id, rx.first_checked_at = pharmacist.id, now
+        action, review = "prescription.first_checked", ReviewAction.FIRST_CHECKED
+    else:
+        before = _transition(rx, S.VERIFIED)
+        rx.decided_by_id, rx.decided_at, rx.decision_reason = pharmacist.id, now, note
+        action, review = "prescription.verified", ReviewAction.VERIFIED
+    _review(session, rx, pharmacist, review, note, recorded)
+    audit.record(session, action=action, entity_type="prescription", entity_id=rx.id,
+                 actor=pharmacist, request_id=request_id, reason=note,
+                 before={"status": before.value},
+                 after={"status": rx.status.value, "overridden_rules": overridden,
+                        "decisions": recorded})
+    session.flush()
+    return rx
+
+
+def second_check(session: Session, rx: Prescription, pharmacist: User, *,
+                 note: str | None = None, now: datetime | None = None,
+                 request_id: str | None = None) -> Prescription:
+    """The second pharmacist's confirmation for Schedule 2/3 controlled drugs."""
+    _require_pharmacist(pharmacist)
+    if rx.status is not S.AWAITING_SECOND_CHECK:
+        raise InvalidTransition("This prescription is not waiting for a second check.")
+    if rx.first_checked_by_id == pharmacist.id:
+        raise Forbidden("A pharmacist may not double-check their own verification; "
+                        "another pharmacist must do the second check.")
+    before = _transition(rx, S.VERIFIED)
+    rx.decided_by_id, rx.decided_at, rx.decision_reason = pharmacist.id, now or utcnow(), note
+    _review(session, rx, pharmacist, ReviewAction.SECOND_CHECKED, note)
+    audit.record(session, action="prescription.second_checked", entity_type="prescription",
+                 entity_id=rx.id, actor=pharmacist, request_id=request_id, reason=note,
+                 before={"status": before.value, "first_checked_by": rx.first_checked_by_id},
+                 after={"status": rx.status.value})
+    session.flush()
+    return rx
+
+
+def _required_reason(reason: str | None, what: str) -> str:
+    text = (reason or "").strip()
+    if not text:
+        raise InvalidRequest(f"A {what} needs a reason.",
+                             errors=[{"field": "reason", "message": f"Give the {what}."}])
+    return text
+
+
+def reject(session: Session, rx: Prescription, pharmacist: User, reason: str, *,
+           now: datetime | None = None, request_id: str | None = None) -> Prescription:
+    """Reject: the reason goes back to the prescriber, and the patient is told."""
+    _require_pharmacist(pharmacist)
+    text = _required_reason(reason, "reason for rejecting")
+    before = _transition(rx, S.REJECTED)
+    rx.decided_by_id, rx.decided_at, rx.decision_reason = pharmacist.id, now or utcnow(), text
+    _review(session, rx, pharmacist, ReviewAction.REJECTED, text)
+    audit.record(session, action="prescription.rejected", entity_type="prescription",
+                 entity_id=rx.id, actor=pharmacist, request_id=request_id, reason=text,
+                 before={"status": before.value}, after={"status": rx.status.value})
+    if rx.patient is not None:
+        _notify_patient(session, rx.patient, "prescription.rejected",
+                        "Your prescription could not be dispensed",
+                        "Our pharmacist could not dispense a prescription sent for you and has "
+                        "contacted your prescriber. You do not need to do anything now.")
+    session.flush()
+    return rx
+
+
+def query(session: Session, rx: Prescription, pharmacist: User, question: str, *,
+          request_id: str | None = None) -> Prescription:
+    """Put the prescription on hold with a question for the prescriber."""
+    _require_pharmacist(pharmacist)
+    text = _required_reason(question, "question for the prescriber")
+    before = _transition(rx, S.QUERIED)
+    rx.query_text = text
+    _review(session, rx, pharmacist, ReviewAction.QUERIED, text)
+    audit.record(session, action="prescription.queried", entity_type="prescription",
+                 entity_id=rx.id, actor=pharmacist, request_id=request_id, reason=text,
+                 before={"status": before.value}, after={"status": rx.status.value})
+    session.flush()
+    return rx
+
+
+def answer_query(session: Session, rx: Prescription, pharmacist: User, answer: str, *,
+                 request_id: str | None = None) -> Prescription:
+    """Record the prescriber's answer and put the prescription back in the queue."""
+    _require_pharmacist(pharmacist)
+    text = _required_reason(answer, "prescriber's answer")
+    if rx.status is not S.QUERIED:
+        raise InvalidTransition("This prescription has no open query.")
+    before = _transition(rx, S.AWAITING_VERIFICATION)
+    _review(session, rx, pharmacist, ReviewAction.QUERY_ANSWERED, text)
+    audit.record(session, action="prescription.query_answered", entity_type="prescription",
+                 entity_id=rx.id, actor=pharmacist, request_id=request_id, reason=text,
+                 before={"status": before.value}, after={"status": rx.status.value})
+    session.flush()
+    return rx
+
+
+# Called once per item when a prescription is dispensed; the controlled-drug register
+# (inventory issue) subscribes here. Each hook gets (session, prescription, item, actor).
+DispenseHook = Callable[[Session, Prescription, PrescriptionItem, User], None]
+dispense_hooks: list[DispenseHook] = []
+
+
+def mark_dispensed(session: Session, rx: Prescription, pharmacist: User, *,
+                   now: datetime | None = None, request_id: str | None = None) -> Prescription:
+    """Record that a verified prescription was dispensed (never a rejected or open one)."""
+    _require_pharmacist(pharmacist)
+    if rx.status is not S.VERIFIED:
+        raise InvalidTransition(f"Only a verified prescription can be dispensed (this one is "
+                                f"{rx.status.value.replace('_', ' ')}).")
+    before = _transition(rx, S.DISPENSED)
+    rx.dispensed_at = now or utcnow()
+    for item in rx.items:
+        for hook in dispense_hooks:
+            hook(session, rx, item, pharmacist)
+    audit.record(session, action="prescription.dispensed", entity_type="prescription",
+                 entity_id=rx.id, actor=pharmacist, request_id=request_id,
+                 before={"status": before.value}, after={"status": rx.status.value})
+    session.flush()
+    return rx
+
+
+# --- repeats ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RepeatStatus:
+    """Whether an item can be re-ordered now, and if not, when and why."""
+
+    item: PrescriptionItem
+    can_order: bool
+    earliest: date | None
+    reason: str
+    remaining: int
+
+
+def _issues(session: Session, original: Prescription) -> list[Prescription]:
+    return list(session.scalars(
+        select(Prescription).where((Prescription.id == original.id)
+                                   | (Prescription.original_id == original.id))
+        .order_by(Prescription.issue_number)
+    ))
+
+
+def repeat_status(session: Session, item: PrescriptionItem, today: date) -> RepeatStatus:
+    """Electronic repeat dispensing: issues become orderable 7 days before they are due.
+
+    The next issue is due the previous issue's dispensing date plus its supply duration; the
+    batch allows ``numberOfRepeatsAllowed + 1`` issues in all, within 12 months of being
+    written; Schedule 2/3 controlled drugs never repeat.
+    """
+    rx = item.prescription
+    original = session.get(Prescription, rx.original_id) if rx.original_id else rx
+    assert original is not None
+    issues = _issues(session, original)
+    latest = issues[-1]
+    remaining = max(0, original.repeats_allowed + 1 - len(issues))
+
+    def no(reason: str, earliest: date | None = None) -> RepeatStatus:
+        return RepeatStatus(item, False, earliest, reason, remaining)
+
+    if item.cd_schedule in SECOND_CHECK_SCHEDULES:
+        return no("Schedule 2 and 3 controlled drugs cannot be repeated; ask your prescriber "
+                  "for a new prescription.")
+    if original.prescription_type != "repeat" or original.repeats_allowed == 0:
+        return no("This was a one-off prescription; ask your prescriber for a new one.")
+    if remaining == 0:
+        return no("All repeats on this prescription have been used; ask your prescriber to "
+                  "re-authorise it.")
+    if original.issued_on and today > original.issued_on + timedelta(days=ERD_BATCH_VALIDITY_DAYS):
+        return no("This repeat prescription is more than 12 months old; ask your prescriber "
+                  "to renew it.")
+    if latest.status in OPEN_STATUSES or latest.status is S.VERIFIED:
+        return no("Your last issue is still being prepared.")
+    if latest.status is not S.DISPENSED or latest.dispensed_at is None:
+        return no(f"Your last issue was {latest.status.value.replace('_', ' ')}; "
+                  "ask your prescriber.")
+    supply = item.supply_duration_days or 28
+    due = latest.dispensed_at.astimezone(LONDON).date() + timedelta(days=supply)
+    earliest = due - timedelta(days=REPEAT_LEAD_DAYS)
+    if today < earliest:
+        return no(f"You can order this from {earliest:%-d %B %Y}, 7 days before your current "
+                  f"supply runs out on {due:%-d %B %Y}.", earliest)
+    return RepeatStatus(item, True, earliest, "You can order this now.", remaining)
+
+
+def request_repeat(session: Session, patient: PatientProfile, item_id: int, *,
+                   actor: User, now: datetime | None = None,
+                   request_id: str | None = None) -> tuple[RepeatStatus, Prescription | None]:
+    """A patient asks for the next issue of a repeat item they hold.
+
+    When allowed, a new issue of the prescription is created and queued for a pharmacist
+    (the clinical check happens at every issue). Otherwise nothing changes and the returned
+    status says when it can be ordered and why.
+    """
+    now = now or utcnow()
+    item = session.get(PrescriptionItem, item_id)
+    if item is None or item.prescription.patient_id != patient.id:
+        raise NotFound(f"You hold no prescription item {item_id}.")
+    rx = item.prescription
+    original = session.get(Prescription, rx.original_id) if rx.original_id else rx
+    assert original is not None
+    # Lock the original so two requests cannot both create the next issue.
+    session.scalar(select(Prescription.id).where(Prescription.id == original.id)
+                   .with_for_update())
+    status = repeat_status(session, item, now.astimezone(LONDON).date())
+    if not status.can_order:
+        return status, None
+    issue_number = len(_issues(session, original)) + 1
+    new = Prescription(
+        prescription_id=f"{original.prescription_id[:58]}/{issue_number}",
+        patient_id=original.patient_id, prescriber_id=original.prescriber_id,
+        pharmacy_id=original.pharmacy_id, status=S.AWAITING_VERIFICATION,
+        prescription_type="repeat", issued_on=now.astimezone(LONDON).date(), received_at=now,
+        repeats_allowed=0, needs_second_check=original.needs_second_check,
+        original_id=original.id, issue_number=issue_number,
+        source_bundle=original.source_bundle, validation_outcome=original.validation_outcome,
+    )
+    for source in original.items:
+        new.items.append(PrescriptionItem(
+            line_id=source.line_id, medicine_id=source.medicine_id,
+            medication_code=source.medication_code, medication_display=source.medication_display,
+            quantity=source.quantity, quantity_unit=source.quantity_unit,
+            dosage_text=source.dosage_text, supply_duration_days=source.supply_duration_days,
+            repeats_allowed=0, cd_schedule=source.cd_schedule))
+    session.add(new)
+    original.repeats_issued = issue_number - 1
+    session.flush()
+    audit.record(session, action="prescription.repeat_issued", entity_type="prescription",
+                 entity_id=new.id, actor=actor, request_id=request_id,
+                 after={"original": original.id, "issue_number": issue_number,
+                        "status": new.status.value})
+    return status, new
+
+
+def my_medicines(session: Session, patient: PatientProfile, today: date) -> list[RepeatStatus]:
+    """Each item the patient holds on a repeat prescription, with whether it can be ordered.
+
+    One entry per item of each original prescription, judged on its latest issue.
+    """
+    originals = session.scalars(
+        select(Prescription).where(Prescription.patient_id == patient.id,
+                                   Prescription.original_id.is_(None),
+                                   Prescription.prescription_type == "repeat",
+                                   Prescription.status.notin_([S.REJECTED, S.CANCELLED]))
+        .order_by(Prescription.received_at.desc(), Prescription.id.desc())
+    ).all()
+    statuses = []
+    for original in originals:
+        latest = _issues(session, original)[-1]
+        for item in latest.items:
+            statuses.append(repeat_status(session, item, today))
+    return statuses
