@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from flask import Flask
 
 from .session import load_session_user
+
+
+def _quantity(value: Decimal | int | None) -> str:
+    """28.000 -> '28', 2.500 -> '2.5'; None -> '—'."""
+    if value is None:
+        return "—"
+    text = format(Decimal(value).normalize(), "f")
+    return text
 
 
 def register_web(app: Flask) -> None:
     from . import admin, auth, courier, patient, pharmacist
 
     app.before_request(load_session_user)
+    app.add_template_filter(_quantity, "quantity")
     app.context_processor(auth.inject_user)
     for module in (auth, patient, pharmacist, courier, admin):
         app.register_blueprint(module.bp)
