@@ -40,12 +40,13 @@ _SNOMED_VOLUME_ML = {"258773002": Decimal(1), "258770004": Decimal(1000)}
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 SNOMED_SYSTEM = "http://snomed.info/sct"
 
-# Days per UCUM period unit (a month as 30 days, a year as 365).
-_PERIOD_DAYS: dict[str, Decimal] = {
-    "s": Decimal(1) / Decimal(86400), "min": Decimal(1) / Decimal(1440),
-    "h": Decimal(1) / Decimal(24), "d": Decimal(1), "wk": Decimal(7), "mo": Decimal(30),
-    "a": Decimal(365),
+# Days per UCUM period unit as (numerator, denominator), a month as 30 days, a year as 365:
+# kept as a fraction so that "1 every 6 h" or "28 a week" stays exact.
+_PERIOD_DAYS: dict[str, tuple[int, int]] = {
+    "s": (1, 86400), "min": (1, 1440), "h": (1, 24), "d": (1, 1), "wk": (7, 1),
+    "mo": (30, 1), "a": (365, 1),
 }
+_MICRO = Decimal("0.000001")
 
 _STRENGTH_RE = re.compile(
     r"\s*(?P<amount>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>mg|g|micrograms?|mcg|ug)"
@@ -176,11 +177,8 @@ def dose_mg(quantity: Mapping[str, Any], strength: Strength | None) -> Decimal |
     return value * strength.amount_mg
 
 
-def doses_per_day(repeat: Any) -> Decimal | None:
-    """Doses per day from ``timing.repeat``: frequency (default 1) per period periodUnit.
-
-    Without a period, a list of ``timeOfDay`` or ``when`` gives that many doses a day.
-    """
+def _frequency_and_days(repeat: Any) -> tuple[Decimal, Decimal] | None:
+    """(doses, days) of ``timing.repeat``: ``frequency`` (default 1) per period in days."""
     if not isinstance(repeat, Mapping):
         return None
     frequency = to_decimal(repeat.get("frequency", 1))
@@ -189,13 +187,33 @@ def doses_per_day(repeat: Any) -> Decimal | None:
     if frequency is None or frequency < 0:
         return None
     if period is not None and isinstance(period_unit, str) and period_unit in _PERIOD_DAYS:
-        days = period * _PERIOD_DAYS[period_unit]
-        return frequency / days if days > 0 else None
+        numerator, denominator = _PERIOD_DAYS[period_unit]
+        if period <= 0:
+            return None
+        return frequency * denominator, period * numerator
     for key in ("timeOfDay", "when"):
         times = repeat.get(key)
         if period is None and isinstance(times, list) and times:
-            return Decimal(len(times))
+            return Decimal(len(times)), Decimal(1)
     return None
+
+
+def doses_per_day(repeat: Any) -> Decimal | None:
+    """Doses per day from ``timing.repeat``: frequency (default 1) per period periodUnit.
+
+    Without a period, a list of ``timeOfDay`` or ``when`` gives that many doses a day.
+    """
+    rate = _frequency_and_days(repeat)
+    return tidy(rate[0] / rate[1]) if rate else None
+
+
+def tidy(value: Decimal) -> Decimal:
+    """Rounded to a millionth (undoing the last digit of decimal division), integral if whole."""
+    if value.adjusted() > 15:
+        return value
+    rounded = value.quantize(_MICRO)
+    return rounded.quantize(Decimal(1)) if rounded == rounded.to_integral_value() else (
+        rounded.normalize())
 
 
 @dataclass(frozen=True)
@@ -220,16 +238,17 @@ def _one_dosage(dosage: Any, strength: Strength | None) -> DailyDose | None:
         return None
     value = to_decimal(quantity.get("value"))
     timing = dosage.get("timing")
-    per_day = doses_per_day(timing.get("repeat") if isinstance(timing, Mapping) else None)
-    if value is None or value < 0 or per_day is None:
+    rate = _frequency_and_days(timing.get("repeat") if isinstance(timing, Mapping) else None)
+    if value is None or value < 0 or rate is None:
         return None
+    doses, days = rate
     kind, name = _unit_key(quantity)
     one_mg = dose_mg(quantity, strength)
     return DailyDose(
-        amount=value * _factor(quantity) * per_day,
+        amount=tidy(value * _factor(quantity) * doses / days),
         unit_kind=kind,
         unit_name=name,
-        mg=one_mg * per_day if one_mg is not None else None,
+        mg=tidy(one_mg * doses / days) if one_mg is not None else None,
     )
 
 
@@ -281,12 +300,12 @@ def supply_days(quantity: Mapping[str, Any], daily: DailyDose,
     amount = value * _factor(quantity)
     if (kind, name) == (daily.unit_kind, daily.unit_name) or kind in ("mass", "volume") and (
             kind == daily.unit_kind):
-        return amount / daily.amount
+        return tidy(amount / daily.amount)
     # A quantity of tablets against a dose in mg: convert through the strength.
     if daily.mg and strength is not None and kind == "count" and strength.per_unit is None:
-        return amount * strength.amount_mg / daily.mg
+        return tidy(amount * strength.amount_mg / daily.mg)
     if daily.mg and strength is not None and kind == "volume" and strength.mg_per_ml:
-        return amount * strength.mg_per_ml / daily.mg
+        return tidy(amount * strength.mg_per_ml / daily.mg)
     return None
 
 

@@ -195,8 +195,8 @@ class _Check:
             self.items.append(_Item(number, entry, line_id))
 
         for item in self.items:
+            self.check_medication(item)  # first, so that every finding names the medicine
             self.check_references(item)
-            self.check_medication(item)  # first, so that later findings name the medicine
         self.check_patients()
         self.check_prescription_ids()
         self.check_prescribers()
