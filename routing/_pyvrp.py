@@ -44,8 +44,24 @@ class _Deadline:
         return time.monotonic() >= self.deadline
 
 
-def to_problem_data(ep: EngineProblem) -> tuple[ProblemData, list[list[int]]]:
-    """PyVRP data for `ep` and, per vehicle type, the engine vehicle indices it stands for."""
+def _soft_prize(ep: EngineProblem) -> int:
+    """A prize for mandatory stops larger than any insertion could save (cf. _ortools)."""
+    max_distance_coef = max(v.distance_coef for v in ep.vehicles)
+    max_duration_coef = max(v.duration_coef for v in ep.vehicles)
+    longest_arc = int(ep.distance.max(initial=0))
+    return 10 * (2 * longest_arc * max_distance_coef + ep.horizon_s * max_duration_coef + 1)
+
+
+def to_problem_data(
+    ep: EngineProblem, *, soft_mandatory: bool = False
+) -> tuple[ProblemData, list[list[int]]]:
+    """PyVRP data for `ep` and, per vehicle type, the engine vehicle indices it stands for.
+
+    With `soft_mandatory`, mandatory stops become optional with a prize no route saving can
+    beat, so an over-full day still yields a plan (with the stops that do not fit unserved)
+    instead of no feasible solution at all.
+    """
+    soft_prize = _soft_prize(ep) if soft_mandatory else 0
     locations = [
         Location(p.x, p.y) if isinstance(p, Point) else Location(p.lon, p.lat) for p in ep.places
     ]
@@ -64,8 +80,8 @@ def to_problem_data(ep: EngineProblem) -> tuple[ProblemData, list[list[int]]]:
                 service_duration=stop.service_s,
                 tw_early=early,
                 tw_late=late,
-                prize=stop.penalty or 0,
-                required=stop.penalty is None,
+                prize=stop.penalty if stop.penalty is not None else soft_prize,
+                required=stop.penalty is None and not soft_mandatory,
             )
         )
     needs_fridge_profile = any(s.fridge for s in ep.stops) and not all(
@@ -121,9 +137,11 @@ def to_problem_data(ep: EngineProblem) -> tuple[ProblemData, list[list[int]]]:
     return data, members
 
 
-def solve_pyvrp(ep: EngineProblem, *, deadline: float, seed: int) -> EngineRoutes | None:
+def solve_pyvrp(
+    ep: EngineProblem, *, deadline: float, seed: int, soft_mandatory: bool = False
+) -> EngineRoutes | None:
     """Search until `deadline` (time.monotonic()); None unless PyVRP's best is feasible."""
-    data, members = to_problem_data(ep)
+    data, members = to_problem_data(ep, soft_mandatory=soft_mandatory)
     result = pyvrp_solve(
         data, stop=_Deadline(deadline), seed=seed, collect_stats=False, display=False
     )

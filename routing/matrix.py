@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import urllib.error
-import urllib.request
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +27,6 @@ from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from geopy import distance as geo_distance  # type: ignore[import-untyped]
 
 from routing.problem import Location, Place, Point, RoutingProblem
 
@@ -150,6 +147,10 @@ class SpeedProfile:
 
 
 def _geodesic_metres(places: Sequence[Location]) -> npt.NDArray[np.float64]:
+    # Imported here: geopy pulls in all its geocoders (~0.5 s), which planar benchmark runs
+    # under a wall-clock limit should not pay for.
+    from geopy import distance as geo_distance  # type: ignore[import-untyped]
+
     n = len(places)
     out = np.zeros((n, n), dtype=np.float64)
     if n <= EXACT_GEODESIC_MAX_PLACES:
@@ -241,10 +242,12 @@ class OsrmMatrix:
             f"{self.url.rstrip('/')}/table/v1/{self.profile}/{path}"
             f"?annotations=distance,duration&sources={src_ids}&destinations={dst_ids}"
         )
+        import urllib.request  # only OSRM users pay for http.client's import
+
         try:
             with urllib.request.urlopen(url, timeout=self.timeout_s) as response:  # noqa: S310
                 payload = json.load(response)
-        except (OSError, ValueError, urllib.error.URLError) as err:
+        except (OSError, ValueError) as err:  # URLError is an OSError
             raise MatrixError(f"OSRM table request failed: {err}") from err
         if not isinstance(payload, Mapping) or payload.get("code") != "Ok":
             code = payload.get("code") if isinstance(payload, Mapping) else None

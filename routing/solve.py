@@ -18,7 +18,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
+from typing import Any
 
 from routing._model import EngineProblem, EngineRoutes, build_engine_problem
 from routing.check import evaluate
@@ -36,7 +37,7 @@ ORTOOLS_VARIANTS = {
     "ortools-sa": ("PARALLEL_CHEAPEST_INSERTION", "SIMULATED_ANNEALING"),
     "ortools-tabu": ("PARALLEL_CHEAPEST_INSERTION", "TABU_SEARCH"),
 }
-ENGINES = ("pyvrp", *ORTOOLS_VARIANTS)
+ENGINES = ("pyvrp", "pyvrp-soft", *ORTOOLS_VARIANTS)
 
 #: Plain problems up to this many stops run OR-Tools beside PyVRP; bigger ones run PyVRP twice.
 ORTOOLS_MAX_PLAIN_STOPS = 300
@@ -51,10 +52,11 @@ class _Run:
 def _run_engine(
     run: _Run, ep: EngineProblem, deadline: float, initial: EngineRoutes | None
 ) -> EngineRoutes | None:
-    if run.engine == "pyvrp":
+    if run.engine in ("pyvrp", "pyvrp-soft"):
         from routing._pyvrp import solve_pyvrp
 
-        return solve_pyvrp(ep, deadline=deadline, seed=run.seed)
+        soft = run.engine == "pyvrp-soft"
+        return solve_pyvrp(ep, deadline=deadline, seed=run.seed, soft_mandatory=soft)
     from routing._ortools import OrToolsConfig, solve_ortools
 
     first_solution, metaheuristic = ORTOOLS_VARIANTS[run.engine]
@@ -82,13 +84,16 @@ def _run_portfolio(
     ep: EngineProblem,
     deadline: float,
     give_up: float,
+    late_limit: float,
     initial: EngineRoutes | None,
 ) -> list[tuple[str, EngineRoutes]]:
+    """Run engines in forked processes; collect answers until `give_up`, or - only if none
+    has produced a plan by then (an overloaded machine) - until `late_limit`."""
     if len(runs) == 1:
         routes = _run_engine(runs[0], ep, deadline, initial)
         return [] if routes is None else [(runs[0].engine, routes)]
     ctx = multiprocessing.get_context("fork")
-    children = []
+    pending: dict[Connection, tuple[_Run, Any]] = {}
     for run in runs:
         parent_end, child_end = ctx.Pipe(duplex=False)
         process = ctx.Process(
@@ -96,26 +101,33 @@ def _run_portfolio(
         )
         process.start()
         child_end.close()
-        children.append((run, process, parent_end))
+        pending[parent_end] = (run, process)
     results: list[tuple[str, EngineRoutes]] = []
-    for run, process, conn in children:
-        try:
-            if conn.poll(max(0.0, give_up - time.monotonic())):
+    while pending:
+        until = give_up if results else late_limit
+        ready = wait(list(pending), timeout=max(0.0, until - time.monotonic()))
+        if not ready:
+            break
+        for conn in ready:
+            assert isinstance(conn, Connection)
+            run, process = pending.pop(conn)
+            try:
                 status, payload = conn.recv()
-                if status == "ok" and payload is not None:
-                    results.append((run.engine, payload))
-                elif status == "error":
-                    logger.warning("engine %s failed: %s", run.engine, payload)
-            else:
-                logger.warning("engine %s missed its deadline", run.engine)
-        except EOFError:
-            logger.warning("engine %s died without an answer", run.engine)
-        finally:
-            conn.close()
-            process.join(timeout=0.05)
-            if process.is_alive():
-                process.kill()
-                process.join()
+            except EOFError:
+                logger.warning("engine %s died without an answer", run.engine)
+                continue
+            finally:
+                conn.close()
+                process.join(timeout=0.5)
+            if status == "ok" and payload is not None:
+                results.append((run.engine, payload))
+            elif status == "error":
+                logger.warning("engine %s failed: %s", run.engine, payload)
+    for conn, (run, process) in pending.items():
+        logger.warning("engine %s missed its deadline", run.engine)
+        conn.close()
+        process.kill()
+        process.join()
     return results
 
 
@@ -136,10 +148,11 @@ def _portfolio(
             chosen = ["pyvrp", "ortools"]
         else:
             # Measured: on big plain days OR-Tools finds no (or far worse) plans in the time
-            # limit, so the second core runs PyVRP with another seed instead.
-            chosen = ["pyvrp", "pyvrp"]
+            # limit, so the second core runs PyVRP with another seed instead - with mandatory
+            # stops as huge prizes, so that an over-full day still gets a plan.
+            chosen = ["pyvrp", "pyvrp-soft"]
         chosen = chosen[: max(1, workers)]
-    if "pyvrp" in chosen and ep.pyvrp_blockers():
+    if any(e.startswith("pyvrp") for e in chosen) and ep.pyvrp_blockers():
         raise ValueError(f"PyVRP cannot express: {', '.join(ep.pyvrp_blockers())}")
     return [_Run(engine, seed + k) for k, engine in enumerate(chosen)]
 
@@ -188,7 +201,9 @@ def solve(
     engine_deadline = deadline - reserve
     runs = _portfolio(ep, seed, workers, engines)
     warm = _initial_routes(ep, initial) if initial is not None else None
-    results = _run_portfolio(runs, ep, engine_deadline, deadline - reserve / 2, warm)
+    # On an overloaded machine a late plan beats none: wait up to a quarter more for one.
+    late_limit = deadline + min(2.0, 0.25 * (deadline - started_at))
+    results = _run_portfolio(runs, ep, engine_deadline, deadline - reserve / 2, late_limit, warm)
 
     plans = [
         evaluate(

@@ -198,3 +198,12 @@ def test_time_limit_is_respected() -> None:
     started = time.monotonic()
     solve(instance.problem, time_limit=1.0, provider=instance.provider)
     assert time.monotonic() - started <= 1.15
+
+
+@pytest.mark.parametrize("engines", [None, ("pyvrp-soft",)])
+def test_over_full_plain_day_still_gets_a_plan(engines: tuple[str, ...] | None) -> None:
+    problem = line_problem(vehicles=(van("v1", capacity_parcels=3),))
+    plan = solve(problem, time_limit=LIMIT, provider=NINT, engines=engines)
+    assert len(plan.unserved) == 1 and len(plan.routes[0].visits) == 3
+    assert not plan.is_feasible()  # a mandatory stop is left out, and the plan says so
+    assert "capacity" in plan.unserved[0].reason
