@@ -12,7 +12,17 @@ from .delivery import (
     StopStatus,
     WaveStatus,
 )
-from .orders import Order, OrderLine, OrderStatus, Payment, PaymentStatus
+from .orders import (
+    AllocationStatus,
+    DeliverySlot,
+    Order,
+    OrderLine,
+    OrderStatus,
+    Payment,
+    PaymentStatus,
+    StockAllocation,
+    WebhookEvent,
+)
 from .prescriptions import (
     Prescription,
     PrescriptionItem,
@@ -27,6 +37,7 @@ from .users import (
     Allergy,
     Courier,
     CurrentMedication,
+    GeocodeCache,
     Notification,
     PatientProfile,
     Prescriber,
@@ -36,6 +47,7 @@ from .users import (
 )
 
 __all__ = [
+    "AllocationStatus", "DeliverySlot", "GeocodeCache", "StockAllocation", "WebhookEvent",
     "Address", "Allergy", "AttemptOutcome", "AuditEvent", "Base", "BatchStatus", "Courier",
     "CurrentMedication", "DeliveryAttempt", "DeliveryRoute", "DeliveryStop", "DeliveryWave",
     "InteractionRule", "InteractionSeverity", "Medicine", "MedicineCodeHistory", "MovementKind",

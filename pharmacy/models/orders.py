@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .base import Base, TimestampMixin, str_enum
+from .base import Base, JSONType, TimestampMixin, str_enum, utcnow
 
 if TYPE_CHECKING:
     from .catalog import Medicine
@@ -42,6 +42,7 @@ class Order(TimestampMixin, Base):
             "delivery_window_end IS NULL OR delivery_window_end > delivery_window_start",
             name="window_ordered",
         ),
+        UniqueConstraint("patient_id", "idempotency_key"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -52,8 +53,8 @@ class Order(TimestampMixin, Base):
     status: Mapped[OrderStatus] = mapped_column(
         str_enum(OrderStatus, "order_status"), default=OrderStatus.PLACED, index=True
     )
-    # Client-supplied Idempotency-Key and a hash of the request body it came with.
-    idempotency_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    # Client-supplied Idempotency-Key (unique per patient) and a hash of the request body.
+    idempotency_key: Mapped[str | None] = mapped_column(String(100))
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     delivery_window_start: Mapped[datetime | None]
     delivery_window_end: Mapped[datetime | None]
@@ -63,6 +64,13 @@ class Order(TimestampMixin, Base):
     delivery_fee_minor: Mapped[int] = mapped_column(default=0)
     total_minor: Mapped[int] = mapped_column(default=0)
     placed_at: Mapped[datetime | None]
+    delivery_slot_id: Mapped[int | None] = mapped_column(ForeignKey("delivery_slots.id"),
+                                                        index=True)
+    # Unpaid orders give their reserved stock back after this time.
+    reserved_until: Mapped[datetime | None]
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    needs_fridge: Mapped[bool] = mapped_column(default=False)
+    parcel_count: Mapped[int] = mapped_column(default=1)
     version: Mapped[int] = mapped_column(default=1)
 
     lines: Mapped[list[OrderLine]] = relationship(
@@ -91,9 +99,37 @@ class OrderLine(Base):
     unit_price_minor: Mapped[int]
     line_total_minor: Mapped[int]
     status: Mapped[str] = mapped_column(String(20), default="pending")
+    # Units actually supplied (partial supply refunds the rest); None until packed.
+    quantity_supplied: Mapped[int | None]
+    is_prescription_item: Mapped[bool] = mapped_column(default=False)
 
     order: Mapped[Order] = relationship(back_populates="lines")
     medicine: Mapped[Medicine] = relationship()
+    allocations: Mapped[list[StockAllocation]] = relationship(back_populates="order_line")
+
+
+class AllocationStatus(enum.StrEnum):
+    RESERVED = "reserved"
+    PICKED = "picked"
+    RELEASED = "released"
+
+
+class StockAllocation(Base):
+    """Units of one batch held for one order line (first-expiry-first-out)."""
+
+    __tablename__ = "stock_allocations"
+    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"), index=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("stock_batches.id"), index=True)
+    quantity: Mapped[int]
+    status: Mapped[AllocationStatus] = mapped_column(
+        str_enum(AllocationStatus, "allocation_status"), default=AllocationStatus.RESERVED
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    order_line: Mapped[OrderLine] = relationship(back_populates="allocations")
 
 
 class PaymentStatus(enum.StrEnum):
@@ -131,8 +167,52 @@ class Payment(TimestampMixin, Base):
     amount_minor: Mapped[int]
     amount_captured_minor: Mapped[int] = mapped_column(default=0)
     amount_refunded_minor: Mapped[int] = mapped_column(default=0)
+    # Stripe's decline or error message, shown to the patient in plain words.
+    last_error: Mapped[str | None] = mapped_column(Text)
     version: Mapped[int] = mapped_column(default=1)
 
     order: Mapped[Order] = relationship(back_populates="payments")
 
     __mapper_args__ = {"version_id_col": version}
+
+
+class WebhookEvent(Base):
+    """A payment provider's event, stored once by its id: replays are recognised and ignored."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("provider", "event_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20), default="stripe")
+    event_id: Mapped[str] = mapped_column(String(100))
+    event_type: Mapped[str] = mapped_column(String(100))
+    # The provider object's own creation time, to ignore events that arrive out of order.
+    event_created_at: Mapped[datetime | None]
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(200))
+
+
+class DeliverySlot(Base):
+    """A delivery window patients can book until its cut-off, with van capacity."""
+
+    __tablename__ = "delivery_slots"
+    __table_args__ = (
+        UniqueConstraint("pharmacy_id", "starts_at"),
+        CheckConstraint("ends_at > starts_at", name="ordered"),
+        CheckConstraint("cutoff_at <= starts_at", name="cutoff_before_start"),
+        CheckConstraint("booked >= 0 AND booked <= capacity", name="booked_within_capacity"),
+        CheckConstraint("booked_fridge >= 0 AND booked_fridge <= fridge_capacity",
+                        name="fridge_within_capacity"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pharmacy_id: Mapped[int] = mapped_column(ForeignKey("pharmacies.id"))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    cutoff_at: Mapped[datetime]
+    capacity: Mapped[int]            # orders all vans on shift can take in the window
+    fridge_capacity: Mapped[int]     # of which on fridge vans
+    booked: Mapped[int] = mapped_column(default=0)
+    booked_fridge: Mapped[int] = mapped_column(default=0)

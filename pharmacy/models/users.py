@@ -59,6 +59,7 @@ class PatientProfile(TimestampMixin, Base):
             "nhs_number IS NOT NULL OR other_identifier IS NOT NULL", name="has_identifier"
         ),
         UniqueConstraint("other_identifier_system", "other_identifier"),
+        CheckConstraint("sync_day IS NULL OR sync_day BETWEEN 1 AND 28", name="sync_day_range"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -74,6 +75,11 @@ class PatientProfile(TimestampMixin, Base):
     # NHS prescription charge exemption category (e.g. "A" age 60+), None = pays the charge.
     charge_exemption: Mapped[str | None] = mapped_column(String(8))
     terms_accepted_at: Mapped[datetime | None]
+    privacy_accepted_at: Mapped[datetime | None]
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Refill synchronisation: the day of the month all repeat items are delivered together.
+    sync_day: Mapped[int | None]
+    uses_dose_pack: Mapped[bool] = mapped_column(default=False)
 
     user: Mapped[User | None] = relationship(back_populates="patient")
     nominated_pharmacy: Mapped[Pharmacy | None] = relationship()
@@ -202,7 +208,26 @@ class Notification(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     kind: Mapped[str] = mapped_column(String(50))  # e.g. "prescription.rejected"
+    # Makes scheduled reminders idempotent: one notification per key, however often the
+    # job runs ("repeat-due:<item>:<date>").
+    dedupe_key: Mapped[str | None] = mapped_column(String(120), unique=True)
+    channel: Mapped[str] = mapped_column(String(20), default="email")
     subject: Mapped[str] = mapped_column(String(200))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+
+
+class GeocodeCache(Base):
+    """Geocoder answers by normalised address, so each address is looked up once."""
+
+    __tablename__ = "geocode_cache"
+    __table_args__ = (UniqueConstraint("provider", "query"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(50))
+    query: Mapped[str] = mapped_column(String(400))
+    latitude: Mapped[float | None]   # None: the provider found nothing
+    longitude: Mapped[float | None]
+    display_name: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
