@@ -116,28 +116,45 @@ def parse_strength(text: str | None) -> Strength | None:
     return Strength(amount, per, per_unit)
 
 
-def _unit_key(quantity: Mapping[str, Any]) -> tuple[str, str | None]:
-    """Classify a Quantity's unit: ("mass", None), ("volume", None) or ("count", name)."""
+def _unit_key(quantity: Mapping[str, Any]) -> tuple[str, frozenset[str]]:
+    """Classify a Quantity's unit: ("mass", {}), ("volume", {}) or ("count", names).
+
+    A count's names are its unit text (singular, lower case) and its code, so that
+    ``{"unit": "tablets"}`` and ``{"unit": "tablet", "code": "428673006"}`` are one unit.
+    """
     code = quantity.get("code")
     system = quantity.get("system")
     unit = quantity.get("unit")
-    code = code.strip() if isinstance(code, str) else None
-    unit = unit.strip().lower() if isinstance(unit, str) else None
+    code = code.strip() if isinstance(code, str) and code.strip() else None
+    unit = unit.strip().lower() if isinstance(unit, str) and unit.strip() else None
     if code is not None and system == SNOMED_SYSTEM:
         if code in _SNOMED_MASS_MG:
-            return ("mass", None)
+            return ("mass", frozenset())
         if code in _SNOMED_VOLUME_ML:
-            return ("volume", None)
-        return ("count", "sct:" + code)
-    for candidate in (code, unit):
-        if candidate is None:
-            continue
-        if candidate in _MASS_MG:  # UCUM is case-sensitive: "mg", "g", "ug"
-            return ("mass", None)
-        if candidate.lower() in _VOLUME_ML:
-            return ("volume", None)
-    name = unit or (code.lower() if code else None)
-    return ("count", name.rstrip("s") if name else None)
+            return ("volume", frozenset())
+    elif code is not None:
+        if code in _MASS_MG:  # UCUM is case-sensitive: "mg", "g", "ug"
+            return ("mass", frozenset())
+        if code.lower() in _VOLUME_ML:
+            return ("volume", frozenset())
+    if unit is not None:
+        if unit in _MASS_MG:
+            return ("mass", frozenset())
+        if unit in _VOLUME_ML:
+            return ("volume", frozenset())
+    names = {unit.removesuffix("s")} if unit else set()
+    if code is not None:
+        names.add(f"{system or ''}|{code}")
+    return ("count", frozenset(names))
+
+
+def same_unit(kind_a: str, names_a: frozenset[str], kind_b: str,
+              names_b: frozenset[str]) -> bool:
+    """Whether two classified units measure the same thing (a count without a unit matches
+    any count)."""
+    if kind_a != kind_b:
+        return False
+    return kind_a != "count" or not names_a or not names_b or bool(names_a & names_b)
 
 
 def _factor(quantity: Mapping[str, Any]) -> Decimal:
@@ -222,7 +239,7 @@ class DailyDose:
 
     amount: Decimal
     unit_kind: str            # "mass" (amount in mg), "volume" (ml) or "count"
-    unit_name: str | None     # for counts: the unit ("tablet", "sct:428673006")
+    unit_names: frozenset[str]  # for counts: the unit's names ("tablet", "<system>|<code>")
     mg: Decimal | None        # None when the strength does not give a mass
 
 
@@ -247,7 +264,7 @@ def _one_dosage(dosage: Any, strength: Strength | None) -> DailyDose | None:
     return DailyDose(
         amount=tidy(value * _factor(quantity) * doses / days),
         unit_kind=kind,
-        unit_name=name,
+        unit_names=name,
         mg=tidy(one_mg * doses / days) if one_mg is not None else None,
     )
 
@@ -267,14 +284,15 @@ def daily_dose(dosages: Sequence[Any], strength: Strength | None) -> DailyDose |
         groups.setdefault(sequence if isinstance(sequence, int) else None, []).append(one)
     best: DailyDose | None = None
     for parts in groups.values():
-        same_unit = len({(p.unit_kind, p.unit_name) for p in parts}) == 1
+        alike = all(same_unit(p.unit_kind, p.unit_names, parts[0].unit_kind,
+                              parts[0].unit_names) for p in parts)
         mgs = [p.mg for p in parts if p.mg is not None]
         total_mg = sum(mgs, Decimal(0)) if len(mgs) == len(parts) else None
-        if same_unit:
+        if alike:
             total = DailyDose(sum((p.amount for p in parts), Decimal(0)), parts[0].unit_kind,
-                              parts[0].unit_name, total_mg)
+                              parts[0].unit_names, total_mg)
         elif total_mg is not None:
-            total = DailyDose(total_mg, "mass", None, total_mg)
+            total = DailyDose(total_mg, "mass", frozenset(), total_mg)
         else:
             continue
         if best is None or _larger(total, best):
@@ -285,7 +303,7 @@ def daily_dose(dosages: Sequence[Any], strength: Strength | None) -> DailyDose |
 def _larger(a: DailyDose, b: DailyDose) -> bool:
     if a.mg is not None and b.mg is not None:
         return a.mg > b.mg
-    if (a.unit_kind, a.unit_name) == (b.unit_kind, b.unit_name):
+    if same_unit(a.unit_kind, a.unit_names, b.unit_kind, b.unit_names):
         return a.amount > b.amount
     return a.mg is not None and b.mg is None
 
@@ -296,16 +314,16 @@ def supply_days(quantity: Mapping[str, Any], daily: DailyDose,
     value = to_decimal(quantity.get("value"))
     if value is None or value < 0 or daily.amount <= 0:
         return None
-    kind, name = _unit_key(quantity)
+    kind, names = _unit_key(quantity)
     amount = value * _factor(quantity)
-    if (kind, name) == (daily.unit_kind, daily.unit_name) or kind in ("mass", "volume") and (
-            kind == daily.unit_kind):
+    if same_unit(kind, names, daily.unit_kind, daily.unit_names):
         return tidy(amount / daily.amount)
-    # A quantity of tablets against a dose in mg: convert through the strength.
-    if daily.mg and strength is not None and kind == "count" and strength.per_unit is None:
-        return tidy(amount * strength.amount_mg / daily.mg)
-    if daily.mg and strength is not None and kind == "volume" and strength.mg_per_ml:
-        return tidy(amount * strength.mg_per_ml / daily.mg)
+    # A dose in mg against a quantity of tablets or ml: convert through the strength.
+    if daily.unit_kind == "mass" and daily.mg and strength is not None:
+        if kind == "count" and strength.per_unit is None:
+            return tidy(amount * strength.amount_mg / daily.mg)
+        if kind == "volume" and strength.mg_per_ml:
+            return tidy(amount * strength.mg_per_ml / daily.mg)
     return None
 
 
