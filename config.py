@@ -61,6 +61,12 @@ class Config:
     LOGIN_LOCKOUT_S: int = 900
     # Real prescription bundles are a few kB; anything this large is a mistake or an attack.
     FHIR_MAX_BUNDLE_BYTES: int = 1_000_000
+    # Pricing rule: NHS England prescription charge per item (exempt patients pay nothing).
+    PRESCRIPTION_CHARGE_MINOR: int = 990
+    DELIVERY_FEE_MINOR: int = 0
+    CURRENCY: str = "GBP"
+    # Unpaid orders release their reserved stock after this long.
+    ORDER_HOLD_MINUTES: int = 30
     STRIPE_API_KEY: str = ""
     STRIPE_API_BASE: str = ""
     STRIPE_WEBHOOK_SECRET: str = ""
@@ -108,7 +114,10 @@ class Config:
             if var in env:
                 values[attr] = env[var]
         for attr, var in {"API_TOKEN_TTL_S": "API_TOKEN_TTL_S",
-                          "FHIR_MAX_BUNDLE_BYTES": "FHIR_MAX_BUNDLE_BYTES"}.items():
+                          "FHIR_MAX_BUNDLE_BYTES": "FHIR_MAX_BUNDLE_BYTES",
+                          "PRESCRIPTION_CHARGE_MINOR": "PRESCRIPTION_CHARGE_MINOR",
+                          "DELIVERY_FEE_MINOR": "DELIVERY_FEE_MINOR",
+                          "ORDER_HOLD_MINUTES": "ORDER_HOLD_MINUTES"}.items():
             if var in env:
                 values[attr] = _parse_int(var, env[var])
         if "SESSION_COOKIE_SECURE" in env:

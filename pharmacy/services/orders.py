@@ -1,0 +1,519 @@
+"""Orders: placing them (idempotently), reserving stock first-expiry-first-out, and moving
+them through their life with every transition checked and audited.
+
+Stock is never oversold: the batches an order needs are locked (``SELECT ... FOR UPDATE`` in
+ascending id order, so two checkouts cannot deadlock) before their free quantity is read,
+and the ``CHECK`` constraints on the batch are the backstop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, DomainError, InvalidRequest, NotFound
+from ..models import (
+    Address,
+    AllocationStatus,
+    BatchStatus,
+    Medicine,
+    MovementKind,
+    Order,
+    OrderLine,
+    OrderStatus,
+    PatientProfile,
+    PrescriptionItem,
+    PrescriptionStatus,
+    StockAllocation,
+    StockBatch,
+    StockMovement,
+    User,
+)
+from ..models.base import utcnow
+from . import audit, slots
+
+logger = logging.getLogger(__name__)
+O = OrderStatus  # noqa: E741 (short alias for the transition table)
+
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    O.PLACED: frozenset({O.AWAITING_VERIFICATION, O.READY_TO_PICK, O.CANCELLED}),
+    O.AWAITING_VERIFICATION: frozenset({O.READY_TO_PICK, O.CANCELLED}),
+    O.READY_TO_PICK: frozenset({O.PACKED, O.CANCELLED}),
+    O.PACKED: frozenset({O.OUT_FOR_DELIVERY, O.CANCELLED}),
+    O.OUT_FOR_DELIVERY: frozenset({O.DELIVERED, O.FAILED}),
+    O.FAILED: frozenset({O.OUT_FOR_DELIVERY, O.RETURNED}),
+    O.RETURNED: frozenset({O.REFUNDED}),
+    O.DELIVERED: frozenset(),
+    O.REFUNDED: frozenset(),
+    O.CANCELLED: frozenset(),
+}
+# Prescription issues that may still be ordered (the pharmacist may verify after ordering).
+ORDERABLE_RX = (PrescriptionStatus.AWAITING_VERIFICATION, PrescriptionStatus.AWAITING_SECOND_CHECK,
+                PrescriptionStatus.VERIFIED)
+ACTIVE_ORDER = (O.PLACED, O.AWAITING_VERIFICATION, O.READY_TO_PICK, O.PACKED,
+                O.OUT_FOR_DELIVERY, O.FAILED)
+MAX_OTC_PACKS = 2           # per product per order: a sales limit for pharmacy products
+MAX_LINES = 30
+LONDON = ZoneInfo("Europe/London")
+
+
+class OutOfStock(Conflict):
+    code = "out_of_stock"
+
+
+class IdempotencyMismatch(InvalidRequest):
+    code = "idempotency_key_reused"
+
+
+class InvalidOrderTransition(DomainError):
+    status, code, title = 409, "invalid_transition", "Conflict"
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """The pricing rule: NHS prescription charge per item unless exempt; delivery fee."""
+
+    prescription_charge_minor: int = 990
+    delivery_fee_minor: int = 0
+    currency: str = "GBP"
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    prescription_item_id: int | None = None
+    medicine_id: int | None = None
+    quantity: int = 1            # packs, for over-the-counter products
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    lines: Sequence[LineRequest]
+    address_id: int
+    slot_id: int
+
+    def fingerprint(self) -> str:
+        canonical = json.dumps({
+            "lines": sorted([ln.prescription_item_id or 0, ln.medicine_id or 0, ln.quantity]
+                            for ln in self.lines),
+            "address_id": self.address_id, "slot_id": self.slot_id}, sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class Placed:
+    order: Order
+    replayed: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def _transition(session: Session, order: Order, new: OrderStatus, *, actor: User | None,
+                reason: str | None = None, request_id: str | None = None) -> None:
+    old = order.status
+    if new not in TRANSITIONS[old]:
+        raise InvalidOrderTransition(
+            f"An order that is {old.value.replace('_', ' ')} cannot become "
+            f"{new.value.replace('_', ' ')}.", current_status=old.value)
+    order.status = new
+    audit.record(session, action=f"order.{new.value}", entity_type="order", entity_id=order.id,
+                 actor=actor, reason=reason, request_id=request_id,
+                 before={"status": old.value}, after={"status": new.value})
+
+
+# --- placing an order -------------------------------------------------------------------
+
+def _lock_idempotency_key(session: Session, patient_id: int, key: str) -> None:
+    """Serialise concurrent requests with one key (PostgreSQL advisory lock, this transaction)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"order:{patient_id}:{key}".encode()).digest()
+    session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                    {"k": int.from_bytes(digest[:8], "big", signed=True)})
+
+
+def _existing(session: Session, patient: PatientProfile, key: str) -> Order | None:
+    return session.scalar(select(Order).where(Order.patient_id == patient.id,
+                                              Order.idempotency_key == key))
+
+
+def place_order(session: Session, patient: PatientProfile, request: OrderRequest, *,
+                actor: User, pricing: Pricing, idempotency_key: str | None = None,
+                now: datetime | None = None, request_id: str | None = None,
+                hold_for: timedelta = timedelta(minutes=30)) -> Placed:
+    """Check the basket, book the slot, reserve stock and price the order: all or nothing.
+
+    With an idempotency key the same request returns the first order; the same key with a
+    different request is refused. Stock stays reserved for ``hold_for`` unless paid.
+    """
+    now = now or utcnow()
+    fingerprint = request.fingerprint()
+    if idempotency_key:
+        _lock_idempotency_key(session, patient.id, idempotency_key)
+        existing = _existing(session, patient, idempotency_key)
+        if existing is not None:
+            if existing.request_fingerprint != fingerprint:
+                raise IdempotencyMismatch(
+                    "This Idempotency-Key was already used for a different order.",
+                    errors=[{"field": "Idempotency-Key",
+                             "message": "Use a new key for a new order."}])
+            return Placed(existing, True)
+
+    if not request.lines:
+        raise InvalidRequest("The basket is empty.", errors=[{"field": "lines",
+                                                              "message": "Add an item."}])
+    if len(request.lines) > MAX_LINES:
+        raise InvalidRequest(f"At most {MAX_LINES} lines in one order.")
+    address = session.get(Address, request.address_id)
+    if address is None or address.patient_id != patient.id:
+        raise InvalidRequest("Choose one of your delivery addresses.",
+                             errors=[{"field": "address_id", "message": "Not your address."}])
+    if address.latitude is None or address.longitude is None:
+        raise InvalidRequest("We could not locate that address; check it or add another.",
+                             errors=[{"field": "address_id", "message": "Not geocoded."}])
+
+    lines = _build_lines(session, patient, request.lines, pricing)
+    needs_fridge = any(line.medicine.cold_chain for line in lines)
+    slot = slots.book(session, request.slot_id, needs_fridge=needs_fridge, now=now)
+    if patient.nominated_pharmacy_id not in (None, slot.pharmacy_id):
+        raise InvalidRequest("That slot belongs to another pharmacy.")
+
+    order = Order(
+        reference=_reference(), patient_id=patient.id, pharmacy_id=slot.pharmacy_id,
+        address_id=address.id, status=O.PLACED, idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint, delivery_slot_id=slot.id,
+        delivery_window_start=slot.starts_at, delivery_window_end=slot.ends_at,
+        currency=pricing.currency, placed_at=now, reserved_until=now + hold_for,
+        needs_fridge=needs_fridge, parcel_count=1 + (1 if needs_fridge else 0),
+    )
+    order.lines = lines
+    order.subtotal_minor = sum(ln.line_total_minor for ln in lines if not ln.is_prescription_item)
+    order.prescription_charge_minor = sum(ln.line_total_minor for ln in lines
+                                          if ln.is_prescription_item)
+    order.delivery_fee_minor = pricing.delivery_fee_minor
+    order.total_minor = (order.subtotal_minor + order.prescription_charge_minor
+                         + order.delivery_fee_minor)
+    session.add(order)
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # Only reachable without the advisory lock (SQLite): another request holds the key.
+        raise Conflict("An order with this Idempotency-Key is being placed; retry shortly.",
+                       retry=True) from None
+    _reserve(session, order, slot_day=slot.starts_at, actor=actor)
+    audit.record(session, action="order.placed", entity_type="order", entity_id=order.id,
+                 actor=actor, request_id=request_id,
+                 after={"status": order.status.value, "total_minor": order.total_minor,
+                        "lines": len(lines), "slot": slot.id})
+    session.flush()
+    return Placed(order, False)
+
+
+def _reference() -> str:
+    return "D" + secrets.token_hex(5).upper()
+
+
+def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[LineRequest],
+                 pricing: Pricing) -> list[OrderLine]:
+    lines: list[OrderLine] = []
+    errors: list[dict[str, str]] = []
+    seen_items: set[int] = set()
+    for n, req in enumerate(requested):
+        where = f"lines.{n}"
+        if (req.prescription_item_id is None) == (req.medicine_id is None):
+            errors.append({"field": where, "message": "Give either prescription_item_id or "
+                           "medicine_id."})
+            continue
+        if req.prescription_item_id is not None:
+            item = session.get(PrescriptionItem, req.prescription_item_id)
+            if item is None or item.prescription.patient_id != patient.id:
+                errors.append({"field": f"{where}.prescription_item_id",
+                               "message": "Not a prescription item you hold."})
+                continue
+            if item.prescription.status not in ORDERABLE_RX or item.medicine is None:
+                errors.append({"field": f"{where}.prescription_item_id",
+                               "message": f"This item is "
+                               f"{item.prescription.status.value.replace('_', ' ')} and "
+                               "cannot be ordered; request a repeat first."})
+                continue
+            if item.id in seen_items or _on_active_order(session, item.id):
+                errors.append({"field": f"{where}.prescription_item_id",
+                               "message": "This item is already on an order."})
+                continue
+            seen_items.add(item.id)
+            units = int(item.quantity or 0)
+            if units <= 0 or item.quantity != units:
+                errors.append({"field": f"{where}.prescription_item_id",
+                               "message": "This item's quantity needs a pharmacist; call us."})
+                continue
+            charge = 0 if patient.charge_exemption else pricing.prescription_charge_minor
+            lines.append(OrderLine(medicine=item.medicine, medicine_id=item.medicine.id,
+                                   prescription_item_id=item.id, quantity=units,
+                                   unit_price_minor=0, line_total_minor=charge,
+                                   is_prescription_item=True))
+        else:
+            medicine = session.get(Medicine, req.medicine_id)
+            if medicine is None or not medicine.is_active:
+                errors.append({"field": f"{where}.medicine_id", "message": "Unknown product."})
+                continue
+            if medicine.prescription_only:
+                errors.append({"field": f"{where}.medicine_id",
+                               "message": f"{medicine.name} needs a prescription."})
+                continue
+            if not 1 <= req.quantity <= MAX_OTC_PACKS:
+                errors.append({"field": f"{where}.quantity",
+                               "message": f"Between 1 and {MAX_OTC_PACKS} packs."})
+                continue
+            units = req.quantity * (medicine.pack_size or 1)
+            lines.append(OrderLine(medicine=medicine, medicine_id=medicine.id, quantity=units,
+                                   unit_price_minor=medicine.unit_price_minor,
+                                   line_total_minor=medicine.unit_price_minor * req.quantity))
+    if errors:
+        raise InvalidRequest("Some items cannot be ordered.", errors=errors)
+    return lines
+
+
+def _on_active_order(session: Session, prescription_item_id: int) -> bool:
+    return session.scalar(
+        select(OrderLine.id).join(Order).where(
+            OrderLine.prescription_item_id == prescription_item_id,
+            Order.status.in_(ACTIVE_ORDER)).limit(1)) is not None
+
+
+def _reserve(session: Session, order: Order, *, slot_day: datetime, actor: User | None) -> None:
+    """Reserve each line's units from batches, earliest expiry first.
+
+    A batch qualifies when it is available and does not expire before the end of the
+    course (delivery day + supply duration) — never sell a patient medicine that expires
+    while they take it.
+    """
+    wanted: dict[int, list[OrderLine]] = {}
+    for line in order.lines:
+        wanted.setdefault(line.medicine_id, []).append(line)
+    delivery_day = slot_day.astimezone(LONDON).date()
+    batches = session.scalars(
+        select(StockBatch).where(StockBatch.medicine_id.in_(sorted(wanted)),
+                                 StockBatch.pharmacy_id == order.pharmacy_id)
+        .order_by(StockBatch.id).with_for_update()  # one global lock order: ascending id
+    ).all()
+    for medicine_id in sorted(wanted):
+        candidates = sorted((b for b in batches if b.medicine_id == medicine_id),
+                            key=lambda b: (b.expiry_date, b.id))
+        for line in wanted[medicine_id]:
+            course_days = 28
+            if line.prescription_item_id is not None:
+                item = session.get(PrescriptionItem, line.prescription_item_id)
+                course_days = (item.supply_duration_days if item and item.supply_duration_days
+                               else 28)
+            must_last_until = delivery_day + timedelta(days=course_days)
+            needed = line.quantity
+            for batch in candidates:
+                if needed == 0:
+                    break
+                if (batch.status is not BatchStatus.AVAILABLE
+                        or batch.expiry_date < must_last_until):
+                    continue
+                take = min(needed, batch.quantity_available)
+                if take <= 0:
+                    continue
+                batch.quantity_reserved += take
+                needed -= take
+                session.add(StockAllocation(order_line=line, batch_id=batch.id, quantity=take))
+                session.add(StockMovement(batch=batch, kind=MovementKind.RESERVED,
+                                          reserved_change=take, reference=order.reference,
+                                          actor_id=actor.id if actor else None,
+                                          reason="reserved for order"))
+            if needed > 0:
+                raise OutOfStock(f"Not enough {line.medicine.name} in stock for this order.",
+                                 medicine_id=medicine_id)
+    session.flush()
+
+
+def _release_line(session: Session, line: OrderLine, *, reason: str,
+                  actor: User | None) -> None:
+    """Give back a line's reserved (not yet picked) units."""
+    for allocation in line.allocations:
+        if allocation.status is not AllocationStatus.RESERVED:
+            continue
+        batch = session.scalar(select(StockBatch).where(StockBatch.id == allocation.batch_id)
+                               .with_for_update())
+        assert batch is not None
+        batch.quantity_reserved -= allocation.quantity
+        allocation.status = AllocationStatus.RELEASED
+        session.add(StockMovement(batch=batch, kind=MovementKind.RELEASED,
+                                  reserved_change=-allocation.quantity,
+                                  reference=line.order.reference, reason=reason,
+                                  actor_id=actor.id if actor else None))
+
+
+def release_stock(session: Session, order: Order, *, reason: str,
+                  actor: User | None = None) -> None:
+    # Lock batches in ascending id order, as reservation does.
+    batch_ids = sorted({a.batch_id for line in order.lines for a in line.allocations})
+    if batch_ids:
+        session.scalars(select(StockBatch.id).where(StockBatch.id.in_(batch_ids))
+                        .order_by(StockBatch.id).with_for_update()).all()
+    for line in order.lines:
+        _release_line(session, line, reason=reason, actor=actor)
+    session.flush()
+
+
+# --- reading and moving orders ---------------------------------------------------------
+
+def get_order(session: Session, order_id: int, *, lock: bool = False) -> Order:
+    stmt = select(Order).where(Order.id == order_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    order = session.scalar(stmt)
+    if order is None:
+        raise NotFound(f"No order {order_id}.")
+    return order
+
+
+def get_patient_order(session: Session, patient: PatientProfile, order_id: int, *,
+                      lock: bool = False) -> Order:
+    """A patient's own order; another patient's order is simply not found."""
+    order = get_order(session, order_id, lock=lock)
+    if order.patient_id != patient.id:
+        raise NotFound(f"No order {order_id}.")
+    return order
+
+
+def patient_orders(session: Session, patient: PatientProfile, limit: int = 50) -> list[Order]:
+    return list(session.scalars(select(Order).where(Order.patient_id == patient.id)
+                                .order_by(Order.created_at.desc(), Order.id.desc())
+                                .limit(limit)))
+
+
+def mark_paid(session: Session, order: Order, *, actor: User | None,
+              request_id: str | None = None) -> None:
+    """Payment authorised: on to the pharmacist (unverified items) or straight to picking."""
+    if order.status is not O.PLACED:
+        return  # already moved on (a replayed confirmation)
+    order.reserved_until = None
+    unverified = any(
+        line.prescription_item_id is not None and session.get(
+            PrescriptionItem, line.prescription_item_id).prescription.status  # type: ignore[union-attr]
+        is not PrescriptionStatus.VERIFIED
+        for line in order.lines)
+    _transition(session, order, O.AWAITING_VERIFICATION if unverified else O.READY_TO_PICK,
+                actor=actor, request_id=request_id)
+
+
+def cancel(session: Session, order: Order, *, actor: User | None, reason: str,
+           request_id: str | None = None) -> Order:
+    """Cancel before dispatch: stock and slot go back. The caller voids or refunds payment."""
+    if order.status not in (O.PLACED, O.AWAITING_VERIFICATION, O.READY_TO_PICK, O.PACKED):
+        raise InvalidOrderTransition("Only an order that has not left the pharmacy can be "
+                                     "cancelled.", current_status=order.status.value)
+    if order.status is O.PACKED:
+        _return_picked(session, order, actor=actor)
+    release_stock(session, order, reason=f"order cancelled: {reason}", actor=actor)
+    if order.delivery_slot_id is not None:
+        slots.release(session, order.delivery_slot_id, needs_fridge=order.needs_fridge)
+    order.cancel_reason = reason
+    for line in order.lines:
+        line.status = "cancelled"
+    _transition(session, order, O.CANCELLED, actor=actor, reason=reason, request_id=request_id)
+    session.flush()
+    return order
+
+
+def _return_picked(session: Session, order: Order, *, actor: User | None) -> None:
+    for line in order.lines:
+        for allocation in line.allocations:
+            if allocation.status is AllocationStatus.PICKED:
+                batch = session.get(StockBatch, allocation.batch_id)
+                assert batch is not None
+                batch.quantity_on_hand += allocation.quantity
+                allocation.status = AllocationStatus.RELEASED
+                session.add(StockMovement(batch=batch, kind=MovementKind.RETURNED,
+                                          on_hand_change=allocation.quantity,
+                                          reference=order.reference, reason="order cancelled",
+                                          actor_id=actor.id if actor else None))
+
+
+def pack(session: Session, order: Order, *, actor: User,
+         supplied: Mapping[int, int] | None = None, request_id: str | None = None) -> Order:
+    """Pick the reserved units (partial supply allowed: ``supplied[line_id] = units``).
+
+    Picked units leave stock; units not supplied are released. Lines supplied short are
+    priced down pro rata, and the order total with them (the capture takes the new total).
+    """
+    if order.status is not O.READY_TO_PICK:
+        raise InvalidOrderTransition("Only an order ready to pick can be packed.",
+                                     current_status=order.status.value)
+    supplied = dict(supplied or {})
+    unknown = set(supplied) - {line.id for line in order.lines}
+    if unknown:
+        raise InvalidRequest("Unknown order lines.", errors=[
+            {"field": f"supplied.{i}", "message": "Not a line of this order."} for i in unknown])
+    batch_ids = sorted({a.batch_id for line in order.lines for a in line.allocations})
+    locked = {b.id: b for b in session.scalars(
+        select(StockBatch).where(StockBatch.id.in_(batch_ids)).order_by(StockBatch.id)
+        .with_for_update())}
+    for line in order.lines:
+        units = supplied.get(line.id, line.quantity)
+        if not 0 <= units <= line.quantity:
+            raise InvalidRequest(f"Line {line.id}: supply between 0 and {line.quantity}.")
+        remaining = units
+        for allocation in sorted(line.allocations, key=lambda a: a.id):
+            if allocation.status is not AllocationStatus.RESERVED:
+                continue
+            batch = locked[allocation.batch_id]
+            take = min(remaining, allocation.quantity)
+            if take:
+                batch.quantity_reserved -= take
+                batch.quantity_on_hand -= take
+                session.add(StockMovement(batch=batch, kind=MovementKind.PICKED,
+                                          on_hand_change=-take, reserved_change=-take,
+                                          reference=order.reference, actor_id=actor.id))
+                remaining -= take
+            rest = allocation.quantity - take
+            if rest:
+                batch.quantity_reserved -= rest
+                session.add(StockMovement(batch=batch, kind=MovementKind.RELEASED,
+                                          reserved_change=-rest, reference=order.reference,
+                                          reason="short supply", actor_id=actor.id))
+            allocation.status = AllocationStatus.PICKED if take else AllocationStatus.RELEASED
+        line.quantity_supplied = units
+        if units < line.quantity:
+            line.status = "short" if units else "not_supplied"
+            line.line_total_minor = line.line_total_minor * units // line.quantity
+        else:
+            line.status = "packed"
+    order.subtotal_minor = sum(ln.line_total_minor for ln in order.lines
+                               if not ln.is_prescription_item)
+    order.prescription_charge_minor = sum(ln.line_total_minor for ln in order.lines
+                                          if ln.is_prescription_item)
+    order.total_minor = (order.subtotal_minor + order.prescription_charge_minor
+                         + order.delivery_fee_minor)
+    _transition(session, order, O.PACKED, actor=actor, request_id=request_id,
+                reason=None if all(ln.status == "packed" for ln in order.lines)
+                else "partial supply")
+    session.flush()
+    return order
+
+
+def advance(session: Session, order: Order, new: OrderStatus, *, actor: User | None,
+            reason: str | None = None, request_id: str | None = None) -> Order:
+    """A plain transition (ready to pick, out for delivery, delivered, failed, returned...)."""
+    _transition(session, order, new, actor=actor, reason=reason, request_id=request_id)
+    session.flush()
+    return order
+
+
+def expired_unpaid(session: Session, now: datetime) -> list[Order]:
+    return list(session.scalars(select(Order).where(Order.status == O.PLACED,
+                                                    Order.reserved_until < now)
+                                .order_by(Order.id)))
+
