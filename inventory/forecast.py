@@ -53,9 +53,25 @@ CHUNK_SIZE = 500
 
 #: Pool members by demand class. Equal-weight combinations of a few simple methods are
 #: hard to beat (M3/M4 competitions); per-series selection on a handful of windows is noisy.
-SMOOTH_POOL = ("ses", "window_average", "ets", "theta")
+SMOOTH_POOL = ("ses", "window_average", "ets", "theta", "yearly")
 INTERMITTENT_POOL = ("ses", "window_average", "imapa", "tsb")
-MODEL_NAMES = ("ses", "window_average", "ets", "theta", "imapa", "tsb", "croston", "naive")
+MODEL_NAMES = (
+    "ses",
+    "window_average",
+    "ets",
+    "theta",
+    "yearly",
+    "imapa",
+    "tsb",
+    "croston",
+    "naive",
+)
+
+#: The `yearly` member, for daily and weekly data: periods in a year, half-width of the
+#: window that smooths last year's path, and the "recent level" window.
+YEARLY_PROFILE = {"D": (365, 14, 28), "W": (52, 2, 4)}
+#: Earlier years averaged by the `yearly` member.
+YEARLY_MAX_YEARS = 3
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -237,7 +253,7 @@ def _make_models(pool: Sequence[str], freq: str, season: int, seasonal: bool) ->
         "croston": lambda: CrostonOptimized(alias="croston"),
         "naive": lambda: Naive(alias="naive"),
     }
-    return [factories[name]() for name in pool]
+    return [factories[name]() for name in pool if name in factories]
 
 
 def _forecast_chunk(task: _Task) -> _ChunkResult:
@@ -288,8 +304,10 @@ def _forecast_chunk(task: _Task) -> _ChunkResult:
         fc = sf.forecast(df=stacked, h=h)
     names = [str(m.alias) for m in models]
     values = np.clip(fc[names].to_numpy(dtype=float), 0.0, None)
+    if "yearly" in task.pool and task.freq in YEARLY_PROFILE:
+        values = np.column_stack([values, _yearly_column(stacked, fc, h, task.freq)])
     # A member may return nan instead of raising (a moving average longer than the
-    # series): combine the members that produced a number.
+    # series, `yearly` without a year of history): combine the members that gave a number.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         combo = np.nanmean(values, axis=1).reshape(-1, h)
@@ -330,6 +348,66 @@ def _forecast_chunk(task: _Task) -> _ChunkResult:
         residuals=residuals,
         n_series=n_series,
     )
+
+
+def _yearly_column(stacked: pd.DataFrame, fc: pd.DataFrame, h: int, freq: str) -> np.ndarray:
+    """The `yearly` member's forecasts in the row order of `fc` (nan where unavailable)."""
+    year, half, recent = YEARLY_PROFILE[freq]
+    ordered = stacked.sort_values("unique_id", kind="stable")  # keeps each series' order
+    keys, firsts = np.unique(ordered["unique_id"].to_numpy(dtype=np.int64), return_index=True)
+    arrays = np.split(ordered["y"].to_numpy(dtype=float), firsts[1:])
+    series = {int(k): a for k, a in zip(keys, arrays, strict=True)}
+    ids = fc["unique_id"].to_numpy().reshape(-1, h)[:, 0].astype(np.int64)
+    out = np.full((len(ids), h), np.nan)
+    for row, uid in enumerate(ids):
+        path = yearly_profile_forecast(
+            series[int(uid)], h, year=year, half_window=half, recent=recent
+        )
+        if path is not None:
+            out[row] = path
+    return out.reshape(-1)
+
+
+def yearly_profile_forecast(
+    y: np.ndarray,
+    horizon: int,
+    *,
+    year: int,
+    half_window: int,
+    recent: int,
+    max_years: int = YEARLY_MAX_YEARS,
+) -> np.ndarray | None:
+    """Recent level times the path demand took after the same date in earlier years.
+
+    For each earlier year p (up to `max_years`) with enough history, take the smoothed
+    demand (centred moving average of 2 * half_window + 1 periods) at the same point of the
+    year as each forecast period, relative to the `recent`-period mean just before the same
+    point of that year; ratios are pooled over years (sums, so quiet years do not blow up).
+    This carries annual patterns (allergy season, winter) that a level model misses.
+
+    Returns:
+        `horizon` values, or None without a full earlier year around the forecast window.
+    """
+    n = len(y)
+    csum = np.concatenate([[0.0], np.cumsum(y)])
+    steps = np.arange(1, horizon + 1)
+    path = np.zeros(horizon)
+    before = 0.0
+    used = 0
+    for p in range(1, max_years + 1):
+        base = n - 1 - year * p  # the same point of the year, p years ago
+        if base - recent + 1 < 0 or base + horizon + half_window >= n:
+            continue
+        before += (csum[base + 1] - csum[base + 1 - recent]) / recent
+        lo = base + steps - half_window
+        hi = base + steps + half_window + 1
+        path += (csum[hi] - csum[lo]) / (hi - lo)
+        used += 1
+    if used == 0 or before <= 0:
+        return None
+    level = (csum[n] - csum[n - recent]) / recent
+    result: np.ndarray = level * path / before
+    return result
 
 
 def _scale(y: np.ndarray) -> float:
