@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,8 +156,3 @@ def solve_ortools(
         if visits:
             result.append((v, visits))
     return result
-
-
-def known_strategies() -> Sequence[str]:
-    """First-solution strategy names available in this OR-Tools build."""
-    return list(routing_enums_pb2.FirstSolutionStrategy.Value.keys())
