@@ -53,7 +53,7 @@ class Medicine:
 
 
 def _ingredients(entry: FormularyEntry) -> frozenset[str]:
-    return frozenset(normalise_name(p) for p in entry.ingredient.split("+") if p.strip())
+    return frozenset(normalise_name(p) for p in (entry.ingredient or "").split("+") if p.strip())
 
 
 def medicine_of_entry(entry: FormularyEntry, label: str, expression: str,

@@ -435,13 +435,13 @@ class _Check:
 
     def check_dose(self, item: _Item) -> None:
         entry = item.formulary
-        if entry is None or entry.max_daily_dose_mg is None or item.daily is None:
+        if entry is None or item.daily is None or item.daily.mg is None:
             return
-        if item.daily.mg is not None and item.daily.mg > entry.max_daily_dose_mg:
+        maximum = to_decimal(entry.max_daily_dose_mg)  # tolerate an int or float in the view
+        if maximum is not None and item.daily.mg > maximum:
             self.add("dose-above-maximum", WARNING,
                      f"{item.label}: the prescribed daily dose of {_mg(item.daily.mg)} "
-                     f"{entry.ingredient} is above the adult maximum of "
-                     f"{_mg(entry.max_daily_dose_mg)} a day.",
+                     f"{entry.ingredient} is above the adult maximum of {_mg(maximum)} a day.",
                      item.path("dosageInstruction"), item)
 
     # -- clinical ------------------------------------------------------------------------

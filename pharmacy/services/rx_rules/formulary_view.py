@@ -6,6 +6,7 @@ SQLAlchemy and the models are imported inside the function, so that importing th
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from .types import FormularyEntry, FormularyView, InteractionEntry
@@ -37,7 +38,8 @@ def load_formulary_view(session: Session) -> FormularyView:
             form=medicine.form,
             atc=medicine.atc,
             cd_schedule=medicine.cd_schedule,
-            max_daily_dose_mg=medicine.max_daily_dose_mg,
+            max_daily_dose_mg=(Decimal(str(medicine.max_daily_dose_mg))
+                               if medicine.max_daily_dose_mg is not None else None),
             medicine_id=medicine.id,
         )
         code_by_id[medicine.id] = medicine.code
