@@ -2,7 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inventory.forecast import FORECAST_COLUMNS, conformal_quantiles, forecast_demand
+from inventory.forecast import (
+    FORECAST_COLUMNS,
+    conformal_quantiles,
+    forecast_demand,
+    yearly_profile_forecast,
+)
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +88,15 @@ def test_series_too_short_for_any_member_still_get_a_forecast_and_interval() -> 
     out = forecast_demand(history, horizon=2, models=["window_average"], n_jobs=1)
     assert out.loc[out["unique_id"] == "a", "forecast"].tolist() == [4.0, 4.0]
     assert (out["hi_95"] > out["forecast"]).all()
+
+
+def test_yearly_profile_carries_last_years_pattern() -> None:
+    year = 52
+    weeks = np.arange(3 * year)
+    y = 10.0 + 5.0 * (weeks % year >= 26)  # a step up every second half-year
+    # Forecast from the end of week 2 * year + 20: weeks 21.. of the third year.
+    history = y[: 2 * year + 21]
+    path = yearly_profile_forecast(history, 10, year=year, half_window=0, recent=4)
+    assert path is not None
+    np.testing.assert_allclose(path, y[2 * year + 21 : 2 * year + 31])
+    assert yearly_profile_forecast(y[:30], 4, year=year, half_window=2, recent=4) is None
