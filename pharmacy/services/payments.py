@@ -324,11 +324,6 @@ def _apply(session: Session, payment: Payment, pi: Mapping[str, Any], *, source:
     the PaymentIntent. Returns whether anything changed.
     """
     new_status = _status_for(pi) or payment.status
-    if not _may_move(payment.status, new_status):
-        logger.info("payment %s: ignored stale %s state %s (is %s)", payment.id, source,
-                    new_status.value, payment.status.value)
-        return False
-    before = _snapshot(payment)
     new_captured = payment.amount_captured_minor
     new_refunded = payment.amount_refunded_minor
     if new_status in _TAKEN:
@@ -343,8 +338,11 @@ def _apply(session: Session, payment: Payment, pi: Mapping[str, Any], *, source:
             new_status = PaymentStatus.PARTIALLY_REFUNDED
         else:
             new_status = PaymentStatus.CAPTURED
-        if not _may_move(payment.status, new_status):
-            return False
+    if not _may_move(payment.status, new_status):
+        logger.info("payment %s: ignored stale %s state %s (is %s)", payment.id, source,
+                    new_status.value, payment.status.value)
+        return False
+    before = _snapshot(payment)
     payment.status = new_status
     payment.amount_captured_minor = new_captured
     payment.amount_refunded_minor = new_refunded
