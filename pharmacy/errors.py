@@ -117,6 +117,10 @@ def register_error_handlers(app: Flask) -> None:
     def _http_error(err: HTTPException) -> Any:
         db.session.rollback()
         status = err.code or 500
+        if status >= 500:
+            original = getattr(err, "original_exception", None)
+            logger.error("%s %s answered %d", request.method, request.path, status,
+                         exc_info=original if isinstance(original, BaseException) else None)
         data = getattr(err, "data", None) or {}
         errors = _flatten_messages(data["messages"]) if "messages" in data else None
         code = "invalid_request" if status == 422 else _slug(err.name or "error")

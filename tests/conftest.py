@@ -1,8 +1,10 @@
 """Fixtures built around ``create_app``: real PostgreSQL and real Redis.
 
-TEST_DATABASE_URL (default: a ``dispensary_test`` database on the local PostgreSQL) is dropped
-and re-created once per run, migrated with ``flask db upgrade``, and truncated after each test.
-TEST_REDIS_URL (default: database 15 of the local Redis) is flushed after each test.
+TEST_DATABASE_URL (default: a ``dispensary_test_<pid>`` database on the local PostgreSQL, so
+that several test runs on one machine do not trample each other) is dropped and re-created
+once per run, migrated with ``flask db upgrade``, truncated after each test, and dropped at
+the end. TEST_REDIS_URL (default: one of the local Redis's databases 1-15, chosen by pid) is
+flushed around each test that uses it.
 """
 
 from __future__ import annotations
@@ -20,12 +22,22 @@ from sqlalchemy.engine import make_url
 
 from config import config_for_tests, normalise_database_url
 
-DEFAULT_DB = "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/dispensary_test"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+DEFAULT_DB = (
+    f"postgresql+psycopg://postgres:postgres@127.0.0.1:5432/dispensary_test_{os.getpid()}"
+)
+DEFAULT_REDIS = f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}"
 
 
 def _database_url() -> str:
     return normalise_database_url(os.environ.get("TEST_DATABASE_URL", DEFAULT_DB))
+
+
+def drop_database(url: str) -> None:
+    parsed = make_url(url)
+    admin = create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
+    admin.dispose()
 
 
 def recreate_database(url: str) -> None:
@@ -65,6 +77,8 @@ def app(database_url: str, redis_url: str) -> Iterator[Flask]:
         from pharmacy.extensions import db
 
         db.engine.dispose()
+    if "TEST_DATABASE_URL" not in os.environ:
+        drop_database(database_url)
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, inspect
 from config import config_for_tests
 from pharmacy import create_app
 from pharmacy.models import Base
-from tests.conftest import recreate_database
+from tests.conftest import drop_database, recreate_database
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -46,7 +46,7 @@ def _fresh_app(url: str, redis_url: str) -> Flask:
 
 def test_upgrade_from_empty_then_downgrade_on_postgresql(database_url: str,
                                                          redis_url: str) -> None:
-    url = database_url.rsplit("/", 1)[0] + "/dispensary_migration_test"
+    url = database_url + "_migrations"
     recreate_database(url)
     scratch = _fresh_app(url, redis_url)
     with scratch.app_context():
@@ -60,6 +60,7 @@ def test_upgrade_from_empty_then_downgrade_on_postgresql(database_url: str,
         from pharmacy.extensions import db
 
         db.engine.dispose()
+    drop_database(url)
 
 
 def test_upgrade_and_drift_on_an_empty_sqlite_file(tmp_path: Path, redis_url: str) -> None:

@@ -259,7 +259,8 @@ def test_repeat_requests_follow_the_seven_day_rule_and_the_repeat_count(
     patient_user = UserFactory(role=Role.PATIENT)
     rx.patient.user_id = patient_user.id
     db.session.commit()
-    headers = {"Authorization": f"Bearer {api_token(client, patient_user.email, DEFAULT_PASSWORD)}"}
+    token = api_token(client, patient_user.email, DEFAULT_PASSWORD)
+    headers = {"Authorization": f"Bearer {token}"}
     item_id = rx.items[0].id
 
     preparing = client.post("/api/v1/me/repeat-requests", json={"item_id": item_id},

@@ -1,0 +1,240 @@
+"""Orders: checkout (idempotent), payment, tracking, cancellation; the pharmacy's transitions."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app, g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from ..errors import Forbidden
+from ..extensions import db
+from ..models import Order, OrderStatus, Pharmacy, Role
+from ..schemas.orders import (
+    CancelSchema,
+    IdempotencyHeaderSchema,
+    OrderInSchema,
+    OrderOutSchema,
+    PaymentInSchema,
+    SlotOutSchema,
+    SlotQuerySchema,
+    TransitionSchema,
+)
+from ..services import checkout, orders, slots
+from .security import BEARER_DOC, current_api_user, require_roles
+
+blp = Blueprint("api_orders", __name__, url_prefix="/api/v1/orders",
+                description="Orders, checkout and tracking")
+slots_blp = Blueprint("api_slots", __name__, url_prefix="/api/v1/slots",
+                      description="Delivery slots")
+blp.before_request(require_roles(Role.PATIENT, Role.PHARMACIST, Role.ADMIN))
+slots_blp.before_request(require_roles(Role.PATIENT))
+
+_ID = "<int(max=2147483647):order_id>"
+
+
+def pricing() -> orders.Pricing:
+    cfg = current_app.config
+    return orders.Pricing(prescription_charge_minor=cfg["PRESCRIPTION_CHARGE_MINOR"],
+                          delivery_fee_minor=cfg["DELIVERY_FEE_MINOR"], currency=cfg["CURRENCY"])
+
+
+def _patient() -> Any:
+    user = current_api_user()
+    if user.role is not Role.PATIENT or user.patient is None:
+        raise Forbidden("Only patients with a patient record can do this.")
+    return user.patient
+
+
+def _order_for_caller(order_id: int, *, lock: bool = False) -> Order:
+    """Patients see their own orders (another's is 404); pharmacy staff see all."""
+    user = current_api_user()
+    if user.role is Role.PATIENT:
+        return orders.get_patient_order(db.session, _patient(), order_id, lock=lock)
+    return orders.get_order(db.session, order_id, lock=lock)
+
+
+def _body(result: checkout.CheckoutResult | Order) -> dict[str, Any]:
+    order = result.order if isinstance(result, checkout.CheckoutResult) else result
+    body: dict[str, Any] = {name: getattr(order, name) for name in (
+        "id", "reference", "currency", "subtotal_minor", "prescription_charge_minor",
+        "delivery_fee_minor", "total_minor", "delivery_window_start", "delivery_window_end",
+        "placed_at", "cancel_reason")}
+    body["status"] = order.status.value
+    body["lines"] = [{
+        "id": line.id, "medicine_id": line.medicine_id, "name": line.medicine.name,
+        "prescription_item_id": line.prescription_item_id, "quantity": line.quantity,
+        "quantity_supplied": line.quantity_supplied, "line_total_minor": line.line_total_minor,
+        "status": line.status, "cold_chain": line.medicine.cold_chain} for line in order.lines]
+    body["payment"] = None
+    payment = checkout.latest_payment(order)
+    if payment is not None:
+        body["payment"] = {
+            "status": payment.status.value, "amount_minor": payment.amount_minor,
+            "amount_captured_minor": payment.amount_captured_minor,
+            "amount_refunded_minor": payment.amount_refunded_minor,
+            "message": payment.last_error,
+            "client_secret": (result.client_secret
+                              if isinstance(result, checkout.CheckoutResult) else None)}
+    return body
+
+
+_ERRORS = [(401, "Missing or invalid token"), (403, "Not allowed for your role"),
+           (404, "No such order (or not yours)"), (409, "Not allowed in its current status"),
+           (422, "Invalid request")]
+
+
+def _document(bp: Blueprint, extra: tuple[tuple[int, str], ...] = ()) -> Any:
+    def wrap(func: Any) -> Any:
+        for status, text in (*_ERRORS, *extra):
+            func = bp.alt_response(status, description=text)(func)
+        return bp.doc(**BEARER_DOC)(func)
+    return wrap
+
+
+@blp.route("")
+class OrderCollection(MethodView):
+    @_document(blp, ((402, "Card declined: the order stays unpaid"),
+                     (503, "Payment provider unavailable")))
+    @blp.arguments(IdempotencyHeaderSchema, location="headers")
+    @blp.arguments(OrderInSchema)
+    @blp.response(201, OrderOutSchema)
+    def post(self, headers: dict[str, Any], body: dict[str, Any]) -> Any:
+        """Check out: reserve stock and the slot, then authorise the card if one is given.
+
+        Send an `Idempotency-Key` header: the same key with the same body returns the first
+        order; with a different body it is a 422.
+        """
+        patient = _patient()
+        user = current_api_user()
+        request_model = orders.OrderRequest(
+            lines=[orders.LineRequest(prescription_item_id=line.get("prescription_item_id"),
+                                      medicine_id=line.get("medicine_id"),
+                                      quantity=line["quantity"]) for line in body["lines"]],
+            address_id=body["address_id"], slot_id=body["slot_id"])
+        placed = orders.place_order(
+            db.session, patient, request_model, actor=user, pricing=pricing(),
+            idempotency_key=headers.get("idempotency_key"), request_id=g.get("request_id"),
+            hold_for=timedelta(minutes=current_app.config["ORDER_HOLD_MINUTES"]))
+        db.session.commit()
+        order = placed.order
+        result: checkout.CheckoutResult | Order = order
+        if body.get("payment_method") or order.total_minor == 0:
+            result = checkout.authorise(db.session, order, actor=user,
+                                        payment_method=body.get("payment_method"),
+                                        save_card=body["save_card"],
+                                        request_id=g.get("request_id"))
+            db.session.commit()
+        return _body(result), 201
+
+    @_document(blp)
+    @blp.response(200, OrderOutSchema(many=True))
+    def get(self) -> Any:
+        """My orders, newest first."""
+        return [_body(o) for o in orders.patient_orders(db.session, _patient())]
+
+
+@blp.route(f"/{_ID}")
+class OrderItem(MethodView):
+    @_document(blp)
+    @blp.response(200, OrderOutSchema)
+    def get(self, order_id: int) -> Any:
+        """One order, for tracking."""
+        return _body(_order_for_caller(order_id))
+
+
+@blp.route(f"/{_ID}/payment")
+class OrderPayment(MethodView):
+    @_document(blp, ((402, "Card declined"), (503, "Payment provider unavailable")))
+    @blp.arguments(PaymentInSchema)
+    @blp.response(200, OrderOutSchema)
+    def post(self, body: dict[str, Any], order_id: int) -> Any:
+        """Pay for a placed order (again, after a decline, with another card)."""
+        _patient()
+        order = _order_for_caller(order_id, lock=True)
+        if order.status is not OrderStatus.PLACED:
+            return _body(order)
+        result = checkout.authorise(db.session, order, actor=current_api_user(),
+                                    payment_method=body.get("payment_method"),
+                                    save_card=body["save_card"], request_id=g.get("request_id"))
+        db.session.commit()
+        return _body(result)
+
+
+@blp.route(f"/{_ID}/payment-confirmation")
+class OrderPaymentConfirmation(MethodView):
+    @_document(blp)
+    @blp.response(200, OrderOutSchema)
+    def post(self, order_id: int) -> Any:
+        """After the page finished 3-D Secure: re-check the payment."""
+        _patient()
+        order = _order_for_caller(order_id, lock=True)
+        result = checkout.confirm(db.session, order, actor=current_api_user(),
+                                  request_id=g.get("request_id"))
+        db.session.commit()
+        return _body(result)
+
+
+@blp.route(f"/{_ID}/cancellation")
+class OrderCancellation(MethodView):
+    @_document(blp)
+    @blp.arguments(CancelSchema)
+    @blp.response(200, OrderOutSchema)
+    def post(self, body: dict[str, Any], order_id: int) -> Any:
+        """Cancel before dispatch; the card authorisation is released (or refunded)."""
+        order = _order_for_caller(order_id, lock=True)
+        checkout.cancel_order(db.session, order, actor=current_api_user(),
+                              reason=body["reason"], request_id=g.get("request_id"))
+        db.session.commit()
+        return _body(order)
+
+
+@blp.route(f"/{_ID}/transitions")
+class OrderTransitions(MethodView):
+    @_document(blp, ((402, "No authorised payment to capture"),))
+    @blp.arguments(TransitionSchema)
+    @blp.response(200, OrderOutSchema)
+    def post(self, body: dict[str, Any], order_id: int) -> Any:
+        """Pharmacy staff move an order on (packing records the units supplied)."""
+        user = current_api_user()
+        if user.role not in (Role.PHARMACIST, Role.ADMIN):
+            raise Forbidden("Only pharmacy staff move orders on.")
+        order = orders.get_order(db.session, order_id, lock=True)
+        target = OrderStatus(body["to"])
+        rid = g.get("request_id")
+        if target is OrderStatus.PACKED:
+            supplied = {int(k): v for k, v in (body.get("supplied") or {}).items()
+                        if k.isdigit()}
+            orders.pack(db.session, order, actor=user, supplied=supplied, request_id=rid)
+        elif target is OrderStatus.OUT_FOR_DELIVERY:
+            checkout.dispatch(db.session, order, actor=user, request_id=rid)
+        elif target is OrderStatus.REFUNDED:
+            checkout.refund_returned(db.session, order, actor=user,
+                                     reason=body.get("reason") or "returned", request_id=rid)
+        else:
+            orders.advance(db.session, order, target, actor=user, reason=body.get("reason"),
+                           request_id=rid)
+        db.session.commit()
+        return _body(order)
+
+
+@slots_blp.route("")
+class SlotCollection(MethodView):
+    @_document(slots_blp)
+    @slots_blp.arguments(SlotQuerySchema, location="query")
+    @slots_blp.response(200, SlotOutSchema(many=True))
+    def get(self, args: dict[str, Any]) -> Any:
+        """Bookable delivery slots from your pharmacy (fridge vans only, for cold items)."""
+        patient = _patient()
+        pharmacy = db.session.get(Pharmacy, patient.nominated_pharmacy_id) if (
+            patient.nominated_pharmacy_id) else None
+        if pharmacy is None:
+            return []
+        views = slots.available_slots(db.session, pharmacy, needs_fridge=args["needs_fridge"],
+                                      days=args["days"])
+        db.session.commit()  # slots are created on first look
+        return [{"id": v.slot.id, "starts_at": v.slot.starts_at, "ends_at": v.slot.ends_at,
+                 "cutoff_at": v.slot.cutoff_at, "remaining": v.remaining,
+                 "fridge_remaining": v.fridge_remaining} for v in views]

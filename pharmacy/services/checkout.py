@@ -1,0 +1,128 @@
+"""Checkout and the money side of an order's life: authorise, capture, void, refund.
+
+The order is placed (stock and slot reserved) and committed before Stripe is called, so no
+database transaction is held open across the network; the card is then authorised and the
+result recorded in a second transaction. A retried checkout finds the same order (its
+Idempotency-Key) and the same PaymentIntent (Stripe idempotency key derived from the order).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from ..errors import DomainError
+from ..models import Order, OrderStatus, PatientProfile, Payment, PaymentStatus, User
+from . import orders
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckoutResult:
+    order: Order
+    replayed: bool
+    payment: Payment | None
+    client_secret: str | None = None
+    message: str | None = None
+
+
+def _payments() -> Any:
+    from . import payments
+
+    return payments
+
+
+def latest_payment(order: Order) -> Payment | None:
+    return max(order.payments, key=lambda p: p.id) if order.payments else None
+
+
+def authorise(session: Session, order: Order, *, actor: User | None,
+              payment_method: str | None, save_card: bool = False,
+              return_url: str | None = None, request_id: str | None = None) -> CheckoutResult:
+    """Authorise the order's total on the card; a paid order moves on to the pharmacy."""
+    if order.total_minor == 0:
+        orders.mark_paid(session, order, actor=actor, request_id=request_id)
+        return CheckoutResult(order, False, None, message="Nothing to pay.")
+    current = latest_payment(order)
+    if current is not None and current.status in (PaymentStatus.AUTHORISED,
+                                                  PaymentStatus.CAPTURED):
+        orders.mark_paid(session, order, actor=actor, request_id=request_id)
+        return CheckoutResult(order, False, current)
+    result = _payments().authorise(session, order, payment_method=payment_method,
+                                   save_card=save_card, return_url=return_url)
+    payment = result.payment
+    if payment.status is PaymentStatus.AUTHORISED:
+        orders.mark_paid(session, order, actor=actor, request_id=request_id)
+    return CheckoutResult(order, False, payment, client_secret=getattr(result, "client_secret",
+                                                                       None),
+                          message=payment.last_error)
+
+
+def confirm(session: Session, order: Order, *, actor: User | None,
+            request_id: str | None = None) -> CheckoutResult:
+    """After the page finished 3-D Secure: re-read the payment and move the order on."""
+    payment = latest_payment(order)
+    if payment is None:
+        return CheckoutResult(order, False, None, message="No payment to confirm.")
+    payment = _payments().refresh(session, payment)
+    if payment.status is PaymentStatus.AUTHORISED:
+        orders.mark_paid(session, order, actor=actor, request_id=request_id)
+    return CheckoutResult(order, False, payment, message=payment.last_error)
+
+
+def cancel_order(session: Session, order: Order, *, actor: User | None, reason: str,
+                 request_id: str | None = None) -> Order:
+    """Cancel before dispatch; void the authorisation, or refund what was captured."""
+    orders.cancel(session, order, actor=actor, reason=reason, request_id=request_id)
+    payment = latest_payment(order)
+    if payment is not None:
+        if payment.status in (PaymentStatus.AUTHORISED, PaymentStatus.REQUIRES_ACTION,
+                              PaymentStatus.REQUIRES_PAYMENT_METHOD):
+            _payments().cancel(session, order, reason=reason)
+        elif payment.status is PaymentStatus.CAPTURED and payment.amount_captured_minor:
+            _payments().refund(session, order, amount_minor=payment.amount_captured_minor,
+                               reason=reason)
+    return order
+
+
+def dispatch(session: Session, order: Order, *, actor: User | None,
+             request_id: str | None = None) -> Order:
+    """Out for delivery: capture what was supplied (less than authorised after short supply)."""
+    payment = latest_payment(order)
+    if order.total_minor > 0 and (payment is None or payment.status not in (
+            PaymentStatus.AUTHORISED, PaymentStatus.CAPTURED)):
+        raise PaymentRequired("This order has no authorised payment to capture.")
+    orders.advance(session, order, OrderStatus.OUT_FOR_DELIVERY, actor=actor,
+                   request_id=request_id)
+    if payment is not None and payment.status is PaymentStatus.AUTHORISED:
+        _payments().capture(session, order, amount_minor=order.total_minor)
+    return order
+
+
+def refund_returned(session: Session, order: Order, *, actor: User | None, reason: str,
+                    request_id: str | None = None) -> Order:
+    """A returned parcel: refund what was charged and close the order."""
+    payment = latest_payment(order)
+    if payment is not None and payment.amount_captured_minor > payment.amount_refunded_minor:
+        _payments().refund(session, order, amount_minor=payment.amount_captured_minor
+                           - payment.amount_refunded_minor, reason=reason)
+    orders.advance(session, order, OrderStatus.REFUNDED, actor=actor, reason=reason,
+                   request_id=request_id)
+    return order
+
+
+class PaymentRequired(DomainError):
+    status, code, title = 402, "payment_required", "Payment Required"
+
+
+def release_unpaid(session: Session, order: Order) -> None:
+    """An unpaid order past its hold: cancel it and void any half-done authorisation."""
+    cancel_order(session, order, actor=None, reason="not paid in time")
+
+
+def owner_patient(user: User) -> PatientProfile | None:
+    return user.patient
