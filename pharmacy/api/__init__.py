@@ -8,9 +8,9 @@ from flask_wtf.csrf import CSRFProtect
 
 def register_api(api: Api, csrf: CSRFProtect) -> None:
     """Register every API blueprint. Bearer tokens, not cookies, so CSRF does not apply."""
-    from . import auth, medicines, orders, prescriptions
+    from . import auth, medicines, orders, payments, prescriptions
 
     for blp in (auth.blp, medicines.blp, prescriptions.blp, prescriptions.me_blp, orders.blp,
-                orders.slots_blp):
+                orders.slots_blp, payments.blp, payments.cards_blp):
         csrf.exempt(blp)
         api.register_blueprint(blp)
