@@ -150,6 +150,13 @@ def intents_for(client: stripe.StripeClient, order: Order) -> list[dict[str, Any
             if (pi.get("metadata") or {}).get("order_reference") == order.reference]
 
 
+def pass_three_d_secure(localstripe_url: str, payment_intent_id: str, client_secret: str) -> None:
+    """What localstripe's Stripe.js does when the patient passes the bank's check."""
+    requests.post(f"{localstripe_url}/v1/payment_intents/{payment_intent_id}/_authenticate",
+                  data={"client_secret": client_secret, "success": "true"},
+                  auth=(API_KEY, ""), timeout=10).raise_for_status()
+
+
 def signed(event: dict[str, Any], secret: str = WEBHOOK_SECRET,
            timestamp: int | None = None) -> tuple[bytes, str]:
     """A webhook body and its Stripe-Signature header (t=<unix>,v1=<HMAC-SHA256>)."""
@@ -162,3 +169,31 @@ def signed(event: dict[str, Any], secret: str = WEBHOOK_SECRET,
 def event_for(obj: dict[str, Any], event_type: str) -> dict[str, Any]:
     return {"id": f"evt_{uuid.uuid4().hex[:16]}", "object": "event", "type": event_type,
             "created": int(time.time()), "livemode": False, "data": {"object": obj}}
+
+
+@pytest.fixture()
+def api_client(app: Flask, client, stripe_config: dict[str, str]):  # type: ignore[no-untyped-def]
+    """A test client for the payments endpoints, with Stripe pointed at localstripe.
+
+    Uses the session app once ``pharmacy.api.register_api`` registers the payments blueprints;
+    until then, a small app with only those blueprints on the same database and settings.
+    """
+    if "api_payments" in app.blueprints:
+        yield client
+        return
+    from pharmacy.api import payments as payments_api
+    from pharmacy.errors import register_error_handlers
+    from pharmacy.extensions import ProblemApi
+    from pharmacy.extensions import db as flask_db
+
+    test_app = Flask("pharmacy")
+    test_app.config.from_mapping(app.config)
+    flask_db.init_app(test_app)
+    api = ProblemApi(test_app, spec_kwargs={"components": {"securitySchemes": {
+        "bearerAuth": {"type": "http", "scheme": "bearer"}}}})
+    api.register_blueprint(payments_api.blp)
+    api.register_blueprint(payments_api.cards_blp)
+    register_error_handlers(test_app)
+    yield test_app.test_client()
+    with test_app.app_context():
+        flask_db.engine.dispose()

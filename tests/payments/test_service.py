@@ -5,12 +5,17 @@ from __future__ import annotations
 import threading
 
 import pytest
-import requests
 from sqlalchemy import func, select
 
 from pharmacy.models import AuditEvent, Order, PatientProfile, Payment, PaymentStatus
 from pharmacy.services import payments
-from tests.payments.conftest import DECLINED, THREE_D_SECURE, VISA, intents_for
+from tests.payments.conftest import (
+    DECLINED,
+    THREE_D_SECURE,
+    VISA,
+    intents_for,
+    pass_three_d_secure,
+)
 
 pytestmark = pytest.mark.usefixtures("stripe_config")
 
@@ -203,11 +208,7 @@ def test_three_d_secure_needs_action_in_the_page(
     assert again.payment is payment and again.client_secret == result.client_secret
     assert len(intents_for(stripe_client, order)) == 1
 
-    # What localstripe's Stripe.js does when the patient passes the bank's check.
-    done = requests.post(f"{localstripe_url}/v1/payment_intents/{pi.id}/_authenticate",
-                         data={"client_secret": result.client_secret, "success": "true"},
-                         auth=("sk_test_x", ""), timeout=10)
-    assert done.status_code == 200, done.text
+    pass_three_d_secure(localstripe_url, pi.id, result.client_secret)
     payments.refresh(db.session, payment)
     db.session.commit()
     assert payment.status is PaymentStatus.AUTHORISED
