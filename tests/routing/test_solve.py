@@ -207,3 +207,53 @@ def test_over_full_plain_day_still_gets_a_plan(engines: tuple[str, ...] | None) 
     assert len(plan.unserved) == 1 and len(plan.routes[0].visits) == 3
     assert not plan.is_feasible()  # a mandatory stop is left out, and the plan says so
     assert "capacity" in plan.unserved[0].reason
+
+
+def _random_constrained_problem(seed: int) -> RoutingProblem:
+    import random
+
+    rng = random.Random(seed)
+    vehicles = []
+    for k in range(rng.randint(1, 3)):
+        rest = None
+        if rng.random() < 0.7:
+            window = TimeWindow(rng.randint(100, 300), rng.randint(300, 500))
+            rest = Break(window, rng.randint(10, 60))
+        vehicles.append(
+            van(
+                f"v{k}",
+                capacity_parcels=rng.randint(3, 8),
+                fridge=rng.random() < 0.5,
+                rest_break=rest,
+            )
+        )
+    stops = []
+    for i in range(rng.randint(3, 12)):
+        windows = []
+        start = rng.randint(0, 300)
+        for _ in range(rng.randint(0, 2)):
+            end = start + rng.randint(20, 200)
+            windows.append(TimeWindow(start, end))
+            start = end + rng.randint(10, 200)
+        stops.append(
+            Stop(
+                f"s{i}",
+                Point(rng.randint(-100, 100), rng.randint(-100, 100)),
+                windows=tuple(windows),
+                service_s=rng.randint(0, 30),
+                parcels=rng.randint(1, 2),
+                needs_fridge=rng.random() < 0.2,
+                drop_penalty=rng.choice([None, 50, 500]),
+                pinned_vehicle=rng.choice([None] * 4 + [v.id for v in vehicles]),
+            )
+        )
+    return line_problem(vehicles=tuple(vehicles), stops=tuple(stops))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_or_tools_routes_pass_the_independent_checker(seed: int) -> None:
+    """OR-Tools' model (breaks, windows, pins, fridge) agrees with the checker's rules."""
+    problem = _random_constrained_problem(seed)
+    plan = solve(problem, time_limit=0.4, provider=NINT, engines=("ortools",), workers=1)
+    route_violations = [v for v in plan.violations if not v.startswith("mandatory stop")]
+    assert route_violations == []
