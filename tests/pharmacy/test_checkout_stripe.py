@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from pharmacy.models import Order, Payment, PaymentStatus
-from tests.pharmacy.test_orders_api import _address, _auth, _slot, world  # noqa: F401
 from tests.payments.conftest import (  # noqa: F401
     DECLINED,
     VISA,
@@ -14,6 +13,7 @@ from tests.payments.conftest import (  # noqa: F401
     stripe_client,
     stripe_config,
 )
+from tests.pharmacy.test_orders_api import _address, _auth, _slot, world  # noqa: F401
 
 
 @pytest.fixture()
