@@ -611,7 +611,7 @@ def test_six_months_run_from_the_later_of_authored_and_start(check) -> None:
 def test_expired_validity_end(check) -> None:
     bundle = rx(item(validity=("2026-11-01", "2026-11-19")))
     finding = only(check(bundle), "expired")
-    assert finding.expression == "Bundle.entry[2].resource.dispenseRequest.validityPeriod"
+    assert finding.expression == "Bundle.entry[2].resource.dispenseRequest.validityPeriod.end"
     assert rules(check(rx(item(validity=("2026-11-01", "2026-11-20"))))) == []
 
 
@@ -879,3 +879,56 @@ def test_all_findings_are_reported(check) -> None:
 
 def test_naive_now_is_taken_as_utc(check) -> None:
     assert rules(check(rx(), now=NOW.replace(tzinfo=None))) == []
+
+
+# -- interface details -------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [[], [1, 2], 5, 2.5, None, True])
+def test_parsed_json_that_is_not_an_object(check, value) -> None:
+    # The intake endpoint passes what json.loads gave it; a list is JSON, not "not JSON".
+    report = check(value)
+    assert rules(report) == ["bundle-invalid"] and not report.not_json
+
+
+def test_prescription_level_findings_name_no_item(check) -> None:
+    report = check(rx(prescriber=practitioner((ids.GMC_SYSTEM, "1")),
+                      patient_resource=patient("9434765871")))
+    assert {f.item_line_id for f in report.findings} == {None}
+    assert "The prescriber Dee Doctor" in report.findings[1].diagnostics
+
+
+def test_cd_expired_points_at_the_later_date(check) -> None:
+    mr = _cd2(authored="2026-09-01", validity=("2026-10-01", None))
+    finding = only(check(rx(mr)), "cd-expired")
+    assert finding.expression == "Bundle.entry[2].resource.dispenseRequest.validityPeriod.start"
+    assert "2026-10-01" in finding.diagnostics
+
+
+def test_parsed_item_display_is_the_matched_codings(check) -> None:
+    mr = item(display="Gliclazide 80mg tablets")
+    mr["medicationCodeableConcept"]["text"] = "gliclazide"
+    parsed = check(rx(mr)).parsed.items[0]
+    assert parsed.medication_display == "Gliclazide 80mg tablets"
+    assert parsed.dosage_text == "as directed"
+    assert parsed.status == "active" and parsed.intent == "order"
+    assert parsed.repeats_allowed == 0 and parsed.cd_schedule is None
+
+
+def test_parsed_survives_errors(check) -> None:
+    mr = item(UNKNOWN_VALID_CODE, repeats=2)
+    mr["status"] = "cancelled"
+    report = check(rx(mr))
+    assert report.parsed is not None and report.parsed.items[0].formulary_code is None
+    assert report.parsed.items[0].repeats_allowed == 2
+    assert report.parsed.items[0].medication_code == UNKNOWN_VALID_CODE
+
+
+def test_line_ids(check) -> None:
+    first, second, third = item(), item(PARACETAMOL_500), item(PARACETAMOL_500)
+    bundle = rx(first, second, third)
+    del bundle["entry"][2]["resource"]["id"]
+    bundle["entry"][2]["resource"]["identifier"] = [{"system": "https://x", "value": "L1"}]
+    del bundle["entry"][3]["resource"]["id"]
+    bundle["entry"][4]["resource"]["id"] = "mr-3"
+    report = check(bundle)
+    assert [i.line_id for i in report.parsed.items] == ["L1", "item-2", "mr-3"]

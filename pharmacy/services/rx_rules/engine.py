@@ -107,7 +107,10 @@ def validate_bundle(
 def _validate(raw: Any, formulary: FormularyView, now: datetime, today: date
               ) -> ValidationReport:
     try:
-        data = plain_json(raw) if isinstance(raw, Mapping) else decode_json(raw)
+        # Text is decoded; anything else is JSON the caller parsed already (a dict, or a
+        # list or number that is JSON but not a Bundle).
+        data = (decode_json(raw) if isinstance(raw, bytes | bytearray | memoryview | str)
+                else plain_json(raw))
     except NotJson as exc:
         finding = Finding("bundle-invalid", ERROR, f"{exc} A FHIR R4 Bundle in JSON is needed.")
         return ValidationReport((finding,), None, today, not_json=True)
@@ -280,20 +283,19 @@ class _Check:
         for practitioner, item in self._prescribers.values():
             professional = [(i, s, v) for i, s, v in identifiers_of(practitioner.resource)
                             if s in ids.PROFESSIONAL_IDENTIFIERS]
+            who = _prescriber_text(practitioner.resource, item)
             if not professional:
                 self.add("prescriber-identifier-missing", ERROR,
-                         f"The prescriber of {item.label.lower()} has no professional "
-                         "identifier (GMC, GPhC or NMC number, US NPI or DEA number).",
-                         f"{practitioner.path}.identifier", item)
+                         f"{who} has no professional identifier (GMC, GPhC or NMC number, "
+                         "US NPI or DEA number).", f"{practitioner.path}.identifier")
             for i, system, value in professional:
                 kind = ids.PROFESSIONAL_IDENTIFIERS[system or ""]
                 if value is not None and kind.is_valid(value):
                     continue
                 shown = f"'{value}'" if value is not None else "with no value"
                 self.add("prescriber-identifier-invalid", ERROR,
-                         f"The prescriber's {kind.label} {shown} is not valid: expected "
-                         f"{kind.expected}.",
-                         f"{practitioner.path}.identifier[{i}]", item)
+                         f"{who}: the {kind.label} {shown} is not valid; expected "
+                         f"{kind.expected}.", f"{practitioner.path}.identifier[{i}]")
 
     # -- per item ------------------------------------------------------------------------
 
@@ -319,7 +321,7 @@ class _Check:
                 concept = get(medication.resource, "code")
                 item.code_path = medication.path + ".code"
         names = concept_names(concept)
-        item.display = names[-1] if len(names) > 1 else (names[0] if names else None)
+        item.display = names[0] if names else None
         item.codes = [(i, code) for i, c in codings(concept)
                       if c.get("system") == ids.SNOMED_SYSTEM
                       and isinstance(code := c.get("code"), str)]
@@ -341,6 +343,8 @@ class _Check:
                 valid_unknown.append(code)
             elif item.formulary is None:
                 item.formulary, item.matched_code = found, code
+                display = text(get(concept, "coding", i, "display"))
+                item.display = display or item.display
         if item.formulary is None and valid_unknown:
             self.add("medication-unknown", ERROR,
                      f"{item.label}: the medicine code '{valid_unknown[0]}' is not in the "
@@ -388,8 +392,11 @@ class _Check:
                      f"{item.label} is not valid until {_first_day(start).isoformat()}.",
                      item.path("dispenseRequest.validityPeriod.start"), item)
 
-        starts = [d.london_date for d in (authored, start) if d is not None and d.london_date]
-        appropriate = max(starts) if starts else None
+        # The appropriate date: the later of authoredOn and validityPeriod.start.
+        starts = [(d.london_date, where) for d, where in (
+            (authored, "authoredOn"), (start, "dispenseRequest.validityPeriod.start"))
+            if d is not None and d.london_date is not None]
+        appropriate, appropriate_path = max(starts) if starts else (None, "authoredOn")
         reasons: list[str] = []
         if appropriate is not None and item.schedule in CD_28_DAY_SCHEDULES:
             last = cd_last_day(appropriate)
@@ -398,7 +405,7 @@ class _Check:
                          f"{item.label} is a Schedule {item.schedule} controlled drug: it "
                          f"could be supplied only up to {last.isoformat()} (28 days after "
                          f"{appropriate.isoformat()}).",
-                         item.path("authoredOn"), item)
+                         item.path(appropriate_path), item)
         elif appropriate is not None:
             last = six_month_last_day(appropriate)
             if self.today > last:
@@ -407,9 +414,10 @@ class _Check:
         if end is not None and self.today > _last_day(end):
             reasons.append(f"its validity period ended on {_last_day(end).isoformat()}")
         if reasons:
+            where = ("dispenseRequest.validityPeriod.end" if end is not None
+                     and self.today > _last_day(end) else appropriate_path)
             self.add("expired", ERROR, f"{item.label} has expired: " + " and ".join(reasons)
-                     + ".", item.path("dispenseRequest.validityPeriod")
-                     if end is not None else item.path("authoredOn"), item)
+                     + ".", item.path(where), item)
 
     def check_controlled_drug(self, item: _Item) -> None:
         schedule = item.schedule
@@ -626,3 +634,10 @@ def _name(resource: Mapping[str, Any]) -> tuple[str | None, str | None]:
         given = [g.strip() for g in as_list(get(name, "given")) if isinstance(g, str)]
         return (" ".join(given) or None), text(get(name, "family"))
     return None, None
+
+
+def _prescriber_text(practitioner: Mapping[str, Any], item: _Item) -> str:
+    given, family = _name(practitioner)
+    name = " ".join(n for n in (given, family) if n)
+    return (f"The prescriber {name}" if name else
+            f"The prescriber of {item.label[:1].lower()}{item.label[1:]}")
