@@ -3,8 +3,14 @@
 from rq import cron
 
 from . import DEFAULT_QUEUE
+from .reminders import queue_repeat_reminders, send_notifications
 from .stock import expire_stock
 
 # 00:05 UTC every day: batches that expired yesterday become unusable.
 cron.register(expire_stock, DEFAULT_QUEUE, cron="5 0 * * *", job_timeout=300,
               name="expire-stock")
+# 07:00 UTC every day: reminders for repeats that became orderable; mail goes every 5 minutes.
+cron.register(queue_repeat_reminders, DEFAULT_QUEUE, cron="0 7 * * *", job_timeout=600,
+              name="repeat-reminders")
+cron.register(send_notifications, DEFAULT_QUEUE, cron="*/5 * * * *", job_timeout=300,
+              name="send-notifications")

@@ -1,0 +1,347 @@
+"""Notifications: writing them from templates, and delivering them through a backend.
+
+A ``Notification`` row is written in the same transaction as the change it reports; a
+periodic job (``pharmacy.jobs.reminders.send_notifications``) hands unsent rows to the
+configured backend and stamps ``sent_at``. A failed delivery leaves the row unsent for the
+next run. Delivery is at-least-once: a crash between sending and committing sends again
+(the Message-ID is fixed per notification, so mail clients can fold duplicates).
+
+Backends: ``console`` (development; logs ids only) and ``smtp`` (e-mail via smtplib).
+Templates: ``pharmacy/templates/notifications/<kind>.txt``, a ``Subject:`` line, a blank
+line, then the body. Bodies never name medicines: e-mail is not a private channel.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import smtplib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from pathlib import Path
+from typing import Any, Protocol
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from config import ConfigError, parse_bool
+
+from ..models import Notification, PatientProfile, Prescription, PrescriptionStatus, User
+from ..models.base import utcnow
+
+logger = logging.getLogger(__name__)
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "notifications"
+EMAIL = "email"
+SEND_BATCH = 100
+DEFAULT_SENDER = "Dispensary <no-reply@localhost>"
+REMINDER_CATCH_UP_DAYS = 3  # a missed daily run still reminds, once, for this long
+
+
+# --- templates -------------------------------------------------------------------------------
+
+@functools.cache
+def _environment() -> Environment:
+    return Environment(loader=FileSystemLoader(TEMPLATE_DIR), autoescape=False,
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                       keep_trailing_newline=True)
+
+
+_KIND = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
+
+
+def render_notification(kind: str, **context: Any) -> tuple[str, str]:
+    """The subject and body for a notification of ``kind`` (e.g. "repeat.due").
+
+    Raises:
+        ValueError: no such template, or it lacks its ``Subject:`` line.
+    """
+    if not _KIND.fullmatch(kind):
+        raise ValueError(f"not a notification kind: {kind!r}")
+    text = _environment().get_template(f"{kind}.txt").render(**context)
+    first, _, body = text.partition("\n")
+    if not first.startswith("Subject:"):
+        raise ValueError(f"notification template {kind} must start with a Subject: line")
+    subject = first.removeprefix("Subject:").strip()
+    return subject[:200], body.strip() + "\n"
+
+
+def create_notification(session: Session, *, kind: str, patient: PatientProfile | None = None,
+                        user_id: int | None = None, dedupe_key: str | None = None,
+                        channel: str = EMAIL, **context: Any) -> Notification | None:
+    """Write a notification from its template; None if ``dedupe_key`` was already used.
+
+    The recipient is the patient (and their account, when they have one) or the user.
+    """
+    if patient is None and user_id is None:
+        raise ValueError("a notification needs a patient or a user")
+    if dedupe_key is not None and session.scalar(
+            select(Notification.id).where(Notification.dedupe_key == dedupe_key)) is not None:
+        return None
+    subject, body = render_notification(kind, **context)
+    if user_id is None and patient is not None:
+        user_id = patient.user_id
+    row = Notification(patient_id=patient.id if patient else None, user_id=user_id,
+                       kind=kind, dedupe_key=dedupe_key, channel=channel, subject=subject,
+                       body=body)
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        if dedupe_key is None:
+            raise
+        return None  # another run wrote it a moment ago
+    return row
+
+
+# --- backends --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    notification_id: int
+    kind: str
+    channel: str
+    to: str
+    subject: str
+    body: str
+    user_id: int | None
+    patient_id: int | None
+
+
+class DeliveryRefused(Exception):
+    """This one message could not be delivered (bad address, refused); others may be."""
+
+
+class NotificationBackend(Protocol):
+    """Delivers messages. ``send`` raises DeliveryRefused for a failure of that message
+    only; any other exception means the backend is unusable and the run stops."""
+
+    name: str
+    channels: frozenset[str] | None   # None: every channel
+
+    def open(self) -> None: ...
+
+    def send(self, message: OutgoingMessage) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ConsoleBackend:
+    """Development: one log line per message, ids only (no address, subject or body)."""
+
+    name = "console"
+    channels: frozenset[str] | None = None
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    def open(self) -> None:
+        return None
+
+    def send(self, message: OutgoingMessage) -> None:
+        logger.info("notification %s kind=%s channel=%s user=%s patient=%s delivered to console",
+                    message.notification_id, message.kind, message.channel, message.user_id,
+                    message.patient_id)
+        self.sent.append(message.notification_id)
+
+    def close(self) -> None:
+        return None
+
+
+class SMTPBackend:
+    """E-mail through an SMTP relay; one connection per run."""
+
+    name = "smtp"
+    channels: frozenset[str] | None = frozenset({EMAIL})
+
+    def __init__(self, *, host: str, port: int, sender: str, username: str = "",
+                 password: str = "", starttls: bool = False, timeout_s: float = 10.0) -> None:
+        self.host, self.port, self.sender = host, port, sender
+        self._username, self._password = username, password
+        self._starttls, self._timeout_s = starttls, timeout_s
+        self._domain = parseaddr(sender)[1].rpartition("@")[2] or "dispensary.invalid"
+        self._connection: smtplib.SMTP | None = None
+
+    def open(self) -> None:
+        connection = smtplib.SMTP(self.host, self.port, timeout=self._timeout_s)
+        try:
+            if self._starttls:
+                connection.starttls()
+            if self._username:
+                connection.login(self._username, self._password)
+        except Exception:
+            connection.close()
+            raise
+        self._connection = connection
+
+    def send(self, message: OutgoingMessage) -> None:
+        if self._connection is None:
+            raise RuntimeError("SMTPBackend.send before open")
+        mail = EmailMessage()
+        mail["From"] = self.sender
+        mail["To"] = message.to
+        mail["Subject"] = message.subject
+        mail["Date"] = format_datetime(utcnow())
+        # Fixed per notification: a resend after a crash is recognisably the same message.
+        mail["Message-ID"] = f"<notification-{message.notification_id}@{self._domain}>"
+        mail.set_content(message.body)
+        try:
+            self._connection.send_message(mail)
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as exc:
+            raise DeliveryRefused(type(exc).__name__) from exc
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            connection.quit()
+        except smtplib.SMTPException:
+            connection.close()
+
+
+def backend_from_config(config: Mapping[str, Any]) -> NotificationBackend:
+    """The backend named by ``NOTIFY_BACKEND`` (default ``console``).
+
+    SMTP settings: SMTP_HOST (localhost), SMTP_PORT (25), SMTP_FROM, SMTP_USERNAME,
+    SMTP_PASSWORD, SMTP_STARTTLS (false).
+
+    Raises:
+        ConfigError: an unknown backend or an unreadable port.
+    """
+    name = str(config.get("NOTIFY_BACKEND") or "console").strip().lower()
+    if name == "console":
+        return ConsoleBackend()
+    if name == "smtp":
+        try:
+            port = int(config.get("SMTP_PORT") or 25)
+        except (TypeError, ValueError):
+            raise ConfigError(f"SMTP_PORT must be an integer, got {config.get('SMTP_PORT')!r}"
+                              ) from None
+        starttls = config.get("SMTP_STARTTLS", False)
+        if isinstance(starttls, str):
+            starttls = parse_bool("SMTP_STARTTLS", starttls)
+        return SMTPBackend(host=str(config.get("SMTP_HOST") or "localhost"), port=port,
+                           sender=str(config.get("SMTP_FROM") or DEFAULT_SENDER),
+                           username=str(config.get("SMTP_USERNAME") or ""),
+                           password=str(config.get("SMTP_PASSWORD") or ""),
+                           starttls=bool(starttls))
+    raise ConfigError(f"NOTIFY_BACKEND must be console or smtp, got {name!r}")
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+def send_pending(session: Session, backend: NotificationBackend, *, limit: int = SEND_BATCH,
+                 now: datetime | None = None) -> int:
+    """Deliver unsent notifications (oldest first, up to ``limit``) and stamp ``sent_at``.
+
+    Rows are locked with SKIP LOCKED, so two runs at once never send the same row. Only
+    rows whose recipient has an active account are picked (the e-mail address lives on the
+    account); the rest wait until there is one. A refused message stays unsent; if the
+    backend itself fails the run stops, keeping what was sent so far.
+
+    Returns:
+        How many were sent.
+    """
+    recipient = func.coalesce(Notification.user_id, PatientProfile.user_id)
+    stmt = (select(Notification, User.email)
+            .outerjoin(PatientProfile, PatientProfile.id == Notification.patient_id)
+            .join(User, User.id == recipient)
+            .where(Notification.sent_at.is_(None), User.is_active.is_(True))
+            .order_by(Notification.id)
+            .limit(limit)
+            .with_for_update(of=Notification, skip_locked=True))
+    if backend.channels is not None:
+        stmt = stmt.where(Notification.channel.in_(sorted(backend.channels)))
+    rows = session.execute(stmt).all()
+    if not rows:
+        return 0
+    try:
+        backend.open()
+    except Exception as exc:
+        logger.error("notification backend %s unavailable: %s", backend.name,
+                     type(exc).__name__)
+        return 0
+    sent = 0
+    try:
+        for row, email in rows:
+            message = OutgoingMessage(row.id, row.kind, row.channel, email, row.subject,
+                                      row.body, row.user_id, row.patient_id)
+            try:
+                backend.send(message)
+            except DeliveryRefused as exc:
+                logger.warning("notification %s not delivered: %s", row.id, exc)
+                continue
+            except Exception as exc:
+                logger.error("notification backend %s failed at notification %s: %s; "
+                             "stopping this run", backend.name, row.id, type(exc).__name__)
+                break
+            row.sent_at = now or utcnow()
+            session.flush()
+            sent += 1
+    finally:
+        try:
+            backend.close()
+        except Exception as exc:  # the messages went; a failed goodbye changes nothing
+            logger.warning("closing notification backend %s: %s", backend.name,
+                           type(exc).__name__)
+    logger.info("sent %d of %d notifications via %s", sent, len(rows), backend.name)
+    return sent
+
+
+# --- repeat reminders ------------------------------------------------------------------------
+
+def repeat_due_key(item_id: int, orderable_from: date) -> str:
+    """One reminder per item per date it became orderable, however often the job runs."""
+    return f"repeat-due:{item_id}:{orderable_from.isoformat()}"
+
+
+def create_repeat_reminders(session: Session, day: date, *,
+                            catch_up_days: int = REMINDER_CATCH_UP_DAYS) -> int:
+    """Remind patients of repeat items that became orderable on ``day``.
+
+    Items that became orderable in the ``catch_up_days`` before are included too, so a
+    missed run still reminds; the dedupe key makes each reminder happen once. Patients
+    without an active account are skipped (there is no address to write to).
+
+    Returns:
+        How many notifications were created.
+    """
+    from .prescriptions import REPEAT_LEAD_DAYS, my_medicines
+
+    patients = session.scalars(
+        select(PatientProfile)
+        .join(User, User.id == PatientProfile.user_id)
+        .where(User.is_active.is_(True),
+               select(Prescription.id).where(
+                   Prescription.patient_id == PatientProfile.id,
+                   Prescription.original_id.is_(None),
+                   Prescription.prescription_type == "repeat",
+                   Prescription.status.notin_([PrescriptionStatus.REJECTED,
+                                               PrescriptionStatus.CANCELLED])).exists())
+        .order_by(PatientProfile.id)
+    ).all()
+    oldest = day - timedelta(days=catch_up_days)
+    created = 0
+    for patient in patients:
+        for status in my_medicines(session, patient, day):
+            if not status.can_order or status.earliest is None:
+                continue
+            if not oldest < status.earliest <= day:
+                continue
+            runs_out = status.earliest + timedelta(days=REPEAT_LEAD_DAYS)
+            row = create_notification(
+                session, kind="repeat.due", patient=patient,
+                dedupe_key=repeat_due_key(status.item.id, status.earliest),
+                given_name=patient.given_name, runs_out=f"{runs_out:%-d %B %Y}")
+            if row is not None:
+                created += 1
+    logger.info("repeat reminders for %s: %d created", day.isoformat(), created)
+    return created
