@@ -13,7 +13,7 @@ $(BIN)/python:
 
 # Install only when pyproject.toml changed since the last install.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[demo]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python

@@ -70,6 +70,7 @@ class Config:
     STRIPE_API_KEY: str = ""
     STRIPE_API_BASE: str = ""
     STRIPE_WEBHOOK_SECRET: str = ""
+    STRIPE_PUBLISHABLE_KEY: str = ""  # for Stripe.js in the checkout page
     GEOCODER: str = "nominatim"
     GEOCODER_URL: str = ""
     GEOCODER_USER_AGENT: str = "dispensary"
@@ -104,6 +105,7 @@ class Config:
             "STRIPE_API_KEY": "STRIPE_API_KEY",
             "STRIPE_API_BASE": "STRIPE_API_BASE",
             "STRIPE_WEBHOOK_SECRET": "STRIPE_WEBHOOK_SECRET",
+            "STRIPE_PUBLISHABLE_KEY": "STRIPE_PUBLISHABLE_KEY",
             "GEOCODER": "GEOCODER",
             "GEOCODER_URL": "GEOCODER_URL",
             "GEOCODER_USER_AGENT": "GEOCODER_USER_AGENT",

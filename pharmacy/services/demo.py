@@ -274,9 +274,11 @@ def seed_demo(session: Session, *, today: date | None = None, seed: int = 202611
 
 def _seed_stock(session: Session, rng: random.Random, depot: Pharmacy, medicine: Medicine,
                 today: date) -> None:
-    """Two or three batches a medicine: mostly long-dated, some near expiry, a few expired."""
+    """Two or three batches a medicine: one long-dated, the others mostly long-dated too, some
+    near expiry and a few already expired."""
     for b in range(rng.randint(2, 3)):
-        roll = rng.random()
+        # The first batch is always long-dated, so every medicine can be ordered in the demo.
+        roll = 1.0 if b == 0 else rng.random()
         if roll < 0.08:
             expiry = today - timedelta(days=rng.randint(1, 60))
         elif roll < 0.25:

@@ -245,7 +245,7 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
                                f"{item.prescription.status.value.replace('_', ' ')} and "
                                "cannot be ordered; request a repeat first."})
                 continue
-            if item.id in seen_items or _on_active_order(session, item.id):
+            if item.id in seen_items or on_active_order(session, item.id):
                 errors.append({"field": f"{where}.prescription_item_id",
                                "message": "This item is already on an order."})
                 continue
@@ -282,7 +282,7 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
     return lines
 
 
-def _on_active_order(session: Session, prescription_item_id: int) -> bool:
+def on_active_order(session: Session, prescription_item_id: int) -> bool:
     return session.scalar(
         select(OrderLine.id).join(Order).where(
             OrderLine.prescription_item_id == prescription_item_id,

@@ -28,7 +28,7 @@ def live_server(app: Flask, db: object) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
+def chromium_browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: run scripts/ensure-services.sh")
     from playwright.sync_api import sync_playwright

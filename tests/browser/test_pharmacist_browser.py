@@ -13,7 +13,7 @@ from tests.factories import UserFactory
 from tests.pharmacy.fhir_factory import CLARITHROMYCIN_500, SIMVASTATIN_40, bundle
 
 
-def test_pharmacist_records_a_decision_and_verifies(live_server: str, browser, db,  # type: ignore[no-untyped-def]
+def test_pharmacist_records_a_decision_and_verifies(live_server: str, chromium_browser, db,  # type: ignore[no-untyped-def]
                                                     tmp_path: Path) -> None:
     load_formulary(db.session)
     UserFactory(email="pharmacist@example.com", role=Role.PHARMACIST,
@@ -23,7 +23,7 @@ def test_pharmacist_records_a_decision_and_verifies(live_server: str, browser, d
                               actor=eps).prescription
     db.session.commit()
 
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page = chromium_browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{live_server}/login")
     page.get_by_label("E-mail").fill("pharmacist@example.com")
     page.get_by_label("Password").fill("demo-pharmacist-1")

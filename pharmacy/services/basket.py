@@ -1,0 +1,79 @@
+"""The patient's basket (kept in their session as plain ids) and what each entry shows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..models import Medicine, PatientProfile, PrescriptionItem
+from . import orders, prescriptions
+
+
+@dataclass(frozen=True)
+class MedicineRow:
+    """One repeat item on "My medicines": can it go in the basket, or be requested, or when."""
+
+    item: PrescriptionItem
+    orderable_now: bool          # the current issue is ready to order
+    repeat: prescriptions.RepeatStatus | None
+    on_order: bool
+
+
+def my_medicines(session: Session, patient: PatientProfile, today: date) -> list[MedicineRow]:
+    rows = []
+    for status in prescriptions.my_medicines(session, patient, today):
+        item = status.item
+        on_order = orders.on_active_order(session, item.id)
+        ready = (item.prescription.status in orders.ORDERABLE_RX and not on_order
+                 and item.medicine_id is not None)
+        rows.append(MedicineRow(item, ready, None if ready else status, on_order))
+    return rows
+
+
+def otc_products(session: Session) -> list[Medicine]:
+    return list(session.scalars(select(Medicine).where(Medicine.is_active.is_(True),
+                                                       Medicine.prescription_only.is_(False))
+                                .order_by(Medicine.name)))
+
+
+@dataclass(frozen=True)
+class BasketLine:
+    key: str
+    name: str
+    quantity: int
+    price_minor: int
+    is_prescription: bool
+    cold_chain: bool
+    request: orders.LineRequest
+
+
+def basket_lines(session: Session, patient: PatientProfile, basket: Mapping[str, Any],
+                 pricing: orders.Pricing) -> list[BasketLine]:
+    """Resolve the session's basket; entries that no longer apply are dropped."""
+    lines = []
+    for key, quantity in basket.items():
+        kind, _, raw_id = key.partition(":")
+        if not raw_id.isdigit():
+            continue
+        if kind == "rx":
+            item = session.get(PrescriptionItem, int(raw_id))
+            if item is None or item.prescription.patient_id != patient.id:
+                continue
+            charge = 0 if patient.charge_exemption else pricing.prescription_charge_minor
+            lines.append(BasketLine(key, item.medication_display, 1, charge, True,
+                                    bool(item.medicine and item.medicine.cold_chain),
+                                    orders.LineRequest(prescription_item_id=item.id)))
+        elif kind == "otc":
+            medicine = session.get(Medicine, int(raw_id))
+            if medicine is None or medicine.prescription_only:
+                continue
+            packs = max(1, min(int(quantity), orders.MAX_OTC_PACKS))
+            lines.append(BasketLine(key, medicine.name, packs, medicine.unit_price_minor * packs,
+                                    False, medicine.cold_chain,
+                                    orders.LineRequest(medicine_id=medicine.id, quantity=packs)))
+    return lines
