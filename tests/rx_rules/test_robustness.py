@@ -188,6 +188,16 @@ def test_internal_error_is_reported_not_raised(formulary, monkeypatch) -> None:
     assert [r.exc_info[0] for r in records if r.exc_info] == [RuntimeError]
 
 
+def test_many_current_medicines_stay_fast(check) -> None:
+    from .builders import ASPIRIN_75, statement
+
+    current = tuple(statement(ASPIRIN_75) for _ in range(400))
+    start = time.perf_counter()
+    report = check(rx(*[item(WARFARIN_5) for _ in range(20)], extra=current))
+    assert time.perf_counter() - start < 15
+    assert rules(report).count("interaction") == 20 * 400
+
+
 def test_many_items_stay_fast(check) -> None:
     items = [item(WARFARIN_5) for _ in range(60)]
     start = time.perf_counter()

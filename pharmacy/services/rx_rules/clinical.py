@@ -121,18 +121,24 @@ def check_pairs(items: Sequence[Medicine], current: Sequence[Medicine],
                 interactions: Sequence[InteractionEntry]) -> list[Finding]:
     """``interaction`` and ``duplicate-therapy`` warnings for every pair of two items, and of
     an item and a current medicine."""
+    rules = [r for r in interactions if r.a.strip() and r.b.strip()]
+    # Which rule sides name each medicine, worked out once: a pair then costs two set
+    # intersections instead of a pass over the whole table.
+    sides: dict[int, tuple[set[int], set[int]]] = {}
+    for medicine in (*items, *current):
+        sides[id(medicine)] = ({n for n, r in enumerate(rules) if medicine.has_term(r.a)},
+                               {n for n, r in enumerate(rules) if medicine.has_term(r.b)})
     findings: list[Finding] = []
     for first, second in _pairs(items, current):
-        for rule in interactions:
-            if not (rule.a.strip() and rule.b.strip()):
-                continue
-            if (first.has_term(rule.a) and second.has_term(rule.b)) or (
-                    first.has_term(rule.b) and second.has_term(rule.a)):
-                findings.append(Finding(
-                    "interaction", Severity.WARNING,
-                    f"{first.label} and {_lower_first(second.label)} interact "
-                    f"({rule.severity}): {rule.effect} ({rule.a} with {rule.b}).",
-                    first.expression, first.line_id))
+        first_a, first_b = sides[id(first)]
+        second_a, second_b = sides[id(second)]
+        for n in sorted((first_a & second_b) | (first_b & second_a)):
+            rule = rules[n]
+            findings.append(Finding(
+                "interaction", Severity.WARNING,
+                f"{first.label} and {_lower_first(second.label)} interact "
+                f"({rule.severity}): {rule.effect} ({rule.a} with {rule.b}).",
+                first.expression, first.line_id))
         shared = sorted(first.ingredients & second.ingredients)
         classes = sorted({a[:ATC_LEVEL_4_LENGTH] for a in first.atcs
                           if len(a) >= ATC_LEVEL_4_LENGTH}
