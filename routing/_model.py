@@ -9,6 +9,7 @@ coefficient per metre is 1: the objective is the distance itself.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -78,6 +79,29 @@ class EngineProblem:
         if any(s.place in fridge_places for s in self.stops if not s.fridge):
             blockers.append("fridge and non-fridge stops at one place")
         return blockers
+
+
+def relax_for_pyvrp(ep: EngineProblem) -> EngineProblem:
+    """A plain version of `ep` that PyVRP can express, to seed OR-Tools (the hybrid engine).
+
+    Breaks are dropped but their duration is taken off the shift end; each stop keeps only its
+    first window; pins and started-route loads are ignored (fridge rules stay). OR-Tools then
+    repairs and improves the result under the real constraints.
+    """
+    fridge_ok = tuple(i for i, v in enumerate(ep.vehicles) if v.fridge)
+    vehicles = tuple(
+        dataclasses.replace(
+            v, rest=None, latest_s=max(v.earliest_s, v.latest_s - (v.rest[2] if v.rest else 0))
+        )
+        for v in ep.vehicles
+    )
+    stops = tuple(
+        dataclasses.replace(
+            s, windows=s.windows[:1], allowed=fridge_ok if s.fridge and s.allowed else None
+        )
+        for s in ep.stops
+    )
+    return dataclasses.replace(ep, vehicles=vehicles, stops=stops)
 
 
 def build_engine_problem(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from ortools.constraint_solver import (  # type: ignore[import-untyped]
@@ -132,12 +133,21 @@ def solve_ortools(
 
     solution = None
     if initial:
-        routes: list[list[int]] = [[] for _ in ep.vehicles]
-        for v, stops in initial:
-            routes[v] = [manager.NodeToIndex(s) for s in stops]
-        start_assignment = routing.ReadAssignmentFromRoutes(routes, True)
+        # Leave out stops the vehicle may not take (OR-Tools would log an error per stop).
+        allowed_initial = [
+            (v, [s for s in stops if v in (ep.stops[s].allowed or (v,))]) for v, stops in initial
+        ]
+        routing.CloseModelWithParameters(params)
+        start_assignment = _read_routes(
+            routing, manager, len(ep.vehicles), allowed_initial, deadline
+        )
         if start_assignment is not None:
+            params.time_limit.FromMilliseconds(int(max(0.05, deadline - time.monotonic()) * 1000))
             solution = routing.SolveFromAssignmentWithParameters(start_assignment, params)
+            if solution is None:
+                logger.info(
+                    "OR-Tools found nothing from the warm start (status %s)", routing.status()
+                )
         else:
             logger.info("warm start rejected by OR-Tools; solving from scratch")
     if solution is None:
@@ -156,3 +166,33 @@ def solve_ortools(
         if visits:
             result.append((v, visits))
     return result
+
+
+def _read_routes(
+    routing: Any, manager: Any, num_vehicles: int, initial: EngineRoutes, deadline: float
+) -> Any:
+    """An assignment from `initial`, repaired greedily if OR-Tools rejects it as a whole.
+
+    The repair re-adds stops one at a time in their original order and keeps each one only if
+    the routes so far stay feasible; stops left out are unperformed and the search re-inserts
+    them. It stops repairing at half the remaining time.
+    """
+    routes: list[list[int]] = [[] for _ in range(num_vehicles)]
+    for v, stops in initial:
+        routes[v] = [manager.NodeToIndex(s) for s in stops]
+    assignment = routing.ReadAssignmentFromRoutes(routes, True)
+    if assignment is not None:
+        return assignment
+    repair_until = time.monotonic() + 0.5 * max(0.0, deadline - time.monotonic())
+    kept: list[list[int]] = [[] for _ in range(num_vehicles)]
+    dropped = 0
+    for v, route in enumerate(routes):
+        for index in route:
+            if time.monotonic() > repair_until:
+                break
+            kept[v].append(index)
+            if routing.ReadAssignmentFromRoutes(kept, True) is None:
+                kept[v].pop()
+                dropped += 1
+    logger.info("warm start repaired: %d stops left for the search to re-insert", dropped)
+    return routing.ReadAssignmentFromRoutes(kept, True)

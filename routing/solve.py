@@ -38,7 +38,10 @@ ORTOOLS_VARIANTS = {
     "ortools-sa": ("PARALLEL_CHEAPEST_INSERTION", "SIMULATED_ANNEALING"),
     "ortools-tabu": ("PARALLEL_CHEAPEST_INSERTION", "TABU_SEARCH"),
 }
-ENGINES = ("pyvrp", "pyvrp-soft", *ORTOOLS_VARIANTS)
+ENGINES = ("pyvrp", "pyvrp-soft", "hybrid", *ORTOOLS_VARIANTS)
+
+#: Share of the hybrid engine's time for PyVRP on the relaxed problem; OR-Tools gets the rest.
+HYBRID_PYVRP_SHARE = 0.4
 
 #: Plain problems up to this many stops run OR-Tools beside PyVRP; bigger ones run PyVRP twice.
 ORTOOLS_MAX_PLAIN_STOPS = 300
@@ -68,9 +71,38 @@ def _run_engine(
         return solve_pyvrp(ep, deadline=deadline, seed=run.seed, soft_mandatory=soft)
     from routing._ortools import OrToolsConfig, solve_ortools
 
+    if run.engine == "hybrid":
+        return _run_hybrid(run, ep, deadline, initial)
+
     first_solution, metaheuristic = ORTOOLS_VARIANTS[run.engine]
     config = OrToolsConfig(first_solution=first_solution, metaheuristic=metaheuristic)
     return solve_ortools(ep, deadline=deadline, config=config, initial=initial)
+
+
+def _run_hybrid(
+    run: _Run, ep: EngineProblem, deadline: float, initial: EngineRoutes | None
+) -> EngineRoutes | None:
+    """PyVRP plans a relaxed problem, OR-Tools repairs and improves the plan for real.
+
+    With driver breaks, OR-Tools 9.15 fails to restore a warm start (status FAIL: the break
+    intervals are not part of the routes it reads), so PyVRP gets the whole time and its
+    routes are returned as they are; the checker then decides whether they hold.
+    """
+    from routing._model import relax_for_pyvrp
+    from routing._ortools import solve_ortools
+    from routing._pyvrp import solve_pyvrp
+
+    relaxed = relax_for_pyvrp(ep)
+    if relaxed.pyvrp_blockers():
+        return solve_ortools(ep, deadline=deadline, initial=initial)
+    has_breaks = any(v.rest for v in ep.vehicles)
+    share = 1.0 if has_breaks else HYBRID_PYVRP_SHARE
+    split = time.monotonic() + share * (deadline - time.monotonic())
+    seeded = solve_pyvrp(relaxed, deadline=split, seed=run.seed, soft_mandatory=True)
+    if has_breaks:
+        return seeded
+    improved = solve_ortools(ep, deadline=deadline, initial=seeded or initial)
+    return improved if improved is not None else seeded
 
 
 def _child(
@@ -154,7 +186,7 @@ def _portfolio(
         blockers = ep.pyvrp_blockers()
         if blockers:
             logger.info("OR-Tools only (PyVRP cannot express: %s)", ", ".join(blockers))
-            chosen = ["ortools", "ortools-pca"]
+            chosen = ["hybrid", "ortools"]
         elif len(ep.stops) <= ORTOOLS_MAX_PLAIN_STOPS:
             chosen = ["pyvrp", "ortools"]
         else:
