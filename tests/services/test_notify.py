@@ -245,3 +245,13 @@ def test_the_jobs_run_in_a_real_worker_from_real_redis(
     assert row.sent_at is not None
     assert f"notification {row.id} kind=repeat.due" in done.stdout
     assert f"job={send.id}" in done.stdout
+
+
+def test_the_schedule_declares_both_jobs(redis) -> None:  # type: ignore[no-untyped-def]
+    from rq.cron import CronScheduler
+
+    scheduler = CronScheduler(connection=redis)
+    scheduler.load_config_from_file("pharmacy.jobs.schedule")  # as `rq cron` is run
+    jobs = {job.name: (job.func, job.cron, job.queue_name) for job in scheduler.get_jobs()}
+    assert jobs["repeat-reminders"] == (queue_repeat_reminders, "0 7 * * *", DEFAULT_QUEUE)
+    assert jobs["send-notifications"] == (send_notifications, "*/5 * * * *", DEFAULT_QUEUE)
