@@ -542,6 +542,8 @@ def authorise(session: Session, order: Order, *, payment_method: str | None = No
         raise PaymentDeclined(patient_message(_error_dict(exc))) from None
     except stripe.InvalidRequestError as exc:
         logger.warning("stripe refused a PaymentIntent for order %s: %s", order.id, exc.code)
+        if payment_method and (exc.param == "payment_method" or exc.http_status == 404):
+            raise _unusable_card() from None
         raise PaymentProviderError("The card payment could not be started.") from None
     payment = Payment(order_id=order.id, provider=PROVIDER, provider_payment_id=pi["id"],
                       status=_status_for(pi) or PaymentStatus.REQUIRES_PAYMENT_METHOD,
@@ -601,9 +603,12 @@ def _attach(client: stripe.StripeClient, payment_method: str, customer_id: str) 
     except stripe.CardError as exc:
         raise PaymentDeclined(patient_message(_error_dict(exc))) from None
     except stripe.InvalidRequestError:
-        raise InvalidRequest("That card cannot be used.",
-                             errors=[{"field": "payment_method",
-                                      "message": "Unknown or unusable card."}]) from None
+        raise _unusable_card() from None
+
+
+def _unusable_card() -> InvalidRequest:
+    return InvalidRequest("That card cannot be used.", errors=[
+        {"field": "payment_method", "message": "Unknown or unusable card."}])
 
 
 def _error_dict(exc: stripe.StripeError) -> dict[str, Any]:
@@ -817,7 +822,7 @@ def handle_webhook(session: Session, payload: bytes, signature_header: str, *,
 
     created = event.get("created")
     row = WebhookEvent(provider=PROVIDER, event_id=event_id, event_type=event_type[:100],
-                       payload=event,
+                       payload=_stored_payload(event, obj),
                        event_created_at=(datetime.fromtimestamp(created, UTC)
                                          if isinstance(created, int | float) else None))
     try:
@@ -834,6 +839,19 @@ def handle_webhook(session: Session, payload: bytes, signature_header: str, *,
     row.outcome = outcome.outcome
     session.flush()
     return WebhookOutcome(outcome.outcome, event_id, event_type, outcome.payment_id)
+
+
+# Enough of an event to audit it; billing details and the like are not kept.
+_KEPT_EVENT_FIELDS = ("id", "type", "created", "api_version", "livemode")
+_KEPT_OBJECT_FIELDS = ("id", "object", "status", "amount", "amount_capturable",
+                       "amount_received", "amount_refunded", "captured", "currency",
+                       "payment_intent", "created")
+
+
+def _stored_payload(event: Mapping[str, Any], obj: Mapping[str, Any]) -> dict[str, Any]:
+    kept = {k: event[k] for k in _KEPT_EVENT_FIELDS if k in event}
+    kept["data"] = {"object": {k: obj[k] for k in _KEPT_OBJECT_FIELDS if k in obj}}
+    return kept
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
+from pharmacy.errors import InvalidRequest
 from pharmacy.models import AuditEvent, Order, PatientProfile, Payment, PaymentStatus
 from pharmacy.services import payments
 from tests.payments.conftest import (
@@ -293,6 +294,12 @@ def test_stripe_unreachable_is_a_503_domain_error(app, db, make_order, monkeypat
     with pytest.raises(payments.PaymentProviderUnavailable) as info:
         payments.authorise(db.session, order, payment_method="pm_x")
     assert (info.value.status, info.value.code) == (503, "payment_provider_unavailable")
+
+
+def test_an_unknown_card_is_a_422(db, make_order) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        payments.authorise(db.session, make_order(), payment_method="pm_doesnotexist")
+    assert info.value.status == 422 and info.value.errors[0]["field"] == "payment_method"
 
 
 def test_not_configured_is_a_503(app, db, make_order, monkeypatch) -> None:
