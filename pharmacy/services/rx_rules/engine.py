@@ -206,6 +206,7 @@ class _Check:
         for item in self.items:
             self.check_status(item)
             self.check_dosage_and_quantity(item)
+            self.read_schedule_and_dose(item)
             self.check_dates(item)
             self.check_controlled_drug(item)
             self.check_dose(item)
@@ -366,12 +367,15 @@ class _Check:
                      + (" must be more than zero)." if number is not None else ")."),
                      item.path("dispenseRequest.quantity"), item)
 
+    def read_schedule_and_dose(self, item: _Item) -> None:
+        """The item's CD schedule, daily dose and days of supply, for the rules after."""
         # Schedule: the formulary's, or the extension's where the formulary has none.
         ext_schedule, _, _ = controlled_drug_extension(item.mr)
         item.schedule = (item.formulary.cd_schedule if item.formulary else None) or ext_schedule
+        quantity = get(item.mr, "dispenseRequest", "quantity")
         if item.formulary is not None:
             item.strength = parse_strength(item.formulary.strength)
-            item.daily = daily_dose(dosages, item.strength)
+            item.daily = daily_dose(as_list(get(item.mr, "dosageInstruction")), item.strength)
             if item.daily is not None and isinstance(quantity, Mapping):
                 item.supply_days = supply_days(quantity, item.daily, item.strength)
         if item.supply_days is None:
