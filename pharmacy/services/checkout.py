@@ -79,13 +79,16 @@ def cancel_order(session: Session, order: Order, *, actor: User | None, reason: 
     """Cancel before dispatch; void the authorisation, or refund what was captured."""
     orders.cancel(session, order, actor=actor, reason=reason, request_id=request_id)
     payment = latest_payment(order)
-    if payment is not None:
-        if payment.status in (PaymentStatus.AUTHORISED, PaymentStatus.REQUIRES_ACTION,
-                              PaymentStatus.REQUIRES_PAYMENT_METHOD):
-            _payments().cancel(session, order, reason=reason)
-        elif payment.status is PaymentStatus.CAPTURED and payment.amount_captured_minor:
-            _payments().refund(session, order, amount_minor=payment.amount_captured_minor,
-                               reason=reason)
+    if payment is None:
+        return order
+    owed = payment.amount_captured_minor - payment.amount_refunded_minor
+    if payment.status in (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED):
+        if owed > 0:
+            _payments().refund(session, order, amount_minor=owed, reason=reason, actor=actor)
+    elif payment.status not in (PaymentStatus.REFUNDED, PaymentStatus.CANCELLED):
+        # Voids every open PaymentIntent of the order (a failed one too, so a stale page
+        # cannot confirm it later); idempotent.
+        _payments().cancel(session, order, reason=reason, actor=actor)
     return order
 
 
@@ -99,7 +102,7 @@ def dispatch(session: Session, order: Order, *, actor: User | None,
     orders.advance(session, order, OrderStatus.OUT_FOR_DELIVERY, actor=actor,
                    request_id=request_id)
     if payment is not None and payment.status is PaymentStatus.AUTHORISED:
-        _payments().capture(session, order, amount_minor=order.total_minor)
+        _payments().capture(session, order, amount_minor=order.total_minor, actor=actor)
     return order
 
 
@@ -109,7 +112,7 @@ def refund_returned(session: Session, order: Order, *, actor: User | None, reaso
     payment = latest_payment(order)
     if payment is not None and payment.amount_captured_minor > payment.amount_refunded_minor:
         _payments().refund(session, order, amount_minor=payment.amount_captured_minor
-                           - payment.amount_refunded_minor, reason=reason)
+                           - payment.amount_refunded_minor, reason=reason, actor=actor)
     orders.advance(session, order, OrderStatus.REFUNDED, actor=actor, reason=reason,
                    request_id=request_id)
     return order

@@ -97,3 +97,47 @@ def logout() -> Any:
         logout_user()
         flash("Signed out.", "info")
     return redirect(url_for("auth.login"))
+
+
+class RegisterForm(FlaskForm):  # type: ignore[misc]
+    """CSRF only; the fields are read and checked by the patients service."""
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register() -> Any:
+    from datetime import date
+
+    from ..errors import DomainError
+    from ..models.base import utcnow
+    from ..services import patients
+
+    form = RegisterForm()
+    status = 200
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            flash("The form expired; please try again.", "error")
+            return render_template("register.html", form=form, values=request.form), 400
+        values = request.form
+        try:
+            dob = date.fromisoformat(values.get("date_of_birth", ""))
+        except ValueError:
+            dob = date(1, 1, 1)  # refused by the service with a clear message
+        try:
+            user = patients.register(db.session, patients.Registration(
+                email=values.get("email", "")[:254], password=values.get("password", "")[:1024],
+                given_name=values.get("given_name", "")[:100],
+                family_name=values.get("family_name", "")[:100], date_of_birth=dob,
+                nhs_number=values.get("nhs_number", "")[:20] or None,
+                accepted_terms=values.get("terms") == "yes",
+                accepted_privacy=values.get("privacy") == "yes"), today=utcnow().date())
+        except DomainError as err:
+            db.session.rollback()
+            flash(err.detail, "error")
+            for e in err.errors:
+                flash(e["message"], "error")
+            return render_template("register.html", form=form, values=values), err.status
+        db.session.commit()
+        login_user(user)
+        flash("Welcome! Add a delivery address to start ordering.", "info")
+        return redirect(url_for("patient.profile"))
+    return render_template("register.html", form=form, values={}), status

@@ -273,3 +273,87 @@ def cancel(order_id: int) -> Any:
     db.session.commit()
     flash("Order cancelled. Any payment hold has been released.", "info")
     return redirect(url_for(".track", order_id=order_id))
+
+
+@bp.get("/profile")
+def profile() -> Any:
+    from ..services import patients
+
+    return render_template("patient/profile.html", patient=_patient(), form=ActionForm(),
+                           exemptions=patients.EXEMPTIONS,
+                           pharmacies=db.session.query(Pharmacy).order_by(Pharmacy.name).all())
+
+
+def _flash_domain_error(err: DomainError) -> None:
+    flash(err.detail, "error")
+    for e in err.errors:
+        flash(e["message"], "error")
+
+
+@bp.post("/profile")
+def profile_update() -> Any:
+    from ..services import patients
+
+    if not ActionForm().validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for(".profile"))
+    values = request.form
+    sync_day = values.get("sync_day", "")
+    pharmacy_id = values.get("nominated_pharmacy_id", "")
+    try:
+        patients.update_profile(
+            db.session, _patient(), actor=g.user, phone=values.get("phone"),
+            charge_exemption=values.get("charge_exemption", ""),
+            sync_day=int(sync_day) if sync_day.isdigit() else None,
+            uses_dose_pack=values.get("uses_dose_pack") == "yes",
+            nominated_pharmacy_id=int(pharmacy_id) if pharmacy_id.isdigit() else None)
+    except DomainError as err:
+        db.session.rollback()
+        _flash_domain_error(err)
+        return redirect(url_for(".profile"))
+    db.session.commit()
+    flash("Profile saved.", "info")
+    return redirect(url_for(".profile"))
+
+
+@bp.post("/allergies")
+def allergy_add() -> Any:
+    from ..services import patients
+
+    if ActionForm().validate_on_submit():
+        try:
+            if request.form.get("remove", "").isdigit():
+                patients.remove_allergy(db.session, _patient(), int(request.form["remove"]),
+                                        actor=g.user)
+            else:
+                patients.add_allergy(db.session, _patient(), request.form.get("substance", ""),
+                                     actor=g.user)
+            db.session.commit()
+        except DomainError as err:
+            db.session.rollback()
+            _flash_domain_error(err)
+    return redirect(url_for(".profile"))
+
+
+@bp.post("/addresses")
+def address_add() -> Any:
+    from ..services import patients
+
+    if not ActionForm().validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for(".profile"))
+    values = request.form
+    try:
+        added = patients.add_address(
+            db.session, _patient(), actor=g.user, line1=values.get("line1", ""),
+            line2=values.get("line2"), city=values.get("city", ""),
+            postcode=values.get("postcode", ""), delivery_notes=values.get("delivery_notes"),
+            make_default=values.get("make_default") == "yes")
+    except DomainError as err:
+        db.session.rollback()
+        _flash_domain_error(err)
+        return redirect(url_for(".profile"))
+    db.session.commit()
+    flash("Address saved." if added.located else f"Address saved. {added.problem}",
+          "info" if added.located else "error")
+    return redirect(url_for(".profile"))

@@ -1,0 +1,181 @@
+"""Patients' own records: registration, profile, allergies and delivery addresses."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from stdnum.gb import nhs
+
+from ..errors import Conflict, InvalidRequest, NotFound
+from ..models import Address, Allergy, PatientProfile, Pharmacy, Role, User
+from ..models.base import utcnow
+from . import audit, auth
+
+MIN_PASSWORD = 10
+EXEMPTIONS = {
+    "": "I pay prescription charges",
+    "A": "Aged 60 or over, or under 16",
+    "B": "Aged 16, 17 or 18 and in full-time education",
+    "D": "Maternity exemption certificate",
+    "E": "Medical exemption certificate",
+    "F": "Prescription prepayment certificate",
+    "L": "HC2 (NHS Low Income Scheme) certificate",
+    "X": "Free-of-charge contraceptives only",
+}
+PATIENT_ID_SYSTEM = "urn:dispensary:patient"
+
+
+@dataclass(frozen=True)
+class Registration:
+    email: str
+    password: str
+    given_name: str
+    family_name: str
+    date_of_birth: date
+    nhs_number: str | None
+    accepted_terms: bool
+    accepted_privacy: bool
+
+
+def register(session: Session, form: Registration, *, today: date) -> User:
+    """Create a patient account; the NHS number (optional) must pass its check digit."""
+    errors = []
+    if auth.find_user_by_email(session, form.email) is not None:
+        raise Conflict("An account with this e-mail already exists; sign in instead.")
+    if len(form.password) < MIN_PASSWORD:
+        errors.append({"field": "password",
+                       "message": f"Use at least {MIN_PASSWORD} characters."})
+    if not form.accepted_terms or not form.accepted_privacy:
+        errors.append({"field": "consent",
+                       "message": "Accept the terms and the privacy notice to register."})
+    if not (date(1900, 1, 1) <= form.date_of_birth <= today):
+        errors.append({"field": "date_of_birth", "message": "Give a real date of birth."})
+    number = (form.nhs_number or "").replace(" ", "") or None
+    if number is not None and not nhs.is_valid(number):
+        errors.append({"field": "nhs_number",
+                       "message": "That NHS number is not valid; check the 10 digits."})
+    if not form.given_name.strip() or not form.family_name.strip():
+        errors.append({"field": "name", "message": "Give your first and last name."})
+    if errors:
+        raise InvalidRequest("Please correct the form.", errors=errors)
+    patient = None
+    if number is not None:
+        patient = session.scalar(select(PatientProfile).where(PatientProfile.nhs_number == number))
+        if patient is not None and patient.user_id is not None:
+            raise Conflict("This NHS number already has an account; sign in instead.")
+    user = auth.create_user(session, email=form.email, password=form.password,
+                            role=Role.PATIENT,
+                            full_name=f"{form.given_name.strip()} {form.family_name.strip()}")
+    depot = session.scalar(select(Pharmacy).order_by(Pharmacy.id))
+    if patient is None:  # not yet known from a prescription
+        patient = PatientProfile(
+            nhs_number=number, given_name=form.given_name.strip()[:100],
+            family_name=form.family_name.strip()[:100], date_of_birth=form.date_of_birth,
+            other_identifier_system=None if number else PATIENT_ID_SYSTEM,
+            other_identifier=None if number else uuid.uuid4().hex)
+        session.add(patient)
+    elif patient.date_of_birth != form.date_of_birth:
+        raise InvalidRequest("Those details do not match our records for that NHS number.")
+    patient.user_id = user.id
+    patient.nominated_pharmacy_id = patient.nominated_pharmacy_id or (depot.id if depot else None)
+    patient.terms_accepted_at = patient.privacy_accepted_at = utcnow()
+    session.flush()
+    audit.record(session, action="patient.registered", entity_type="patient",
+                 entity_id=patient.id, actor=user)
+    return user
+
+
+def update_profile(session: Session, patient: PatientProfile, *, actor: User,
+                   phone: str | None, charge_exemption: str | None, sync_day: int | None,
+                   uses_dose_pack: bool, nominated_pharmacy_id: int | None) -> PatientProfile:
+    if charge_exemption not in EXEMPTIONS:
+        raise InvalidRequest("Choose an exemption from the list.")
+    if sync_day is not None and not 1 <= sync_day <= 28:
+        raise InvalidRequest("Pick a delivery day between 1 and 28.")
+    if nominated_pharmacy_id is not None and session.get(Pharmacy, nominated_pharmacy_id) is None:
+        raise InvalidRequest("Unknown pharmacy.")
+    before = {"charge_exemption": patient.charge_exemption, "sync_day": patient.sync_day,
+              "uses_dose_pack": patient.uses_dose_pack,
+              "nominated_pharmacy_id": patient.nominated_pharmacy_id}
+    patient.phone = (phone or "").strip()[:32] or None
+    patient.charge_exemption = charge_exemption or None
+    patient.sync_day = sync_day
+    patient.uses_dose_pack = uses_dose_pack
+    patient.nominated_pharmacy_id = nominated_pharmacy_id
+    after = {"charge_exemption": patient.charge_exemption, "sync_day": patient.sync_day,
+             "uses_dose_pack": patient.uses_dose_pack,
+             "nominated_pharmacy_id": patient.nominated_pharmacy_id}
+    audit.record(session, action="patient.profile_updated", entity_type="patient",
+                 entity_id=patient.id, actor=actor, before=before, after=after)
+    session.flush()
+    return patient
+
+
+def add_allergy(session: Session, patient: PatientProfile, substance: str, *,
+                actor: User) -> None:
+    text = substance.strip().lower()[:100]
+    if not text:
+        raise InvalidRequest("Name the medicine or substance.")
+    if any(a.substance == text for a in patient.allergies):
+        return
+    patient.allergies.append(Allergy(substance=text, recorded_at=utcnow()))
+    audit.record(session, action="patient.allergy_added", entity_type="patient",
+                 entity_id=patient.id, actor=actor, after={"substance": text})
+    session.flush()
+
+
+def remove_allergy(session: Session, patient: PatientProfile, allergy_id: int, *,
+                   actor: User) -> None:
+    allergy = session.get(Allergy, allergy_id)
+    if allergy is None or allergy.patient_id != patient.id:
+        raise NotFound("No such allergy on your record.")
+    audit.record(session, action="patient.allergy_removed", entity_type="patient",
+                 entity_id=patient.id, actor=actor, before={"substance": allergy.substance})
+    session.delete(allergy)
+    session.flush()
+
+
+@dataclass(frozen=True)
+class AddedAddress:
+    address: Address
+    located: bool
+    problem: str | None
+
+
+def add_address(session: Session, patient: PatientProfile, *, actor: User, line1: str,
+                line2: str | None, city: str, postcode: str, delivery_notes: str | None,
+                make_default: bool) -> AddedAddress:
+    """Save an address and find it on the map (geocoded once; cached)."""
+    from . import geocoding
+
+    if not line1.strip() or not city.strip() or not postcode.strip():
+        raise InvalidRequest("Give the first line, town and postcode.")
+    address = Address(patient=patient, line1=line1.strip()[:200],
+                      line2=(line2 or "").strip()[:200] or None, city=city.strip()[:100],
+                      postcode=postcode.strip().upper()[:16],
+                      delivery_notes=(delivery_notes or "").strip() or None,
+                      is_default=make_default or not patient.addresses)
+    problem = None
+    try:
+        found = geocoding.geocode_address(session, line1=address.line1, line2=address.line2,
+                                          city=address.city, postcode=address.postcode)
+    except geocoding.GeocoderUnavailable:
+        found, problem = None, "We could not reach the map service; we will try again later."
+    if found is not None:
+        address.latitude, address.longitude = found.latitude, found.longitude
+    elif problem is None:
+        problem = "We could not find that address on the map; check the postcode."
+    if address.is_default:
+        for other in patient.addresses:
+            other.is_default = False
+        address.is_default = True
+    session.add(address)
+    session.flush()
+    audit.record(session, action="patient.address_added", entity_type="patient",
+                 entity_id=patient.id, actor=actor, after={"address_id": address.id,
+                                                           "located": found is not None})
+    return AddedAddress(address, found is not None, problem)

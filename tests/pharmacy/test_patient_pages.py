@@ -1,0 +1,79 @@
+"""Registration, profile, allergies and addresses through the patient's pages."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from pharmacy.models import AuditEvent, PatientProfile, User
+from tests.factories import PharmacyFactory
+from tests.pharmacy.helpers import csrf_token
+
+GOOD = {"given_name": "Rosa", "family_name": "Parkes", "date_of_birth": "1958-02-04",
+        "nhs_number": "943 476 5919", "email": "rosa@example.com",
+        "password": "a long enough password", "terms": "yes", "privacy": "yes"}
+
+
+@pytest.fixture()
+def registered(client, db, app, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setitem(app.config, "GEOCODER", "none")
+    PharmacyFactory()
+    db.session.commit()
+    token = csrf_token(client, "/register")
+    response = client.post("/register", data={**GOOD, "csrf_token": token})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client
+
+
+def test_registration_creates_a_patient_with_consent_and_signs_in(registered, db) -> None:  # type: ignore[no-untyped-def]
+    patient = db.session.scalar(select(PatientProfile))
+    assert patient.nhs_number == "9434765919"
+    assert patient.terms_accepted_at is not None and patient.privacy_accepted_at is not None
+    assert patient.nominated_pharmacy_id is not None
+    assert registered.get("/patient/").status_code == 200
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"nhs_number": "9434765918"}, "NHS number is not valid"),
+    ({"terms": ""}, "Accept the terms"),
+    ({"password": "short"}, "at least 10 characters"),
+    ({"date_of_birth": "not a date"}, "real date of birth"),
+])
+def test_registration_problems_are_explained_and_nothing_is_created(
+        client, db, change, message) -> None:  # type: ignore[no-untyped-def]
+    token = csrf_token(client, "/register")
+    response = client.post("/register", data={**GOOD, **change, "csrf_token": token})
+    assert response.status_code == 422
+    assert message in response.get_data(as_text=True)
+    assert db.session.scalar(select(User)) is None
+
+
+def test_a_second_account_for_the_same_email_is_refused(registered, client, db) -> None:  # type: ignore[no-untyped-def]
+    registered.post("/logout", data={"csrf_token": csrf_token(registered, "/patient/")})
+    token = csrf_token(client, "/register")
+    again = client.post("/register", data={**GOOD, "csrf_token": token})
+    assert again.status_code == 409
+
+
+def test_profile_allergies_and_address(registered, db) -> None:  # type: ignore[no-untyped-def]
+    token = csrf_token(registered, "/patient/profile")
+    saved = registered.post("/patient/profile", data={
+        "csrf_token": token, "phone": "07700 900123", "charge_exemption": "A", "sync_day": "15",
+        "uses_dose_pack": "yes", "nominated_pharmacy_id": ""})
+    assert saved.status_code == 302
+    registered.post("/patient/allergies", data={"csrf_token": token, "substance": "Penicillin"})
+    added = registered.post("/patient/addresses", data={
+        "csrf_token": token, "line1": "2 Park Row", "city": "Leeds", "postcode": "ls1 5hn"})
+    assert added.status_code == 302
+    page = registered.get("/patient/profile").get_data(as_text=True)
+    assert "penicillin" in page and "LS1 5HN" in page and "not found on the map" in page
+    patient = db.session.scalar(select(PatientProfile))
+    assert (patient.charge_exemption, patient.sync_day, patient.uses_dose_pack) == ("A", 15, True)
+    bad = registered.post("/patient/profile", data={"csrf_token": token, "sync_day": "31",
+                                                    "charge_exemption": ""})
+    assert bad.status_code == 302
+    db.session.expire_all()
+    assert db.session.scalar(select(PatientProfile)).sync_day == 15  # unchanged
+    actions = set(db.session.scalars(select(AuditEvent.action)))
+    assert {"patient.registered", "patient.profile_updated", "patient.allergy_added",
+            "patient.address_added"} <= actions
