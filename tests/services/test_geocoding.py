@@ -39,7 +39,7 @@ def _searches(stand_in: NominatimStandIn) -> int:
     return sum(1 for r in stand_in.requests if r["path"] == "/search")
 
 
-def test_a_found_address_is_asked_for_once_however_it_is_spelt(db, nominatim) -> None:  # type: ignore[no-untyped-def]
+def test_a_found_address_is_asked_for_once_however_it_is_spelt(app: Flask, db, nominatim) -> None:  # type: ignore[no-untyped-def]
     nominatim.places[DOWNING_TEXT] = place(51.5034, -0.1276, "10 Downing Street, London")
     geocoder = _geocoder(nominatim)
 
@@ -56,6 +56,19 @@ def test_a_found_address_is_asked_for_once_however_it_is_spelt(db, nominatim) ->
     row = db.session.scalars(select(GeocodeCache)).one()
     assert (row.provider, row.query) == (f"nominatim:{nominatim.url.removeprefix('http://')}",
                                          f"{DOWNING_TEXT}, gb")
+
+    # By default the current app's configured geocoder is used (built once per app).
+    saved = {k: app.config[k] for k in ("GEOCODER", "GEOCODER_URL")}
+    app.config.update(GEOCODER="nominatim", GEOCODER_URL=nominatim.url)
+    app.extensions.pop("dispensary.geocoder", None)
+    try:
+        assert geocode_address(db.session, **DOWNING) is not None
+        assert _searches(nominatim) == 1
+        assert geocode_address(db.session, **{**DOWNING, "line1": "11 Downing Street"}) is None
+        assert _searches(nominatim) == 3
+    finally:
+        app.config.update(saved)
+        app.extensions.pop("dispensary.geocoder", None)
 
 
 def test_a_miss_is_remembered_too_after_trying_the_postcode_alone(db, nominatim) -> None:  # type: ignore[no-untyped-def]
@@ -136,20 +149,6 @@ def test_the_factory_reads_config_or_explicit_values() -> None:
         geocoder_from_config({"GEOCODER_URL": "ftp://geo.example.org"})
     # Geocoding off: nothing is asked and nothing stored (the session is never touched).
     assert geocode_address(None, **DOWNING, geocoder=None) is None  # type: ignore[arg-type]
-
-
-def test_by_default_the_current_apps_configuration_is_used(app: Flask, db, nominatim) -> None:  # type: ignore[no-untyped-def]
-    nominatim.places[DOWNING_TEXT] = place(51.5, -0.12, "Downing Street")
-    saved = {k: app.config[k] for k in ("GEOCODER", "GEOCODER_URL")}
-    app.config.update(GEOCODER="nominatim", GEOCODER_URL=nominatim.url)
-    app.extensions.pop("dispensary.geocoder", None)
-    try:
-        assert geocode_address(db.session, **DOWNING) is not None
-        assert geocode_address(db.session, **DOWNING) is not None
-        assert _searches(nominatim) == 1
-    finally:
-        app.config.update(saved)
-        app.extensions.pop("dispensary.geocoder", None)
 
 
 def test_normalisation() -> None:
