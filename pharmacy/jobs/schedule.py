@@ -3,6 +3,7 @@
 from rq import cron
 
 from . import DEFAULT_QUEUE
+from .orders import release_unpaid_orders
 from .reminders import queue_repeat_reminders, send_notifications
 from .stock import expire_stock
 
@@ -14,3 +15,6 @@ cron.register(queue_repeat_reminders, DEFAULT_QUEUE, cron="0 7 * * *", job_timeo
               name="repeat-reminders")
 cron.register(send_notifications, DEFAULT_QUEUE, cron="*/5 * * * *", job_timeout=300,
               name="send-notifications")
+# Every 5 minutes: unpaid orders past their hold give their stock and slot back.
+cron.register(release_unpaid_orders, DEFAULT_QUEUE, cron="*/5 * * * *", job_timeout=300,
+              name="release-unpaid-orders")

@@ -15,7 +15,15 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ..errors import DomainError
-from ..models import Order, OrderStatus, PatientProfile, Payment, PaymentStatus, User
+from ..models import (
+    Notification,
+    Order,
+    OrderStatus,
+    PatientProfile,
+    Payment,
+    PaymentStatus,
+    User,
+)
 from . import orders
 
 logger = logging.getLogger(__name__)
@@ -103,6 +111,14 @@ def dispatch(session: Session, order: Order, *, actor: User | None,
                    request_id=request_id)
     if payment is not None and payment.status is PaymentStatus.AUTHORISED:
         _payments().capture(session, order, amount_minor=order.total_minor, actor=actor)
+    patient = session.get(PatientProfile, order.patient_id)
+    if patient is not None:
+        session.add(Notification(
+            patient_id=patient.id, user_id=patient.user_id, kind="order.out_for_delivery",
+            dedupe_key=f"out-for-delivery:{order.id}:{order.version}",
+            subject=f"Your order {order.reference} is on its way",
+            body="Your medicines have left the pharmacy and will arrive in your delivery "
+                 "window. Track the parcel in your account."))
     return order
 
 

@@ -152,3 +152,19 @@ def test_fefo_skips_batches_that_expire_during_the_course(app: Flask, db, shop) 
     order_id = _checkout(app, shop)
     order = db.session.get(Order, order_id)
     assert [a.batch_id for a in order.lines[0].allocations] == [mid.id]
+
+
+def test_unpaid_orders_past_their_hold_are_released_by_the_job(app: Flask, db, shop) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.jobs.orders import release_unpaid_orders
+
+    order_id = _checkout(app, shop)
+    fresh_id = _checkout(app, shop)
+    order = db.session.get(Order, order_id)
+    order.reserved_until = datetime.now(UTC) - timedelta(minutes=1)
+    db.session.commit()
+    assert release_unpaid_orders() == 1
+    assert release_unpaid_orders() == 0  # nothing left: safe to rerun
+    db.session.expire_all()
+    assert db.session.get(Order, order_id).status is OrderStatus.CANCELLED
+    assert db.session.get(Order, fresh_id).status is OrderStatus.PLACED
+    assert db.session.get(StockBatch, shop["batch_id"]).quantity_reserved == 1
