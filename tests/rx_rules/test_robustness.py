@@ -117,7 +117,7 @@ def _same_kind(old: Any) -> st.SearchStrategy[Any]:
     return json_values
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(range(len(_BASES))), st.data())
 def test_mutated_examples_never_raise(formulary, base: int, data) -> None:
     bundle = copy.deepcopy(_BASES[base])
