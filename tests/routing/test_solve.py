@@ -57,7 +57,7 @@ def test_breaks_fit_their_window(engines: tuple[str, ...] | None) -> None:
     rest = Break(TimeWindow(15, 40), 30)
     problem = line_problem(vehicles=(van("v1", rest_break=rest),))
     plan = solve(problem, time_limit=LIMIT, provider=NINT, engines=engines)
-    assert plan.engine in ("hybrid", "ortools")  # PyVRP alone cannot express breaks
+    assert not plan.engine.startswith("pyvrp")  # PyVRP alone cannot express breaks
     assert plan.is_feasible(), plan.violations
     assert plan.distance_m == 80
     route = plan.routes[0]
@@ -100,7 +100,7 @@ def test_pinned_stops_stay_with_their_vehicle(engines: tuple[str, ...] | None) -
 def test_second_time_window_is_used() -> None:
     stops = (Stop("s", Point(30, 0), windows=(TimeWindow(0, 10), TimeWindow(100, 120))),)
     plan = solve(line_problem(stops=stops), time_limit=LIMIT, provider=NINT)
-    assert plan.engine in ("hybrid", "ortools")
+    assert not plan.engine.startswith("pyvrp")
     assert plan.is_feasible(), plan.violations
     assert plan.routes[0].visits[0].start_s == 100
 
