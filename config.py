@@ -75,6 +75,14 @@ class Config:
     GEOCODER_URL: str = ""
     GEOCODER_USER_AGENT: str = "dispensary"
     OSRM_URL: str = ""
+    # Notifications: "console" logs them (development); "smtp" sends e-mail.
+    NOTIFY_BACKEND: str = "console"
+    SMTP_HOST: str = "localhost"
+    SMTP_PORT: int = 25
+    SMTP_FROM: str = "Dispensary <no-reply@localhost>"
+    SMTP_USERNAME: str = ""
+    SMTP_PASSWORD: str = ""
+    SMTP_STARTTLS: bool = False
     LOG_LEVEL: str = "INFO"
     # flask-smorest / OpenAPI
     API_TITLE: str = "Dispensary API"
@@ -110,6 +118,11 @@ class Config:
             "GEOCODER_URL": "GEOCODER_URL",
             "GEOCODER_USER_AGENT": "GEOCODER_USER_AGENT",
             "OSRM_URL": "OSRM_URL",
+            "NOTIFY_BACKEND": "NOTIFY_BACKEND",
+            "SMTP_HOST": "SMTP_HOST",
+            "SMTP_FROM": "SMTP_FROM",
+            "SMTP_USERNAME": "SMTP_USERNAME",
+            "SMTP_PASSWORD": "SMTP_PASSWORD",
             "LOG_LEVEL": "LOG_LEVEL",
         }
         for attr, var in simple.items():
@@ -119,9 +132,12 @@ class Config:
                           "FHIR_MAX_BUNDLE_BYTES": "FHIR_MAX_BUNDLE_BYTES",
                           "PRESCRIPTION_CHARGE_MINOR": "PRESCRIPTION_CHARGE_MINOR",
                           "DELIVERY_FEE_MINOR": "DELIVERY_FEE_MINOR",
-                          "ORDER_HOLD_MINUTES": "ORDER_HOLD_MINUTES"}.items():
+                          "ORDER_HOLD_MINUTES": "ORDER_HOLD_MINUTES",
+                          "SMTP_PORT": "SMTP_PORT"}.items():
             if var in env:
                 values[attr] = _parse_int(var, env[var])
+        if "SMTP_STARTTLS" in env:
+            values["SMTP_STARTTLS"] = parse_bool("SMTP_STARTTLS", env["SMTP_STARTTLS"])
         if "SESSION_COOKIE_SECURE" in env:
             values["SESSION_COOKIE_SECURE"] = parse_bool(
                 "SESSION_COOKIE_SECURE", env["SESSION_COOKIE_SECURE"]

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from ..errors import DomainError
 from ..models import (
-    Notification,
     Order,
     OrderStatus,
     PatientProfile,
@@ -24,6 +23,7 @@ from ..models import (
     PaymentStatus,
     User,
 )
+from ..models.base import utcnow
 from . import orders
 
 logger = logging.getLogger(__name__)
@@ -113,12 +113,17 @@ def dispatch(session: Session, order: Order, *, actor: User | None,
         _payments().capture(session, order, amount_minor=order.total_minor, actor=actor)
     patient = session.get(PatientProfile, order.patient_id)
     if patient is not None:
-        session.add(Notification(
-            patient_id=patient.id, user_id=patient.user_id, kind="order.out_for_delivery",
-            dedupe_key=f"out-for-delivery:{order.id}:{order.version}",
-            subject=f"Your order {order.reference} is on its way",
-            body="Your medicines have left the pharmacy and will arrive in your delivery "
-                 "window. Track the parcel in your account."))
+        from . import notify
+
+        window = ""
+        if order.delivery_window_start and order.delivery_window_end:
+            start = order.delivery_window_start.astimezone(orders.LONDON)
+            end = order.delivery_window_end.astimezone(orders.LONDON)
+            window = f"between {start:%H:%M} and {end:%H:%M} today"
+        notify.create_notification(
+            session, kind="delivery.coming", patient=patient,
+            dedupe_key=f"delivery-coming:{order.id}:{utcnow():%Y%m%d}",
+            given_name=patient.given_name, reference=order.reference, window=window)
     return order
 
 

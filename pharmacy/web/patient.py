@@ -357,3 +357,38 @@ def address_add() -> Any:
     flash("Address saved." if added.located else f"Address saved. {added.problem}",
           "info" if added.located else "error")
     return redirect(url_for(".profile"))
+
+
+@bp.get("/dose-calendar")
+def dose_calendar() -> Any:
+    from ..services import dose_calendar as calendars
+
+    raw = request.args.get("days", "28")
+    days = int(raw) if raw.isdigit() else 0
+    patient = _patient()
+    try:
+        calendar = calendars.calendar_for_patient(db.session, patient, _today(), days)
+    except DomainError as err:
+        _flash_domain_error(err)
+        return redirect(url_for(".dose_calendar"))
+    return render_template("patient/dose_calendar.html", calendar=calendar,
+                           patient_name=f"{patient.given_name} {patient.family_name}")
+
+
+@bp.get("/refill-sync")
+def refill_sync() -> Any:
+    from ..services import refill_sync as sync
+
+    patient = _patient()
+    if patient.sync_day is None:
+        flash("Choose a monthly delivery day in your profile first.", "error")
+        return redirect(url_for(".profile"))
+    today = _today()
+    proposal = sync.sync_plan_for_patient(db.session, patient,
+                                          sync.next_sync_date(patient.sync_day, today),
+                                          today=today)
+    names = {h.item_id: h for h in proposal.held}
+    return render_template("patient/refill_sync.html", proposal=proposal, names=names,
+                           items={row.item.id: row.item.medication_display
+                                  for row in basket_service.my_medicines(db.session, patient,
+                                                                         today)})

@@ -110,3 +110,22 @@ def act(prescription_id: int, action: str) -> Any:
     db.session.commit()
     flash(_DONE[action], "info")
     return redirect(url_for(".detail", prescription_id=prescription_id))
+
+
+@bp.get("/patients/<int(max=2147483647):patient_id>/packing-list")
+def packing_list(patient_id: int) -> Any:
+    """The multi-dose pack for a patient: what goes in each day's compartments."""
+    from ..errors import NotFound
+    from ..models import PatientProfile
+    from ..models.base import utcnow
+    from ..services import dose_calendar as calendars
+
+    patient = db.session.get(PatientProfile, patient_id)
+    if patient is None:
+        raise NotFound(f"No patient {patient_id}.")
+    raw = request.args.get("days", "7")
+    days = int(raw) if raw.isdigit() else 7
+    start = utcnow().astimezone(rx_service.LONDON).date()
+    calendar = calendars.calendar_for_patient(db.session, patient, start, days)
+    return render_template("pharmacist/packing.html", patient=patient,
+                           packing=calendars.packing_list(calendar))

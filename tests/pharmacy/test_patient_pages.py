@@ -77,3 +77,32 @@ def test_profile_allergies_and_address(registered, db) -> None:  # type: ignore[
     actions = set(db.session.scalars(select(AuditEvent.action)))
     assert {"patient.registered", "patient.profile_updated", "patient.allergy_added",
             "patient.address_added"} <= actions
+
+
+def test_dose_calendar_refill_sync_and_packing_list_pages(client, db) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.models import Role
+    from pharmacy.services.demo import seed_demo
+    from tests.factories import DEFAULT_PASSWORD, UserFactory
+    from tests.pharmacy.helpers import web_login
+
+    seed_demo(db.session)
+    pharmacist = UserFactory(role=Role.PHARMACIST)
+    db.session.commit()
+    patient = db.session.scalar(select(PatientProfile).join(User).where(
+        User.email == "patient@example.com"))
+    web_login(client, "patient@example.com", "demo-patient-1")
+    calendar = client.get("/patient/dose-calendar")
+    assert calendar.status_code == 200
+    assert "Dose calendar" in calendar.get_data(as_text=True)
+    assert client.get("/patient/dose-calendar?days=999").status_code == 302
+    assert client.get("/patient/refill-sync").status_code == 302  # no sync day chosen yet
+    patient.sync_day = 10
+    db.session.commit()
+    assert "All your repeats on one day" in client.get("/patient/refill-sync").get_data(
+        as_text=True)
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/patient/")})
+    web_login(client, pharmacist.email, DEFAULT_PASSWORD)
+    packing = client.get(f"/pharmacist/patients/{patient.id}/packing-list")
+    assert packing.status_code == 200
+    assert "Dose pack for" in packing.get_data(as_text=True)
+    assert client.get("/pharmacist/patients/999999/packing-list").status_code == 404
