@@ -68,12 +68,12 @@ def validate_history(history: pd.DataFrame) -> pd.DataFrame:
     if (df["unique_id"] == "").any():
         raise HistoryError("empty unique_id")
     df["ds"] = _parse_dates(df["ds"])
-    y = pd.to_numeric(df["y"].replace("", np.nan), errors="coerce")
-    bad = y.isna() & df["y"].notna() & (df["y"].astype(str).str.strip() != "")
-    if bad.any():
-        raise HistoryError(f"non-numeric demand: {df['y'][bad].iloc[0]!r}")
-    if y.isna().any():
+    text = df["y"].astype(str).str.strip()
+    if (df["y"].isna() | text.isin(["", "nan", "NaN", "None"])).any():
         raise HistoryError("missing demand value(s)")
+    y = pd.to_numeric(df["y"], errors="coerce")
+    if y.isna().any():
+        raise HistoryError(f"non-numeric demand: {df['y'][y.isna()].iloc[0]!r}")
     if not np.isfinite(y.to_numpy(dtype=float)).all():
         raise HistoryError("non-finite demand value(s)")
     if (y < 0).any():

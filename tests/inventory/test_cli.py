@@ -47,6 +47,9 @@ def test_forecast_writes_the_specified_columns(tmp_path: Path) -> None:
         ("unique_id,ds\na,2024-01-01\n", "missing column"),
         ("unique_id,ds,y\na,2024-01-01,-3\n", "negative demand"),
         ("unique_id,ds,y\na,not-a-date,3\n", "unparseable date"),
+        ("unique_id,ds,y\na,2024-01-01,\n", "missing demand"),
+        ("unique_id,ds,y\na,2024-01-01,lots\n", "non-numeric demand"),
+        ("", "cannot read"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path: Path, content: str, message: str) -> None:
