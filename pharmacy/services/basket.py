@@ -77,3 +77,27 @@ def basket_lines(session: Session, patient: PatientProfile, basket: Mapping[str,
                                     False, medicine.cold_chain,
                                     orders.LineRequest(medicine_id=medicine.id, quantity=packs)))
     return lines
+
+
+# The standard questions before selling a pharmacy medicine (the "WWHAM" questions of UK
+# community pharmacy: Who is it for, What are the symptoms, How long, Action taken,
+# Medicines taken), asked as yes/no so that the answers can be checked.
+SAFETY_QUESTIONS = (
+    ("for_self_adult", "Is it for you, and are you 16 or older?", "yes"),
+    ("symptoms_over_a_week", "Have the symptoms lasted more than a week?", "no"),
+    ("other_medicines", "Do you take any other medicines, including ones bought in a shop?",
+     "no"),
+    ("pregnant", "Are you pregnant or breastfeeding?", "no"),
+    ("conditions", "Do you have a long-term condition (for example of the liver, kidneys, "
+                   "heart or asthma)?", "no"),
+    ("tried_before", "Have you tried something for this already without success?", "no"),
+)
+
+
+def safety_check(answers: Mapping[str, str]) -> list[str]:
+    """The questions whose answer means a pharmacist should advise before the sale.
+
+    An unanswered question counts as such an answer: nothing is sold on a guess.
+    """
+    return [question for key, question, safe in SAFETY_QUESTIONS
+            if (answers.get(key) or "").strip().lower() != safe]

@@ -90,7 +90,8 @@ def request_repeat(item_id: int) -> Any:
 @bp.get("/shop")
 def shop() -> Any:
     return render_template("patient/shop.html", products=basket_service.otc_products(db.session),
-                           form=ActionForm(), max_packs=orders.MAX_OTC_PACKS)
+                           form=ActionForm(), max_packs=orders.MAX_OTC_PACKS,
+                           questions=basket_service.SAFETY_QUESTIONS)
 
 
 @bp.post("/basket")
@@ -105,6 +106,14 @@ def add_to_basket() -> Any:
     if kind not in ("rx", "otc") or not raw_id.isdigit() or not quantity.isdigit():
         flash("That item cannot be added.", "error")
         return redirect(url_for(".basket"))
+    if kind == "otc" and not request.form.get("remove"):
+        concerns = basket_service.safety_check(request.form)
+        if concerns:
+            flash("Please speak to our pharmacist before buying this: we need to check it is "
+                  "right for you. Call us or use the message form.", "error")
+            for question in concerns:
+                flash(question, "error")
+            return redirect(url_for(".shop"))
     basket = _basket()
     if request.form.get("remove"):
         basket.pop(key, None)

@@ -31,7 +31,12 @@ def test_demo_patient_orders_pays_and_tracks(live_server: str, chromium_browser,
     page.get_by_role("button", name="to basket").first.click()
     assert "Added to your basket." in page.content()
     page.goto(f"{live_server}/patient/shop")
-    page.get_by_role("button", name="Add Cetirizine 10mg tablets to basket").click()
+    product = page.locator("li.card", has_text="Cetirizine 10mg tablets")
+    for question, answer in (("for_self_adult", "yes"), ("symptoms_over_a_week", "no"),
+                             ("other_medicines", "no"), ("pregnant", "no"),
+                             ("conditions", "no"), ("tried_before", "no")):
+        product.locator(f"input[name={question}][value={answer}]").check()
+    product.get_by_role("button", name="Add Cetirizine 10mg tablets to basket").click()
     page.screenshot(path=str(screenshot_path(tmp_path, "patient-basket.png")), full_page=True)
 
     assert page.locator("input[name=slot_id]").count() > 0

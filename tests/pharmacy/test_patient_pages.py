@@ -106,3 +106,30 @@ def test_dose_calendar_refill_sync_and_packing_list_pages(client, db) -> None:  
     assert packing.status_code == 200
     assert "Dose pack for" in packing.get_data(as_text=True)
     assert client.get("/pharmacist/patients/999999/packing-list").status_code == 404
+
+
+def test_pharmacy_medicines_need_safe_answers_to_the_standard_questions(client, db) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.models import Role
+    from pharmacy.services.basket import SAFETY_QUESTIONS, safety_check
+    from tests.factories import DEFAULT_PASSWORD, MedicineFactory, PatientFactory, UserFactory
+    from tests.pharmacy.helpers import web_login
+
+    safe = {key: answer for key, _, answer in SAFETY_QUESTIONS}
+    assert safety_check(safe) == []
+    assert len(safety_check({**safe, "pregnant": "yes"})) == 1
+    assert len(safety_check({})) == len(SAFETY_QUESTIONS)  # unanswered is not safe
+
+    user = UserFactory(role=Role.PATIENT)
+    PatientFactory(user_id=user.id)
+    product = MedicineFactory(prescription_only=False)
+    db.session.commit()
+    web_login(client, user.email, DEFAULT_PASSWORD)
+    token = csrf_token(client, "/patient/shop")
+    refused = client.post("/patient/basket", data={
+        "csrf_token": token, "key": f"otc:{product.id}", "quantity": "1",
+        **safe, "other_medicines": "yes"}, follow_redirects=True)
+    assert "speak to our pharmacist" in refused.get_data(as_text=True)
+    assert "Your basket is empty" in client.get("/patient/basket").get_data(as_text=True)
+    client.post("/patient/basket", data={"csrf_token": token, "key": f"otc:{product.id}",
+                                         "quantity": "1", **safe})
+    assert product.name in client.get("/patient/basket").get_data(as_text=True)
