@@ -1,6 +1,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inventory.forecast import (
     FORECAST_COLUMNS,
@@ -100,3 +102,54 @@ def test_yearly_profile_carries_last_years_pattern() -> None:
     assert path is not None
     np.testing.assert_allclose(path, y[2 * year + 21 : 2 * year + 31])
     assert yearly_profile_forecast(y[:30], 4, year=year, half_window=2, recent=4) is None
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.one_of(st.just(0.0), st.floats(0.0, 1e4)), min_size=1, max_size=40),
+        min_size=1,
+        max_size=3,
+    ),
+    st.integers(1, 6),
+)
+def test_any_valid_history_gives_finite_non_negative_nested_forecasts(
+    series: list[list[float]], horizon: int
+) -> None:
+    rows = [
+        (f"s{i}", pd.Timestamp("2024-01-01") + pd.DateOffset(months=t), v)
+        for i, values in enumerate(series)
+        for t, v in enumerate(values)
+    ]
+    history = pd.DataFrame(rows, columns=["unique_id", "ds", "y"])
+    out = forecast_demand(history, horizon=horizon, freq="M", n_jobs=1)
+    assert len(out) == len(series) * horizon
+    values = out[["forecast", "lo_80", "hi_80", "lo_95", "hi_95"]].to_numpy()
+    assert np.isfinite(values).all()
+    assert (values >= 0).all()
+    assert (out["lo_95"] <= out["lo_80"]).all()
+    assert (out["hi_80"] <= out["hi_95"]).all()
+
+
+def test_intervals_cover_held_out_demand_of_stationary_series() -> None:
+    rng = np.random.default_rng(7)
+    n_series, n_days, horizon = 40, 120, 7
+    rates = rng.uniform(0.3, 20.0, size=n_series)
+    demand = rng.poisson(rates[:, None], size=(n_series, n_days + horizon)).astype(float)
+    days = pd.date_range("2024-01-01", periods=n_days, freq="D")
+    history = pd.DataFrame(
+        {
+            "unique_id": np.repeat([f"s{i:02d}" for i in range(n_series)], n_days),
+            "ds": np.tile(days, n_series),
+            "y": demand[:, :n_days].reshape(-1),
+        }
+    )
+    # Cheap members keep the test fast; calibration is the same for every pool.
+    out = forecast_demand(history, horizon=horizon, models=["ses", "window_average"], n_jobs=1)
+    actual = demand[:, n_days:].reshape(-1)
+    for level, (low, high) in {80: (0.72, 0.90), 95: (0.90, 0.99)}.items():
+        inside = (actual >= out[f"lo_{level}"]) & (actual <= out[f"hi_{level}"])
+        assert low <= inside.mean() <= high
+    # Point forecasts track the rates (mean absolute error well under the noise).
+    point = out["forecast"].to_numpy().reshape(n_series, horizon).mean(axis=1)
+    assert np.mean(np.abs(point - rates) / np.sqrt(rates)) < 0.6
