@@ -322,19 +322,27 @@ def _forecast_chunk(task: _Task) -> _ChunkResult:
     values = np.clip(fc[names].to_numpy(dtype=float), 0.0, None)
     if "yearly" in task.pool and task.freq in YEARLY_PROFILE:
         values = np.column_stack([values, _yearly_column(stacked, fc, h, task.freq)])
+    ids = fc["unique_id"].to_numpy().reshape(-1, h)[:, 0].astype(np.int64)
+    series_idx, window = np.divmod(ids, n_win)
+    members = values.reshape(len(ids), h, -1)
+    actual = np.full((len(ids), h), np.nan)
+    for back in np.flatnonzero(window > 0).tolist():
+        s, j = int(series_idx[back]), int(window[back])
+        end = int(starts[s]) + int(lengths[s]) - h - (j - 1) * step
+        actual[back] = y_all[end : end + h]
+    keep = _members_to_keep(members, actual, series_idx, n_series)
     # A member may return nan instead of raising (a moving average longer than the
     # series, `yearly` without a year of history): combine the members that gave a number.
+    chosen = np.where(keep[series_idx][:, None, :], members, np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        combo = np.nanmean(values, axis=1).reshape(-1, h)
-    ids = fc["unique_id"].to_numpy().reshape(-1, h)[:, 0].astype(np.int64)
+        combo = np.nanmean(chosen, axis=2)
     # No member at all: fall back to the mean of what the series has sold.
     history_mean = stacked.groupby("unique_id")["y"].mean()
     missing = ~np.isfinite(combo)
     if missing.any():
         fill = np.repeat(history_mean.reindex(ids).to_numpy()[:, None], h, axis=1)
         combo[missing] = fill[missing]
-    series_idx, window = np.divmod(ids, n_win)
 
     point = np.zeros((n_series, h))
     ds_out = np.empty((n_series, h), dtype="datetime64[ns]")
@@ -348,14 +356,11 @@ def _forecast_chunk(task: _Task) -> _ChunkResult:
     # forecast: short early windows would give unstable scales and so inflated residuals.
     for row in range(len(ids)):
         s, j = int(series_idx[row]), int(window[row])
-        first = int(starts[s])
         if j == 0:
             point[s] = combo[row]
             ds_out[s] = fds[row]
         else:
-            end = int(lengths[s]) - h - (j - 1) * step
-            actual = y_all[first + end : first + end + h]
-            residuals[s, j - 1] = (actual - combo[row]) / scale[s]
+            residuals[s, j - 1] = (actual[row] - combo[row]) / scale[s]
     return _ChunkResult(
         unique_id=np.asarray(uniques).astype(str),
         ds=ds_out,
@@ -364,6 +369,33 @@ def _forecast_chunk(task: _Task) -> _ChunkResult:
         residuals=residuals,
         n_series=n_series,
     )
+
+
+#: A member whose back-test mean squared error on a series exceeds this multiple of the
+#: best member's (RMSE twice the best) is left out of that series' combination: a guard
+#: against a member that fails on a series, not a selection (selection on a few windows
+#: chases noise).
+TRIM_MSE_RATIO = 4.0
+
+
+def _members_to_keep(
+    members: np.ndarray, actual: np.ndarray, series_idx: np.ndarray, n_series: int
+) -> np.ndarray:
+    """(n_series, n_members) mask of the members each series combines."""
+    n_members = members.shape[2]
+    sq = (actual[:, :, None] - members) ** 2  # nan on final rows and missing members
+    total = np.zeros((n_series, n_members))
+    count = np.zeros((n_series, n_members))
+    finite = np.isfinite(sq)
+    np.add.at(total, series_idx, np.where(finite, sq, 0.0).sum(axis=1))
+    np.add.at(count, series_idx, finite.sum(axis=1))
+    keep = np.ones((n_series, n_members), dtype=bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mse = np.where(count > 0, total / count, np.nan)
+        best = np.nanmin(np.where(np.isfinite(mse), mse, np.inf), axis=1)
+    worse = np.isfinite(mse) & (mse > TRIM_MSE_RATIO * best[:, None]) & np.isfinite(best)[:, None]
+    result: np.ndarray = keep & ~worse
+    return result
 
 
 def _yearly_column(stacked: pd.DataFrame, fc: pd.DataFrame, h: int, freq: str) -> np.ndarray:

@@ -71,6 +71,30 @@ def safety_factor_for_fill_rate(
     return hi
 
 
+_Z_GRID = np.linspace(-4.0, 6.0, 10_001)
+_LOSS_GRID = np.array([normal_loss(float(z)) for z in _Z_GRID])  # strictly decreasing
+
+
+def safety_factors_for_fill_rate(
+    fill_rate: float, demand_per_review: np.ndarray, sigma_protection: np.ndarray
+) -> np.ndarray:
+    """Vectorised `safety_factor_for_fill_rate` (table inversion, z to within 0.001).
+
+    Elements without demand or without uncertainty get z = 0.
+    """
+    if not 0.0 < fill_rate < 1.0:
+        raise ValueError("fill_rate must be strictly between 0 and 1")
+    demand = np.asarray(demand_per_review, dtype=float)
+    sigma = np.asarray(sigma_protection, dtype=float)
+    valid = (demand > 0) & (sigma > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        target = np.where(valid, (1.0 - fill_rate) * demand / sigma, 1.0)
+    # np.interp needs increasing x: walk the loss table backwards.
+    z = np.interp(target, _LOSS_GRID[::-1], _Z_GRID[::-1])
+    result: np.ndarray = np.where(valid, z, 0.0)
+    return result
+
+
 def safety_stock(sigma_protection: float, service_level: float) -> float:
     """Safety stock z * sigma for a cycle service level (never negative)."""
     return max(0.0, safety_factor(service_level) * max(0.0, sigma_protection))

@@ -10,6 +10,7 @@ from inventory.policy import (
     protection_demand,
     safety_factor,
     safety_factor_for_fill_rate,
+    safety_factors_for_fill_rate,
     safety_stock,
     simulate_periodic_review,
 )
@@ -93,3 +94,13 @@ def test_calibration_finds_the_smallest_sufficient_parameter() -> None:
     k, result = calibrate_to_fill_rate(run, target=0.95, lo=0.0, hi=5.0)
     assert np.nanmean(result.fill_rate) >= 0.95
     assert np.nanmean(run(k * 0.97).fill_rate) < 0.95
+
+
+def test_vectorised_fill_rate_factors_match_the_scalar_ones() -> None:
+    demand = np.array([100.0, 10.0, 0.0, 5.0])
+    sigma = np.array([40.0, 2.0, 3.0, 0.0])
+    z = safety_factors_for_fill_rate(0.95, demand, sigma)
+    assert z[0] == pytest.approx(safety_factor_for_fill_rate(0.95, 100.0, 40.0), abs=2e-3)
+    assert z[1] == pytest.approx(safety_factor_for_fill_rate(0.95, 10.0, 2.0), abs=2e-3)
+    assert z[2] == 0.0
+    assert z[3] == 0.0
