@@ -65,6 +65,8 @@ class Config:
     PRESCRIPTION_CHARGE_MINOR: int = 990
     DELIVERY_FEE_MINOR: int = 0
     CURRENCY: str = "GBP"
+    # Controlled-drug schedules kept in the register (Schedule 2 by law; add 3 by choice).
+    CD_REGISTER_SCHEDULES: str = "2"
     # Unpaid orders release their reserved stock after this long.
     ORDER_HOLD_MINUTES: int = 30
     STRIPE_API_KEY: str = ""
@@ -118,6 +120,7 @@ class Config:
             "GEOCODER_URL": "GEOCODER_URL",
             "GEOCODER_USER_AGENT": "GEOCODER_USER_AGENT",
             "OSRM_URL": "OSRM_URL",
+            "CD_REGISTER_SCHEDULES": "CD_REGISTER_SCHEDULES",
             "NOTIFY_BACKEND": "NOTIFY_BACKEND",
             "SMTP_HOST": "SMTP_HOST",
             "SMTP_FROM": "SMTP_FROM",

@@ -31,7 +31,15 @@ from .prescriptions import (
     ReviewAction,
 )
 from .sites import Pharmacy, Vehicle
-from .stock import BatchStatus, MovementKind, StockBatch, StockMovement
+from .stock import (
+    BatchStatus,
+    CDEntryKind,
+    CDRegister,
+    CDRegisterEntry,
+    MovementKind,
+    StockBatch,
+    StockMovement,
+)
 from .users import (
     Address,
     Allergy,
@@ -47,6 +55,7 @@ from .users import (
 )
 
 __all__ = [
+    "CDEntryKind", "CDRegister", "CDRegisterEntry",
     "AllocationStatus", "DeliverySlot", "GeocodeCache", "StockAllocation", "WebhookEvent",
     "Address", "Allergy", "AttemptOutcome", "AuditEvent", "Base", "BatchStatus", "Courier",
     "CurrentMedication", "DeliveryAttempt", "DeliveryRoute", "DeliveryStop", "DeliveryWave",

@@ -96,3 +96,76 @@ class StockMovement(Base):
 @event.listens_for(StockMovement, "before_delete")
 def _ledger_is_append_only(mapper: object, connection: object, target: StockMovement) -> None:
     raise PermissionError("stock movements are append-only; record a correcting movement")
+
+
+class CDEntryKind(enum.StrEnum):
+    RECEIPT = "receipt"
+    SUPPLY = "supply"
+    RETURN = "return"            # a patient's return, or an undelivered parcel back to stock
+    DESTRUCTION = "destruction"
+    CORRECTION = "correction"    # corrects an earlier entry, which stays as it was
+
+
+class CDRegister(Base):
+    """The controlled-drug register of one medicine (drug, strength, form) at one pharmacy.
+
+    The row is the register's head: it is locked while an entry is added, so entries are
+    numbered without gaps and the running balance is exact under concurrency.
+    """
+
+    __tablename__ = "cd_registers"
+    __table_args__ = (
+        UniqueConstraint("pharmacy_id", "medicine_id"),
+        CheckConstraint("balance >= 0", name="balance_non_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pharmacy_id: Mapped[int] = mapped_column(ForeignKey("pharmacies.id"))
+    medicine_id: Mapped[int] = mapped_column(ForeignKey("medicines.id"))
+    balance: Mapped[int] = mapped_column(default=0)
+    entry_count: Mapped[int] = mapped_column(default=0)
+
+    medicine: Mapped[Medicine] = relationship()
+    entries: Mapped[list[CDRegisterEntry]] = relationship(
+        back_populates="register", order_by="CDRegisterEntry.sequence")
+
+
+class CDRegisterEntry(Base):
+    """One line of a controlled-drug register. Never edited or deleted."""
+
+    __tablename__ = "cd_register_entries"
+    __table_args__ = (
+        UniqueConstraint("register_id", "sequence"),
+        CheckConstraint("running_balance >= 0", name="running_balance_non_negative"),
+        CheckConstraint("quantity <> 0", name="quantity_not_zero"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    register_id: Mapped[int] = mapped_column(ForeignKey("cd_registers.id"), index=True)
+    sequence: Mapped[int]
+    kind: Mapped[CDEntryKind] = mapped_column(str_enum(CDEntryKind, "cd_entry_kind"))
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    quantity: Mapped[int]              # signed: receipts positive, supplies negative
+    running_balance: Mapped[int]
+    # Receipts: the supplier; supplies: the patient (and prescriber); as the law asks.
+    counterparty: Mapped[str] = mapped_column(String(200))
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
+    prescriber_id: Mapped[int | None] = mapped_column(ForeignKey("prescribers.id"))
+    prescription_id: Mapped[int | None] = mapped_column(ForeignKey("prescriptions.id"))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("stock_batches.id"))
+    reference: Mapped[str | None] = mapped_column(String(100))  # invoice / delivery note
+    entered_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # Whether the collector's or recipient's identity was checked (supplies).
+    id_checked: Mapped[bool | None]
+    corrects_entry_id: Mapped[int | None] = mapped_column(ForeignKey("cd_register_entries.id"))
+    note: Mapped[str | None] = mapped_column(Text)
+
+    register: Mapped[CDRegister] = relationship(back_populates="entries")
+
+
+@event.listens_for(CDRegisterEntry, "before_update")
+@event.listens_for(CDRegisterEntry, "before_delete")
+def _cd_register_is_append_only(mapper: object, connection: object,
+                                target: CDRegisterEntry) -> None:
+    raise PermissionError("controlled-drug register entries are never edited; add a correction")

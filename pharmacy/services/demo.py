@@ -22,6 +22,7 @@ from ..models import (
     Address,
     Allergy,
     BatchStatus,
+    CDEntryKind,
     Courier,
     CurrentMedication,
     Medicine,
@@ -45,6 +46,7 @@ from ..models import (
 from . import audit
 from .auth import hash_password
 from .formulary import load_formulary
+from .inventory_ledger import add_register_entry
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +303,12 @@ def _seed_stock(session: Session, rng: random.Random, depot: Pharmacy, medicine:
                                   on_hand_change=quantity,
                                   reference=f"DN-{rng.randrange(10**6):06d}",
                                   occurred_at=batch.received_at))
+        if medicine.cd_schedule == 2:  # the register starts with what is on the shelf
+            session.flush()
+            add_register_entry(session, pharmacy_id=depot.id, medicine_id=medicine.id,
+                               kind=CDEntryKind.RECEIPT, quantity=quantity,
+                               counterparty=batch.supplier or "supplier", actor=None,
+                               batch_id=batch.id, reference="opening balance (demo)")
         if expiry < today:
             batch.status = BatchStatus.EXPIRED
             session.add(StockMovement(batch=batch, kind=MovementKind.EXPIRED,

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -443,7 +443,8 @@ def _return_picked(session: Session, order: Order, *, actor: User | None) -> Non
 
 
 def pack(session: Session, order: Order, *, actor: User,
-         supplied: Mapping[int, int] | None = None, request_id: str | None = None) -> Order:
+         supplied: Mapping[int, int] | None = None, request_id: str | None = None,
+         register_schedules: Collection[int] = frozenset({2})) -> Order:
     """Pick the reserved units (partial supply allowed: ``supplied[line_id] = units``).
 
     Picked units leave stock; units not supplied are released. Lines supplied short are
@@ -501,6 +502,10 @@ def pack(session: Session, order: Order, *, actor: User,
                 reason=None if all(ln.status == "packed" for ln in order.lines)
                 else "partial supply")
     session.flush()
+    # Controlled drugs leave stock here, so their register entries are written here too.
+    from .inventory_ledger import supply_controlled_drugs
+
+    supply_controlled_drugs(session, order, actor=actor, register_schedules=register_schedules)
     return order
 
 

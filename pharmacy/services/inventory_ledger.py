@@ -1,0 +1,396 @@
+"""The stock ledger beyond orders: receipts, counts, write-offs, quarantine, recalls, expiry,
+and the controlled-drug register.
+
+Every change is an append-only ``StockMovement`` (and an audit event); the batch's cached
+quantities always equal the sum of its movements, which ``ledger_discrepancies`` checks.
+Controlled drugs of Schedule 2 (and 3, by setting) also get a register entry for every
+receipt and supply, numbered without gaps under a lock on the register's head row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, InvalidRequest, NotFound
+from ..models import (
+    AllocationStatus,
+    BatchStatus,
+    CDEntryKind,
+    CDRegister,
+    CDRegisterEntry,
+    Medicine,
+    MovementKind,
+    Order,
+    OrderLine,
+    OrderStatus,
+    PatientProfile,
+    Pharmacy,
+    StockAllocation,
+    StockBatch,
+    StockMovement,
+    User,
+)
+from ..models.base import utcnow
+from . import audit
+
+# Schedules whose movements go in the register. Schedule 3 is kept by setting.
+DEFAULT_REGISTER_SCHEDULES: frozenset[int] = frozenset({2})
+
+
+def _batch_for_update(session: Session, batch_id: int) -> StockBatch:
+    batch = session.scalar(select(StockBatch).where(StockBatch.id == batch_id).with_for_update())
+    if batch is None:
+        raise NotFound(f"No stock batch {batch_id}.")
+    return batch
+
+
+def needs_register(medicine: Medicine, schedules: Collection[int]) -> bool:
+    return medicine.cd_schedule is not None and medicine.cd_schedule in schedules
+
+
+# --- controlled-drug register --------------------------------------------------------------
+
+def _register(session: Session, pharmacy_id: int, medicine_id: int) -> CDRegister:
+    """The register's head row, created on first use and locked for this transaction."""
+    stmt = (select(CDRegister).where(CDRegister.pharmacy_id == pharmacy_id,
+                                     CDRegister.medicine_id == medicine_id).with_for_update())
+    register = session.scalar(stmt)
+    if register is None:
+        try:
+            with session.begin_nested():
+                session.add(CDRegister(pharmacy_id=pharmacy_id, medicine_id=medicine_id))
+        except IntegrityError:
+            pass  # another transaction opened it first; the locking read below waits for it
+        register = session.scalar(stmt)
+    assert register is not None
+    return register
+
+
+def add_register_entry(session: Session, *, pharmacy_id: int, medicine_id: int,
+                       kind: CDEntryKind, quantity: int, counterparty: str,
+                       actor: User | None, batch_id: int | None = None,
+                       patient_id: int | None = None, prescriber_id: int | None = None,
+                       prescription_id: int | None = None, order_id: int | None = None,
+                       reference: str | None = None, id_checked: bool | None = None,
+                       corrects_entry_id: int | None = None,
+                       note: str | None = None) -> CDRegisterEntry:
+    """Append one register line; the running balance never goes below zero."""
+    if quantity == 0:
+        raise InvalidRequest("A register entry needs a quantity.")
+    register = _register(session, pharmacy_id, medicine_id)
+    balance = register.balance + quantity
+    if balance < 0:
+        raise Conflict(f"The register holds {register.balance}; {-quantity} cannot be supplied.")
+    register.entry_count += 1
+    register.balance = balance
+    entry = CDRegisterEntry(
+        register_id=register.id, sequence=register.entry_count, kind=kind, quantity=quantity,
+        running_balance=balance, counterparty=counterparty[:200], patient_id=patient_id,
+        prescriber_id=prescriber_id, prescription_id=prescription_id, order_id=order_id,
+        batch_id=batch_id, reference=reference, entered_by_id=actor.id if actor else None,
+        id_checked=id_checked, corrects_entry_id=corrects_entry_id, note=note)
+    session.add(entry)
+    session.flush()
+    audit.record(session, action=f"cd_register.{kind.value}", entity_type="cd_register",
+                 entity_id=register.id, actor=actor,
+                 after={"sequence": entry.sequence, "quantity": quantity, "balance": balance})
+    return entry
+
+
+def correct_register_entry(session: Session, entry_id: int, *, quantity_delta: int,
+                           reason: str, actor: User) -> CDRegisterEntry:
+    """A correction is a new entry pointing at the wrong one; the original stays as written."""
+    original = session.get(CDRegisterEntry, entry_id)
+    if original is None:
+        raise NotFound(f"No register entry {entry_id}.")
+    if not reason.strip():
+        raise InvalidRequest("A correction needs a reason.")
+    register = session.get(CDRegister, original.register_id)
+    assert register is not None
+    return add_register_entry(
+        session, pharmacy_id=register.pharmacy_id, medicine_id=register.medicine_id,
+        kind=CDEntryKind.CORRECTION, quantity=quantity_delta,
+        counterparty=original.counterparty, actor=actor, corrects_entry_id=original.id,
+        note=reason.strip())
+
+
+@dataclass(frozen=True)
+class RegisterCheck:
+    register_id: int
+    medicine: str
+    register_balance: int
+    entries_sum: int
+    physical_stock: int
+
+    @property
+    def consistent(self) -> bool:
+        return self.register_balance == self.entries_sum == self.physical_stock
+
+
+def check_register(session: Session, pharmacy_id: int, medicine_id: int, *,
+                   actor: User | None = None) -> RegisterCheck:
+    """Compare the register's balance with its entries and with the stock on the shelves."""
+    register = session.scalar(select(CDRegister).where(CDRegister.pharmacy_id == pharmacy_id,
+                                                       CDRegister.medicine_id == medicine_id))
+    if register is None:
+        raise NotFound("This medicine has no register at this pharmacy.")
+    entries_sum = session.scalar(select(func.coalesce(func.sum(CDRegisterEntry.quantity), 0))
+                                 .where(CDRegisterEntry.register_id == register.id)) or 0
+    physical = session.scalar(select(func.coalesce(func.sum(StockBatch.quantity_on_hand), 0))
+                              .where(StockBatch.pharmacy_id == pharmacy_id,
+                                     StockBatch.medicine_id == medicine_id)) or 0
+    result = RegisterCheck(register.id, register.medicine.name, register.balance,
+                           int(entries_sum), int(physical))
+    if not result.consistent:
+        audit.record(session, action="cd_register.discrepancy", entity_type="cd_register",
+                     entity_id=register.id, actor=actor,
+                     after={"register": result.register_balance, "entries": result.entries_sum,
+                            "physical": result.physical_stock})
+    return result
+
+
+# --- the stock ledger ------------------------------------------------------------------------
+
+def receive(session: Session, *, pharmacy: Pharmacy, medicine: Medicine, lot_number: str,
+            expiry_date: date, quantity: int, supplier: str, reference: str, actor: User,
+            register_schedules: Collection[int] = DEFAULT_REGISTER_SCHEDULES,
+            location: str | None = None, today: date | None = None) -> StockBatch:
+    """Book in a delivery against its delivery note or purchase order."""
+    today = today or utcnow().date()
+    if quantity <= 0:
+        raise InvalidRequest("Receive a positive quantity.")
+    if expiry_date <= today:
+        raise InvalidRequest("This stock has already expired; do not book it in.")
+    if not reference.strip() or not supplier.strip():
+        raise InvalidRequest("Give the supplier and the delivery note or order number.")
+    batch = session.scalar(select(StockBatch).where(
+        StockBatch.pharmacy_id == pharmacy.id, StockBatch.medicine_id == medicine.id,
+        StockBatch.lot_number == lot_number).with_for_update())
+    if batch is None:
+        batch = StockBatch(pharmacy_id=pharmacy.id, medicine_id=medicine.id,
+                           lot_number=lot_number, expiry_date=expiry_date, quantity_on_hand=0,
+                           supplier=supplier, location=location)
+        session.add(batch)
+    elif batch.expiry_date != expiry_date:
+        raise Conflict(f"Lot {lot_number} is on record with expiry {batch.expiry_date}.")
+    batch.quantity_on_hand += quantity
+    session.add(StockMovement(batch=batch, kind=MovementKind.RECEIVED, on_hand_change=quantity,
+                              reference=reference, actor_id=actor.id))
+    session.flush()
+    if needs_register(medicine, register_schedules):
+        add_register_entry(session, pharmacy_id=pharmacy.id, medicine_id=medicine.id,
+                           kind=CDEntryKind.RECEIPT, quantity=quantity, counterparty=supplier,
+                           actor=actor, batch_id=batch.id, reference=reference)
+    audit.record(session, action="stock.received", entity_type="stock_batch",
+                 entity_id=batch.id, actor=actor,
+                 after={"quantity": quantity, "on_hand": batch.quantity_on_hand})
+    return batch
+
+
+def record_count(session: Session, batch_id: int, counted: int, *, actor: User,
+                 note: str | None = None) -> StockMovement | None:
+    """A stock take: the counted quantity becomes on-hand, the variance a movement."""
+    if counted < 0:
+        raise InvalidRequest("A count cannot be negative.")
+    batch = _batch_for_update(session, batch_id)
+    if counted < batch.quantity_reserved:
+        raise Conflict(f"{batch.quantity_reserved} units of this batch are reserved for "
+                       "orders; resolve those before recording a lower count.")
+    variance = counted - batch.quantity_on_hand
+    audit.record(session, action="stock.counted", entity_type="stock_batch", entity_id=batch.id,
+                 actor=actor, reason=note,
+                 before={"on_hand": batch.quantity_on_hand},
+                 after={"on_hand": counted, "variance": variance})
+    if variance == 0:
+        return None
+    batch.quantity_on_hand = counted
+    movement = StockMovement(batch=batch, kind=MovementKind.COUNTED, on_hand_change=variance,
+                             reason=note or "stock take", actor_id=actor.id)
+    session.add(movement)
+    session.flush()
+    return movement
+
+
+def write_off(session: Session, batch_id: int, quantity: int, *, reason: str,
+              actor: User) -> StockMovement:
+    """Remove damaged, expired or destroyed units, with the reason."""
+    if quantity <= 0 or not reason.strip():
+        raise InvalidRequest("Write off a positive quantity, with a reason.")
+    batch = _batch_for_update(session, batch_id)
+    if quantity > batch.quantity_on_hand - batch.quantity_reserved:
+        raise Conflict("That is more than the unreserved stock of this batch.")
+    batch.quantity_on_hand -= quantity
+    movement = StockMovement(batch=batch, kind=MovementKind.WRITTEN_OFF, on_hand_change=-quantity,
+                             reason=reason.strip(), actor_id=actor.id)
+    session.add(movement)
+    audit.record(session, action="stock.written_off", entity_type="stock_batch",
+                 entity_id=batch.id, actor=actor, reason=reason.strip(),
+                 after={"quantity": quantity, "on_hand": batch.quantity_on_hand})
+    session.flush()
+    return movement
+
+
+def supply_controlled_drugs(session: Session, order: Order, *, actor: User | None,
+                            register_schedules: Collection[int] = DEFAULT_REGISTER_SCHEDULES,
+                            id_checked: bool | None = None) -> list[CDRegisterEntry]:
+    """Register entries for the controlled drugs an order takes out of stock (at packing)."""
+    entries = []
+    patient = session.get(PatientProfile, order.patient_id)
+    for line in order.lines:
+        if not needs_register(line.medicine, register_schedules):
+            continue
+        for allocation in line.allocations:
+            if allocation.status is not AllocationStatus.PICKED:
+                continue
+            prescription_id = prescriber_id = None
+            if line.prescription_item_id is not None:
+                from ..models import PrescriptionItem
+
+                item = session.get(PrescriptionItem, line.prescription_item_id)
+                if item is not None:
+                    prescription_id = item.prescription_id
+                    prescriber_id = item.prescription.prescriber_id
+            entries.append(add_register_entry(
+                session, pharmacy_id=order.pharmacy_id, medicine_id=line.medicine_id,
+                kind=CDEntryKind.SUPPLY, quantity=-allocation.quantity,
+                counterparty=(f"{patient.given_name} {patient.family_name}" if patient
+                              else "unknown patient"),
+                actor=actor, batch_id=allocation.batch_id, patient_id=order.patient_id,
+                prescriber_id=prescriber_id, prescription_id=prescription_id,
+                order_id=order.id, reference=order.reference, id_checked=id_checked))
+    return entries
+
+
+# --- quarantine, recalls and expiry ------------------------------------------------------------
+
+def quarantine(session: Session, batch_id: int, *, reason: str, actor: User,
+               status: BatchStatus = BatchStatus.QUARANTINED) -> StockBatch:
+    """Take a batch out of use (it stays on the books until written off or returned)."""
+    if not reason.strip():
+        raise InvalidRequest("Say why the batch is quarantined.")
+    batch = _batch_for_update(session, batch_id)
+    before = batch.status
+    if before is status:
+        return batch
+    batch.status = status
+    kind = MovementKind.RECALLED if status is BatchStatus.RECALLED else MovementKind.QUARANTINED
+    session.add(StockMovement(batch=batch, kind=kind, reason=reason.strip(), actor_id=actor.id))
+    audit.record(session, action=f"stock.batch_{status.value}", entity_type="stock_batch",
+                 entity_id=batch.id, actor=actor, reason=reason.strip(),
+                 before={"status": before.value}, after={"status": status.value})
+    session.flush()
+    return batch
+
+
+@dataclass(frozen=True)
+class RecallPatient:
+    patient: PatientProfile
+    email: str | None
+    order: Order
+    units: int
+
+
+@dataclass(frozen=True)
+class RecallReport:
+    batches: list[StockBatch]
+    received_by: list[RecallPatient]       # delivered: contact these patients
+    undelivered_orders: list[Order]        # still with us or on the road: stop them
+
+
+def recall_lot(session: Session, *, medicine_id: int, lot_number: str, reason: str,
+               actor: User) -> RecallReport:
+    """Quarantine every batch of a lot (all pharmacies) and list who has it and what holds it."""
+    batches = list(session.scalars(select(StockBatch).where(
+        StockBatch.medicine_id == medicine_id, StockBatch.lot_number == lot_number)
+        .order_by(StockBatch.id)))
+    if not batches:
+        raise NotFound(f"No stock of lot {lot_number} of that medicine is on record.")
+    for batch in batches:
+        quarantine(session, batch.id, reason=f"recall: {reason}", actor=actor,
+                   status=BatchStatus.RECALLED)
+    return recall_report(session, [b.id for b in batches], batches)
+
+
+def recall_report(session: Session, batch_ids: list[int],
+                  batches: list[StockBatch] | None = None) -> RecallReport:
+    rows = session.execute(
+        select(Order, OrderLine, StockAllocation)
+        .join(OrderLine, OrderLine.order_id == Order.id)
+        .join(StockAllocation, StockAllocation.order_line_id == OrderLine.id)
+        .where(StockAllocation.batch_id.in_(batch_ids),
+               StockAllocation.status.in_([AllocationStatus.RESERVED, AllocationStatus.PICKED]))
+        .order_by(Order.id)).all()
+    received: dict[tuple[int, int], RecallPatient] = {}
+    undelivered: dict[int, Order] = {}
+    for order, _line, allocation in rows:
+        if order.status is OrderStatus.DELIVERED and allocation.status is AllocationStatus.PICKED:
+            key = (order.patient_id, order.id)
+            patient = session.get(PatientProfile, order.patient_id)
+            assert patient is not None
+            email = patient.user.email if patient.user else None
+            units = received[key].units if key in received else 0
+            received[key] = RecallPatient(patient, email, order, units + allocation.quantity)
+        elif order.status not in (OrderStatus.CANCELLED, OrderStatus.REFUNDED,
+                                  OrderStatus.RETURNED, OrderStatus.DELIVERED):
+            undelivered[order.id] = order
+    return RecallReport(batches or list(session.scalars(
+        select(StockBatch).where(StockBatch.id.in_(batch_ids)))),
+        list(received.values()), list(undelivered.values()))
+
+
+def near_expiry(session: Session, *, pharmacy_id: int, within_days: int,
+                today: date | None = None) -> list[StockBatch]:
+    """Usable batches with stock that expire within ``within_days``, soonest first."""
+    today = today or utcnow().date()
+    return list(session.scalars(select(StockBatch).where(
+        StockBatch.pharmacy_id == pharmacy_id, StockBatch.status == BatchStatus.AVAILABLE,
+        StockBatch.quantity_on_hand > 0,
+        StockBatch.expiry_date <= today + timedelta(days=within_days))
+        .order_by(StockBatch.expiry_date, StockBatch.id)))
+
+
+@dataclass(frozen=True)
+class LedgerDiscrepancy:
+    batch_id: int
+    on_hand: int
+    ledger_on_hand: int
+    reserved: int
+    ledger_reserved: int
+
+
+def ledger_discrepancies(session: Session, *, pharmacy_id: int | None = None
+                         ) -> list[LedgerDiscrepancy]:
+    """Batches whose cached quantities differ from the sum of their movements (should be none)."""
+    sums = (select(StockMovement.batch_id,
+                   func.sum(StockMovement.on_hand_change).label("on_hand"),
+                   func.sum(StockMovement.reserved_change).label("reserved"))
+            .group_by(StockMovement.batch_id).subquery())
+    stmt = (select(StockBatch, sums.c.on_hand, sums.c.reserved)
+            .outerjoin(sums, sums.c.batch_id == StockBatch.id))
+    if pharmacy_id is not None:
+        stmt = stmt.where(StockBatch.pharmacy_id == pharmacy_id)
+    out = []
+    for batch, on_hand, reserved in session.execute(stmt):
+        if (batch.quantity_on_hand, batch.quantity_reserved) != (on_hand or 0, reserved or 0):
+            out.append(LedgerDiscrepancy(batch.id, batch.quantity_on_hand, int(on_hand or 0),
+                                         batch.quantity_reserved, int(reserved or 0)))
+    return out
+
+
+def expire_and_quarantine(session: Session, today: date) -> list[int]:
+    """Automatic quarantine at expiry (delegates to the expiry sweep the nightly job runs)."""
+    from .stock import expire_batches
+
+    return expire_batches(session, today)
+
+
+def last_movements(session: Session, batch_id: int, limit: int = 50) -> list[StockMovement]:
+    return list(session.scalars(select(StockMovement).where(StockMovement.batch_id == batch_id)
+                                .order_by(StockMovement.id.desc()).limit(limit)))
+

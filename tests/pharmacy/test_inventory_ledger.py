@@ -1,0 +1,225 @@
+"""Stock ledger, controlled-drug register and recalls on PostgreSQL."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from pharmacy.errors import DomainError
+from pharmacy.models import (
+    BatchStatus,
+    CDRegister,
+    CDRegisterEntry,
+    Order,
+    OrderStatus,
+    Role,
+    StockBatch,
+    StockMovement,
+)
+from pharmacy.services import inventory_ledger as ledger
+from pharmacy.services import orders
+from tests.factories import MedicineFactory, PharmacyFactory, UserFactory
+from tests.pharmacy.test_orders_stock import PRICING, shop  # noqa: F401
+
+TODAY = date.today()
+
+
+def test_receipts_counts_and_write_offs_keep_the_ledger_exact(db) -> None:  # type: ignore[no-untyped-def]
+    pharmacy, actor = PharmacyFactory(), UserFactory(role=Role.PHARMACIST)
+    medicine = MedicineFactory()
+    batch = ledger.receive(db.session, pharmacy=pharmacy, medicine=medicine, lot_number="A1",
+                           expiry_date=TODAY + timedelta(days=300), quantity=100,
+                           supplier="AAH", reference="DN-1", actor=actor)
+    ledger.receive(db.session, pharmacy=pharmacy, medicine=medicine, lot_number="A1",
+                   expiry_date=TODAY + timedelta(days=300), quantity=20, supplier="AAH",
+                   reference="DN-2", actor=actor)
+    variance = ledger.record_count(db.session, batch.id, 115, actor=actor, note="count")
+    assert variance is not None and variance.on_hand_change == -5
+    ledger.write_off(db.session, batch.id, 3, reason="damaged box", actor=actor)
+    db.session.commit()
+    assert db.session.get(StockBatch, batch.id).quantity_on_hand == 112
+    assert ledger.ledger_discrepancies(db.session) == []
+    with pytest.raises(DomainError):
+        ledger.write_off(db.session, batch.id, 1000, reason="x", actor=actor)
+    with pytest.raises(DomainError):
+        ledger.receive(db.session, pharmacy=pharmacy, medicine=medicine, lot_number="OLD",
+                       expiry_date=TODAY, quantity=5, supplier="AAH", reference="DN-3",
+                       actor=actor)
+    db.session.rollback()
+
+
+def test_concurrent_picks_never_take_a_batch_below_zero(app: Flask, db, shop) -> None:  # type: ignore[no-untyped-def] # noqa: F811
+    from tests.pharmacy.test_orders_stock import _checkout
+
+    order_ids = [_checkout(app, shop) for _ in range(50)]
+    assert all(isinstance(o, int) for o in order_ids)
+    actor_id = UserFactory(role=Role.PHARMACIST).id
+    for order_id in order_ids:
+        db.session.get(Order, order_id).status = OrderStatus.READY_TO_PICK
+    db.session.commit()
+
+    def pack(order_id: int) -> str:
+        from pharmacy.extensions import db as _db
+        from pharmacy.models import User
+
+        with app.app_context():
+            try:
+                order = orders.get_order(_db.session, order_id, lock=True)
+                orders.pack(_db.session, order, actor=_db.session.get(User, actor_id))
+                _db.session.commit()
+                return "packed"
+            except DomainError as err:
+                _db.session.rollback()
+                return err.code
+            finally:
+                _db.session.remove()
+
+    # Every order packed twice at once: each order is packed exactly once.
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(pack, order_ids + order_ids))
+    assert results.count("packed") == 50
+    db.session.expire_all()
+    batch = db.session.get(StockBatch, shop["batch_id"])
+    assert (batch.quantity_on_hand, batch.quantity_reserved) == (0, 0)
+    assert ledger.ledger_discrepancies(db.session) == []
+
+
+def test_cd_register_balance_equals_its_entries_and_entries_cannot_be_edited(db) -> None:  # type: ignore[no-untyped-def]
+    pharmacy, actor = PharmacyFactory(), UserFactory(role=Role.PHARMACIST)
+    morphine = MedicineFactory(name="Morphine 10mg modified-release tablets", cd_schedule=2)
+    batch = ledger.receive(db.session, pharmacy=pharmacy, medicine=morphine, lot_number="M1",
+                           expiry_date=TODAY + timedelta(days=400), quantity=60,
+                           supplier="Alliance", reference="INV-9", actor=actor)
+    entry = ledger.add_register_entry(
+        db.session, pharmacy_id=pharmacy.id, medicine_id=morphine.id,
+        kind=ledger.CDEntryKind.SUPPLY, quantity=-28, counterparty="A Patient", actor=actor,
+        batch_id=batch.id, id_checked=True)
+    ledger.correct_register_entry(db.session, entry.id, quantity_delta=-2,
+                                  reason="28 written, 30 supplied", actor=actor)
+    batch.quantity_on_hand -= 30
+    db.session.add(StockMovement(batch=batch, kind="dispensed", on_hand_change=-30))
+    db.session.commit()
+
+    entries = db.session.scalars(select(CDRegisterEntry).order_by(CDRegisterEntry.sequence)).all()
+    assert [e.sequence for e in entries] == [1, 2, 3]
+    assert [e.running_balance for e in entries] == [60, 32, 30]
+    running = 0
+    for e in entries:
+        running += e.quantity
+        assert e.running_balance == running
+    check = ledger.check_register(db.session, pharmacy.id, morphine.id, actor=actor)
+    assert check.consistent and check.register_balance == 30
+
+    entries[1].quantity = -20
+    with pytest.raises(PermissionError):
+        db.session.flush()
+    db.session.rollback()
+    with pytest.raises(DBAPIError, match="append-only"):
+        db.session.execute(text("UPDATE cd_register_entries SET quantity = 1"))
+    db.session.rollback()
+    with pytest.raises(DBAPIError, match="append-only"):
+        db.session.execute(text("DELETE FROM cd_register_entries"))
+    db.session.rollback()
+    with pytest.raises(DomainError):  # never below zero
+        ledger.add_register_entry(db.session, pharmacy_id=pharmacy.id,
+                                  medicine_id=morphine.id, kind=ledger.CDEntryKind.SUPPLY,
+                                  quantity=-31, counterparty="x", actor=actor)
+    db.session.rollback()
+
+    # Stock leaves the shelf without a register entry: the check flags it.
+    batch = db.session.get(StockBatch, batch.id)
+    batch.quantity_on_hand -= 1
+    db.session.add(StockMovement(batch=batch, kind="written_off", on_hand_change=-1,
+                                 reason="unexplained"))
+    db.session.commit()
+    flagged = ledger.check_register(db.session, pharmacy.id, morphine.id, actor=actor)
+    assert not flagged.consistent and flagged.physical_stock == 29
+
+
+def test_concurrent_register_entries_are_numbered_without_gaps(app: Flask, db) -> None:  # type: ignore[no-untyped-def]
+    pharmacy = PharmacyFactory()
+    medicine = MedicineFactory(cd_schedule=2)
+    db.session.commit()
+    ids = (pharmacy.id, medicine.id)
+
+    def receipt(_: int) -> None:
+        from pharmacy.extensions import db as _db
+
+        with app.app_context():
+            ledger.add_register_entry(_db.session, pharmacy_id=ids[0], medicine_id=ids[1],
+                                      kind=ledger.CDEntryKind.RECEIPT, quantity=5,
+                                      counterparty="AAH", actor=None)
+            _db.session.commit()
+            _db.session.remove()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(receipt, range(40)))
+    entries = db.session.scalars(select(CDRegisterEntry).order_by(CDRegisterEntry.sequence)).all()
+    assert [e.sequence for e in entries] == list(range(1, 41))
+    assert [e.running_balance for e in entries] == [5 * n for n in range(1, 41)]
+    assert db.session.scalar(select(CDRegister.balance)) == 200
+
+
+def test_packing_a_schedule_2_order_writes_the_supply_in_the_register(  # noqa: F811
+        app: Flask, db, shop) -> None:  # type: ignore[no-untyped-def] # noqa: F811
+    from tests.pharmacy.test_orders_stock import _checkout
+
+    medicine = db.session.get(StockBatch, shop["batch_id"]).medicine
+    medicine.cd_schedule = 2
+    ledger.add_register_entry(db.session, pharmacy_id=db.session.get(
+        StockBatch, shop["batch_id"]).pharmacy_id, medicine_id=medicine.id,
+        kind=ledger.CDEntryKind.RECEIPT, quantity=50, counterparty="AAH", actor=None)
+    db.session.commit()
+    order_id = _checkout(app, shop)
+    order = db.session.get(Order, order_id)
+    order.status = OrderStatus.READY_TO_PICK
+    orders.pack(db.session, order, actor=UserFactory(role=Role.PHARMACIST))
+    db.session.commit()
+    supply = db.session.scalar(select(CDRegisterEntry).where(CDRegisterEntry.kind == "supply"))
+    assert supply.quantity == -1 and supply.running_balance == 49
+    assert supply.order_id == order_id and supply.patient_id == order.patient_id
+
+
+def test_a_recall_finds_every_patient_who_received_the_lot(app: Flask, db, shop) -> None:  # type: ignore[no-untyped-def] # noqa: F811
+    from tests.pharmacy.test_orders_stock import _checkout
+
+    delivered = [_checkout(app, shop) for _ in range(3)]
+    pending = _checkout(app, shop)
+    actor = UserFactory(role=Role.PHARMACIST)
+    for order_id in delivered:
+        order = db.session.get(Order, order_id)
+        order.status = OrderStatus.READY_TO_PICK
+        orders.pack(db.session, order, actor=actor)
+        order.status = OrderStatus.DELIVERED
+    db.session.commit()
+    batch = db.session.get(StockBatch, shop["batch_id"])
+    report = ledger.recall_lot(db.session, medicine_id=batch.medicine_id,
+                               lot_number=batch.lot_number, reason="MHRA class 2 recall",
+                               actor=actor)
+    db.session.commit()
+    assert sorted(p.order.id for p in report.received_by) == sorted(delivered)
+    assert all(p.email for p in report.received_by)
+    assert [o.id for o in report.undelivered_orders] == [pending]
+    assert db.session.get(StockBatch, batch.id).status is BatchStatus.RECALLED
+    # A recalled batch is never allocated again.
+    assert _checkout(app, shop) == "out_of_stock"
+    assert db.session.scalar(select(func.count(StockMovement.id)).where(
+        StockMovement.kind == "recalled")) == 1
+
+
+def test_near_expiry_report(db) -> None:  # type: ignore[no-untyped-def]
+    pharmacy, actor = PharmacyFactory(), UserFactory(role=Role.PHARMACIST)
+    medicine = MedicineFactory()
+    soon = ledger.receive(db.session, pharmacy=pharmacy, medicine=medicine, lot_number="S",
+                          expiry_date=TODAY + timedelta(days=10), quantity=5, supplier="AAH",
+                          reference="DN", actor=actor)
+    ledger.receive(db.session, pharmacy=pharmacy, medicine=medicine, lot_number="L",
+                   expiry_date=TODAY + timedelta(days=200), quantity=5, supplier="AAH",
+                   reference="DN", actor=actor)
+    assert [b.id for b in ledger.near_expiry(db.session, pharmacy_id=pharmacy.id,
+                                             within_days=30)] == [soon.id]
