@@ -129,3 +129,80 @@ def packing_list(patient_id: int) -> Any:
     calendar = calendars.calendar_for_patient(db.session, patient, start, days)
     return render_template("pharmacist/packing.html", patient=patient,
                            packing=calendars.packing_list(calendar))
+
+
+# --- stock -------------------------------------------------------------------------------------
+
+def _pharmacy_id() -> int:
+    from sqlalchemy import select
+
+    from ..models import Pharmacy
+
+    pharmacy_id = db.session.scalar(select(Pharmacy.id).order_by(Pharmacy.id))
+    if pharmacy_id is None:
+        from ..errors import NotFound
+
+        raise NotFound("No pharmacy is set up yet.")
+    return int(pharmacy_id)
+
+
+@bp.get("/stock")
+def stock() -> Any:
+    """Near-expiry batches, and the ledger check."""
+    from ..services import inventory_ledger as ledger
+
+    raw = request.args.get("days", "30")
+    days = min(int(raw), 365) if raw.isdigit() else 30
+    pharmacy_id = _pharmacy_id()
+    return render_template("pharmacist/stock.html", days=days, form=ActionForm(),
+                           near=ledger.near_expiry(db.session, pharmacy_id=pharmacy_id,
+                                                   within_days=days),
+                           discrepancies=ledger.ledger_discrepancies(db.session,
+                                                                     pharmacy_id=pharmacy_id))
+
+
+@bp.post("/recalls")
+def recall() -> Any:
+    from ..services import inventory_ledger as ledger
+
+    form = ActionForm()
+    medicine_id = request.form.get("medicine_id", "")
+    lot = request.form.get("lot_number", "").strip()[:64]
+    reason = request.form.get("reason", "").strip()
+    if not form.validate_on_submit() or not medicine_id.isdigit() or not lot or not reason:
+        flash("Give the medicine, the lot number and the recall notice.", "error")
+        return redirect(url_for(".stock"))
+    try:
+        report = ledger.recall_lot(db.session, medicine_id=int(medicine_id), lot_number=lot,
+                                   reason=reason, actor=g.user)
+    except DomainError as err:
+        db.session.rollback()
+        flash(err.detail, "error")
+        return redirect(url_for(".stock"))
+    db.session.commit()
+    return render_template("pharmacist/recall.html", report=report, lot=lot, reason=reason)
+
+
+@bp.get("/cd-registers")
+def cd_registers() -> Any:
+    from sqlalchemy import select
+
+    from ..models import CDRegister
+
+    registers = db.session.scalars(select(CDRegister).order_by(CDRegister.id)).all()
+    return render_template("pharmacist/cd_registers.html", registers=registers)
+
+
+@bp.get("/cd-registers/<int(max=2147483647):register_id>")
+def cd_register(register_id: int) -> Any:
+    from ..errors import NotFound
+    from ..models import CDRegister
+    from ..services import inventory_ledger as ledger
+
+    register = db.session.get(CDRegister, register_id)
+    if register is None:
+        raise NotFound(f"No register {register_id}.")
+    check = ledger.check_register(db.session, register.pharmacy_id, register.medicine_id,
+                                  actor=g.user)
+    db.session.commit()  # a discrepancy is audited
+    return render_template("pharmacist/cd_register.html", register=register, check=check)

@@ -223,3 +223,31 @@ def test_near_expiry_report(db) -> None:  # type: ignore[no-untyped-def]
                    reference="DN", actor=actor)
     assert [b.id for b in ledger.near_expiry(db.session, pharmacy_id=pharmacy.id,
                                              within_days=30)] == [soon.id]
+
+
+def test_stock_recall_and_register_pages(client, db) -> None:  # type: ignore[no-untyped-def]
+    from tests.factories import DEFAULT_PASSWORD
+    from tests.pharmacy.helpers import csrf_token, web_login
+
+    pharmacy, pharmacist = PharmacyFactory(), UserFactory(role=Role.PHARMACIST)
+    morphine = MedicineFactory(name="Morphine 10mg modified-release tablets", cd_schedule=2)
+    ledger.receive(db.session, pharmacy=pharmacy, medicine=morphine, lot_number="M9",
+                   expiry_date=TODAY + timedelta(days=20), quantity=10, supplier="AAH",
+                   reference="DN", actor=pharmacist)
+    db.session.commit()
+    web_login(client, pharmacist.email, DEFAULT_PASSWORD)
+    page = client.get("/pharmacist/stock").get_data(as_text=True)
+    assert "M9" in page and "agrees with every batch" in page
+    register_id = db.session.scalar(select(CDRegister.id))
+    register = client.get(f"/pharmacist/cd-registers/{register_id}").get_data(as_text=True)
+    assert "agrees with the entries" in register and "receipt" in register
+    token = csrf_token(client, "/pharmacist/stock")
+    recalled = client.post("/pharmacist/recalls", data={
+        "csrf_token": token, "medicine_id": str(morphine.id), "lot_number": "M9",
+        "reason": "MHRA drug alert"})
+    assert recalled.status_code == 200
+    assert "Nobody has received this lot" in recalled.get_data(as_text=True)
+    unknown = client.post("/pharmacist/recalls", data={
+        "csrf_token": token, "medicine_id": str(morphine.id), "lot_number": "NOPE",
+        "reason": "x"})
+    assert unknown.status_code == 302
