@@ -67,6 +67,10 @@ class Config:
     CURRENCY: str = "GBP"
     # Controlled-drug schedules kept in the register (Schedule 2 by law; add 3 by choice).
     CD_REGISTER_SCHEDULES: str = "2"
+    # Reorder policy: supplier lead time, review period, target service level.
+    REORDER_LEAD_TIME_DAYS: int = 2
+    REORDER_REVIEW_DAYS: int = 7
+    REORDER_SERVICE_LEVEL: float = 0.95
     # Unpaid orders release their reserved stock after this long.
     ORDER_HOLD_MINUTES: int = 30
     STRIPE_API_KEY: str = ""
@@ -136,7 +140,9 @@ class Config:
                           "PRESCRIPTION_CHARGE_MINOR": "PRESCRIPTION_CHARGE_MINOR",
                           "DELIVERY_FEE_MINOR": "DELIVERY_FEE_MINOR",
                           "ORDER_HOLD_MINUTES": "ORDER_HOLD_MINUTES",
-                          "SMTP_PORT": "SMTP_PORT"}.items():
+                          "SMTP_PORT": "SMTP_PORT",
+                          "REORDER_LEAD_TIME_DAYS": "REORDER_LEAD_TIME_DAYS",
+                          "REORDER_REVIEW_DAYS": "REORDER_REVIEW_DAYS"}.items():
             if var in env:
                 values[attr] = _parse_int(var, env[var])
         if "SMTP_STARTTLS" in env:

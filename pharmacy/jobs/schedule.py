@@ -2,7 +2,8 @@
 
 from rq import cron
 
-from . import DEFAULT_QUEUE
+from . import DEFAULT_QUEUE, FORECASTING_QUEUE
+from .forecasts import refresh_reorder_suggestions
 from .orders import release_unpaid_orders
 from .reminders import queue_repeat_reminders, send_notifications
 from .stock import expire_stock
@@ -18,3 +19,6 @@ cron.register(send_notifications, DEFAULT_QUEUE, cron="*/5 * * * *", job_timeout
 # Every 5 minutes: unpaid orders past their hold give their stock and slot back.
 cron.register(release_unpaid_orders, DEFAULT_QUEUE, cron="*/5 * * * *", job_timeout=300,
               name="release-unpaid-orders")
+# 01:30 UTC every day: forecasts and reorder suggestions (its own queue: it takes minutes).
+cron.register(refresh_reorder_suggestions, FORECASTING_QUEUE, cron="30 1 * * *",
+              job_timeout=3600, name="reorder-suggestions")

@@ -37,8 +37,13 @@ from .stock import (
     CDRegister,
     CDRegisterEntry,
     MovementKind,
+    PurchaseOrder,
+    PurchaseOrderLine,
+    PurchaseOrderStatus,
+    ReorderSuggestion,
     StockBatch,
     StockMovement,
+    SuggestionStatus,
 )
 from .users import (
     Address,
@@ -55,6 +60,8 @@ from .users import (
 )
 
 __all__ = [
+    "PurchaseOrder", "PurchaseOrderLine", "PurchaseOrderStatus", "ReorderSuggestion",
+    "SuggestionStatus",
     "CDEntryKind", "CDRegister", "CDRegisterEntry",
     "AllocationStatus", "DeliverySlot", "GeocodeCache", "StockAllocation", "WebhookEvent",
     "Address", "Allergy", "AttemptOutcome", "AuditEvent", "Base", "BatchStatus", "Courier",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import enum
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint, event
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .base import Base, TimestampMixin, str_enum, utcnow
+from .base import Base, JSONType, TimestampMixin, str_enum, utcnow
 from .catalog import Medicine
 
 
@@ -169,3 +170,79 @@ class CDRegisterEntry(Base):
 def _cd_register_is_append_only(mapper: object, connection: object,
                                 target: CDRegisterEntry) -> None:
     raise PermissionError("controlled-drug register entries are never edited; add a correction")
+
+
+class PurchaseOrderStatus(enum.StrEnum):
+    DRAFT = "draft"
+    SENT = "sent"
+    RECEIVED = "received"
+    CANCELLED = "cancelled"
+
+
+class PurchaseOrder(TimestampMixin, Base):
+    """An order to a wholesaler, usually made from accepted reorder suggestions."""
+
+    __tablename__ = "purchase_orders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pharmacy_id: Mapped[int] = mapped_column(ForeignKey("pharmacies.id"), index=True)
+    reference: Mapped[str] = mapped_column(String(30), unique=True)
+    supplier: Mapped[str] = mapped_column(String(200))
+    status: Mapped[PurchaseOrderStatus] = mapped_column(
+        str_enum(PurchaseOrderStatus, "purchase_order_status"), default=PurchaseOrderStatus.DRAFT)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+    lines: Mapped[list[PurchaseOrderLine]] = relationship(back_populates="purchase_order",
+                                                          cascade="all, delete-orphan")
+
+
+class PurchaseOrderLine(Base):
+    __tablename__ = "purchase_order_lines"
+    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),
+                      UniqueConstraint("purchase_order_id", "medicine_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    purchase_order_id: Mapped[int] = mapped_column(ForeignKey("purchase_orders.id"), index=True)
+    medicine_id: Mapped[int] = mapped_column(ForeignKey("medicines.id"))
+    quantity: Mapped[int]             # units (whole packs)
+    quantity_received: Mapped[int] = mapped_column(default=0)
+
+    purchase_order: Mapped[PurchaseOrder] = relationship(back_populates="lines")
+    medicine: Mapped[Medicine] = relationship()
+
+
+class SuggestionStatus(enum.StrEnum):
+    OPEN = "open"
+    ACCEPTED = "accepted"
+    DISMISSED = "dismissed"
+    SUPERSEDED = "superseded"
+
+
+class ReorderSuggestion(Base):
+    """What the nightly forecast suggests ordering for one medicine, and why."""
+
+    __tablename__ = "reorder_suggestions"
+    __table_args__ = (
+        CheckConstraint("suggested_quantity >= 0", name="quantity_non_negative"),
+        Index("ix_reorder_suggestions_open", "pharmacy_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pharmacy_id: Mapped[int] = mapped_column(ForeignKey("pharmacies.id"))
+    medicine_id: Mapped[int] = mapped_column(ForeignKey("medicines.id"))
+    computed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # As of this time the inputs (stock, open purchase orders) were read.
+    inputs_as_of: Mapped[datetime]
+    demand_class: Mapped[str | None] = mapped_column(String(20))
+    mean_protection: Mapped[float]       # forecast units over lead time + review period
+    sigma_protection: Mapped[float]
+    order_up_to: Mapped[int]
+    inventory_position: Mapped[int]
+    suggested_quantity: Mapped[int]
+    # Recent history and the forecast with its 80%/95% bands, for the chart.
+    chart: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    status: Mapped[SuggestionStatus] = mapped_column(
+        str_enum(SuggestionStatus, "suggestion_status"), default=SuggestionStatus.OPEN)
+    purchase_order_id: Mapped[int | None] = mapped_column(ForeignKey("purchase_orders.id"))
+
+    medicine: Mapped[Medicine] = relationship()

@@ -206,3 +206,46 @@ def cd_register(register_id: int) -> Any:
                                   actor=g.user)
     db.session.commit()  # a discrepancy is audited
     return render_template("pharmacist/cd_register.html", register=register, check=check)
+
+
+@bp.get("/reorders")
+def reorders() -> Any:
+    from markupsafe import Markup
+
+    from ..services import forecasting
+
+    pharmacy_id = _pharmacy_id()
+    suggestions = forecasting.open_suggestions(db.session, pharmacy_id)
+    # chart_svg builds the SVG from numbers only (no text from users), so it is safe markup.
+    charts = {s.id: Markup(forecasting.chart_svg(s.chart)) for s in suggestions}
+    risks = forecasting.expiry_risk(db.session, pharmacy_id, today=_today_london())
+    return render_template("pharmacist/reorders.html", suggestions=suggestions, charts=charts,
+                           risks=risks, form=ActionForm())
+
+
+def _today_london() -> Any:
+    from ..models.base import utcnow
+
+    return utcnow().astimezone(rx_service.LONDON).date()
+
+
+@bp.post("/reorders")
+def reorders_accept() -> Any:
+    from ..services import forecasting
+
+    form = ActionForm()
+    ids = [int(v) for v in request.form.getlist("suggestion") if v.isdigit()]
+    if not form.validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for(".reorders"))
+    try:
+        order = forecasting.accept_suggestions(db.session, _pharmacy_id(), ids,
+                                               supplier=request.form.get("supplier", ""),
+                                               actor=g.user)
+    except DomainError as err:
+        db.session.rollback()
+        flash(err.detail, "error")
+        return redirect(url_for(".reorders"))
+    db.session.commit()
+    flash(f"Purchase order {order.reference} drafted with {len(order.lines)} line(s).", "info")
+    return redirect(url_for(".reorders"))

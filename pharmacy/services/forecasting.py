@@ -1,0 +1,336 @@
+"""Demand forecasts and reorder suggestions: the one place that turns rows into the
+``inventory`` library's frames and back.
+
+The nightly job reads sales and stock, ends its transaction, runs the forecast (seconds to
+minutes, no connection held), then writes suggestions in a new transaction, marking the
+previous open ones superseded.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..errors import InvalidRequest
+from ..models import (
+    BatchStatus,
+    Medicine,
+    Order,
+    OrderLine,
+    OrderStatus,
+    PurchaseOrder,
+    PurchaseOrderLine,
+    PurchaseOrderStatus,
+    ReorderSuggestion,
+    StockBatch,
+    SuggestionStatus,
+    User,
+)
+from ..models.base import utcnow
+from . import audit
+
+logger = logging.getLogger(__name__)
+
+SOLD = (OrderStatus.PACKED, OrderStatus.OUT_FOR_DELIVERY, OrderStatus.DELIVERED,
+        OrderStatus.FAILED, OrderStatus.RETURNED)
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    lead_time_days: int = 2        # wholesalers deliver next day or the day after
+    review_days: int = 7           # suggestions are reviewed weekly
+    service_level: float = 0.95
+    history_days: int = 365
+    min_history_days: int = 28
+
+
+@dataclass(frozen=True)
+class StockInputs:
+    """What the policy needs of one medicine, read in one short transaction."""
+
+    medicine_id: int
+    pack_size: int
+    on_hand: int           # usable stock (available batches)
+    reserved: int
+    on_order: int          # open purchase orders
+    shelf_life_days: int | None
+
+
+def sales_history(session: Session, pharmacy_id: int, *, since: date) -> list[dict[str, Any]]:
+    """Units sold per medicine per day (long format rows: unique_id, ds, y)."""
+    day = func.date(Order.placed_at)
+    rows = session.execute(
+        select(OrderLine.medicine_id, day.label("ds"),
+               func.sum(func.coalesce(OrderLine.quantity_supplied, OrderLine.quantity)))
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(Order.pharmacy_id == pharmacy_id, Order.status.in_(SOLD),
+               Order.placed_at >= datetime.combine(since, datetime.min.time(), tzinfo=UTC))
+        .group_by(OrderLine.medicine_id, day)).all()
+    out = []
+    for medicine_id, ds, units in rows:
+        ds = ds if isinstance(ds, date) else date.fromisoformat(str(ds))
+        out.append({"unique_id": str(medicine_id), "ds": ds, "y": float(units or 0)})
+    return out
+
+
+def stock_inputs(session: Session, pharmacy_id: int,
+                 medicine_ids: Sequence[int]) -> dict[int, StockInputs]:
+    batches = session.execute(
+        select(StockBatch.medicine_id, func.sum(StockBatch.quantity_on_hand),
+               func.sum(StockBatch.quantity_reserved),
+               func.max(StockBatch.expiry_date - func.date(StockBatch.received_at))
+               if session.get_bind().dialect.name == "postgresql" else func.max(0))
+        .where(StockBatch.pharmacy_id == pharmacy_id, StockBatch.medicine_id.in_(medicine_ids),
+               StockBatch.status == BatchStatus.AVAILABLE)
+        .group_by(StockBatch.medicine_id)).all()
+    by_medicine = {m: (int(on or 0), int(res or 0), int(life) if life else None)
+                   for m, on, res, life in batches}
+    on_order = dict(session.execute(
+        select(PurchaseOrderLine.medicine_id,
+               func.sum(PurchaseOrderLine.quantity - PurchaseOrderLine.quantity_received))
+        .join(PurchaseOrder).where(PurchaseOrder.pharmacy_id == pharmacy_id,
+                                   PurchaseOrder.status.in_([PurchaseOrderStatus.DRAFT,
+                                                             PurchaseOrderStatus.SENT]))
+        .group_by(PurchaseOrderLine.medicine_id)).all())
+    packs = dict(session.execute(select(Medicine.id, Medicine.pack_size)
+                                 .where(Medicine.id.in_(medicine_ids))).all())
+    out = {}
+    for medicine_id in medicine_ids:
+        on_hand, reserved, life = by_medicine.get(medicine_id, (0, 0, None))
+        out[medicine_id] = StockInputs(medicine_id, int(packs.get(medicine_id) or 1), on_hand,
+                                       reserved, int(on_order.get(medicine_id) or 0), life)
+    return out
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    medicine_id: int
+    demand_class: str | None
+    mean_protection: float
+    sigma_protection: float
+    order_up_to: int
+    inventory_position: int
+    quantity: int
+    chart: dict[str, Any]
+
+
+def compute_suggestions(history: list[dict[str, Any]], stock: dict[int, StockInputs], *,
+                        settings: PolicySettings, today: date) -> list[Suggestion]:
+    """Forecast each medicine's daily demand and turn it into an order-up-to suggestion.
+
+    Pure computation (no database): the forecast's 80% band gives the protection-period
+    sigma; S = mean + z * sigma at the service level; the order is whole packs, capped at
+    what can be sold before a new batch would expire (by the shelf life seen on receipt).
+    """
+    import pandas as pd
+
+    from inventory import classify_demand, forecast_demand
+    from inventory.policy import (
+        order_quantity,
+        order_up_to_level,
+        protection_demand,
+        safety_factor,
+    )
+
+    if not history:
+        return []
+    frame = pd.DataFrame(history)
+    frame["ds"] = pd.to_datetime(frame["ds"])
+    # Every series runs to today: days without sales are zero demand, not missing data.
+    ends = frame.groupby("unique_id")["ds"].max()
+    pad = [{"unique_id": uid, "ds": pd.Timestamp(today), "y": 0.0}
+           for uid, last in ends.items() if last < pd.Timestamp(today)]
+    if pad:
+        frame = pd.concat([frame, pd.DataFrame(pad)], ignore_index=True)
+    frame = frame.groupby(["unique_id", "ds"], as_index=False)["y"].sum()
+    spans = frame.groupby("unique_id")["ds"].agg(lambda s: (s.max() - s.min()).days + 1)
+    keep = spans[spans >= settings.min_history_days].index
+    frame = frame[frame["unique_id"].isin(keep)]
+    if frame.empty:
+        return []
+    periods = settings.lead_time_days + settings.review_days
+    longest_life = max((s.shelf_life_days or 0) for s in stock.values()) or 0
+    horizon = max(periods, min(longest_life, 180), 28)
+    forecast = forecast_demand(frame, horizon=horizon, freq="D", n_jobs=1)
+    classes = classify_demand(frame).set_index("unique_id")["demand_class"]
+    protection = protection_demand(forecast, lead_time=settings.lead_time_days,
+                                   review_period=settings.review_days).set_index("unique_id")
+    z = safety_factor(settings.service_level)
+    out = []
+    for uid, row in protection.iterrows():
+        medicine_id = int(uid)
+        inputs = stock.get(medicine_id)
+        if inputs is None:
+            continue
+        series = forecast[forecast["unique_id"] == uid].sort_values("ds")
+        position = inputs.on_hand - inputs.reserved + inputs.on_order
+        level = order_up_to_level(float(row["mean"]), float(row["sigma"]), z)
+        max_sellable = None
+        if inputs.shelf_life_days:
+            # A new batch arrives after the lead time and must sell before it expires.
+            window = series["forecast"].iloc[
+                settings.lead_time_days:settings.lead_time_days + inputs.shelf_life_days]
+            max_sellable = float(window.sum()) - max(0, position)
+        quantity = order_quantity(level, position, pack_size=inputs.pack_size,
+                                  max_sellable=max_sellable)
+        past = frame[frame["unique_id"] == uid].sort_values("ds").tail(90)
+        chart = {
+            "history": [[d.date().isoformat(), float(y)] for d, y in zip(past["ds"], past["y"],
+                                                                          strict=True)],
+            "forecast": [[d.date().isoformat(), float(f), float(lo80), float(hi80),
+                          float(lo95), float(hi95)] for d, f, lo80, hi80, lo95, hi95 in zip(
+                series["ds"], series["forecast"], series["lo_80"], series["hi_80"],
+                series["lo_95"], series["hi_95"], strict=True)][:periods * 3],
+        }
+        out.append(Suggestion(medicine_id, str(classes.get(uid)) if uid in classes else None,
+                              float(row["mean"]), float(row["sigma"]), int(math.ceil(level)),
+                              int(position), int(quantity), chart))
+    return out
+
+
+def refresh_suggestions(session: Session, pharmacy_id: int, *, settings: PolicySettings,
+                        now: datetime | None = None) -> int:
+    """Read, compute (no transaction held), write. Returns how many suggestions were stored."""
+    now = now or utcnow()
+    today = now.date()
+    history = sales_history(session, pharmacy_id,
+                            since=today - timedelta(days=settings.history_days))
+    medicine_ids = sorted({int(r["unique_id"]) for r in history})
+    stock = stock_inputs(session, pharmacy_id, medicine_ids)
+    session.rollback()  # end the read transaction before the long computation
+    suggestions = compute_suggestions(history, stock, settings=settings, today=today)
+    session.execute(
+        ReorderSuggestion.__table__.update()
+        .where(ReorderSuggestion.pharmacy_id == pharmacy_id,
+               ReorderSuggestion.status == SuggestionStatus.OPEN)
+        .values(status=SuggestionStatus.SUPERSEDED))
+    for s in suggestions:
+        session.add(ReorderSuggestion(
+            pharmacy_id=pharmacy_id, medicine_id=s.medicine_id, computed_at=utcnow(),
+            inputs_as_of=now, demand_class=s.demand_class, mean_protection=s.mean_protection,
+            sigma_protection=s.sigma_protection, order_up_to=s.order_up_to,
+            inventory_position=s.inventory_position, suggested_quantity=s.quantity,
+            chart=s.chart))
+    session.flush()
+    logger.info("stored %d reorder suggestions for pharmacy %s", len(suggestions), pharmacy_id)
+    return len(suggestions)
+
+
+def open_suggestions(session: Session, pharmacy_id: int) -> list[ReorderSuggestion]:
+    return list(session.scalars(
+        select(ReorderSuggestion).where(ReorderSuggestion.pharmacy_id == pharmacy_id,
+                                        ReorderSuggestion.status == SuggestionStatus.OPEN)
+        .order_by(ReorderSuggestion.suggested_quantity.desc(), ReorderSuggestion.id)))
+
+
+def accept_suggestions(session: Session, pharmacy_id: int, suggestion_ids: Sequence[int], *,
+                       supplier: str, actor: User) -> PurchaseOrder:
+    """Turn accepted suggestions into one draft purchase order."""
+    chosen = list(session.scalars(
+        select(ReorderSuggestion).where(ReorderSuggestion.id.in_(suggestion_ids),
+                                        ReorderSuggestion.pharmacy_id == pharmacy_id,
+                                        ReorderSuggestion.status == SuggestionStatus.OPEN)
+        .with_for_update()))
+    chosen = [s for s in chosen if s.suggested_quantity > 0]
+    if not chosen:
+        raise InvalidRequest("Choose at least one open suggestion with something to order.")
+    order = PurchaseOrder(pharmacy_id=pharmacy_id, supplier=supplier.strip()[:200] or "Wholesaler",
+                          reference="PO" + secrets.token_hex(5).upper(), created_by_id=actor.id)
+    for s in chosen:
+        order.lines.append(PurchaseOrderLine(medicine_id=s.medicine_id,
+                                             quantity=s.suggested_quantity))
+    session.add(order)
+    session.flush()
+    for s in chosen:
+        s.status = SuggestionStatus.ACCEPTED
+        s.purchase_order_id = order.id
+    audit.record(session, action="purchase_order.created", entity_type="purchase_order",
+                 entity_id=order.id, actor=actor,
+                 after={"lines": len(order.lines), "suggestions": [s.id for s in chosen]})
+    session.flush()
+    return order
+
+
+@dataclass(frozen=True)
+class ExpiryRisk:
+    batch: StockBatch
+    expected_sales: float
+    at_risk_units: int
+
+
+def expiry_risk(session: Session, pharmacy_id: int, *, today: date) -> list[ExpiryRisk]:
+    """Stock projected to expire before it sells, at the latest forecast's daily demand.
+
+    Batches of a medicine sell first-expiry-first-out: each batch gets the demand left over
+    by the batches that expire before it.
+    """
+    rates: dict[int, float] = {}
+    for s in open_suggestions(session, pharmacy_id):
+        points = s.chart.get("forecast") or []
+        if points:
+            rates[s.medicine_id] = sum(p[1] for p in points) / len(points)
+    batches = session.scalars(select(StockBatch).where(
+        StockBatch.pharmacy_id == pharmacy_id, StockBatch.status == BatchStatus.AVAILABLE,
+        StockBatch.quantity_on_hand > 0).order_by(StockBatch.medicine_id,
+                                                   StockBatch.expiry_date, StockBatch.id))
+    used: dict[int, float] = defaultdict(float)
+    out = []
+    for batch in batches:
+        rate = rates.get(batch.medicine_id, 0.0)
+        days = max(0, (batch.expiry_date - today).days)
+        demand = max(0.0, rate * days - used[batch.medicine_id])
+        sells = min(float(batch.quantity_on_hand), demand)
+        used[batch.medicine_id] += sells
+        left = int(batch.quantity_on_hand - math.floor(sells))
+        if left > 0 and batch.medicine_id in rates:
+            out.append(ExpiryRisk(batch, sells, left))
+    return sorted(out, key=lambda r: (r.batch.expiry_date, r.batch.id))
+
+
+def chart_svg(chart: dict[str, Any], *, width: int = 480, height: int = 160) -> str:
+    """A small SVG line chart: history, forecast and its 80% and 95% bands (no script)."""
+    history = chart.get("history") or []
+    forecast = chart.get("forecast") or []
+    points = [p[1] for p in history] + [p[5] for p in forecast] + [1.0]
+    top = max(points)
+    n = max(1, len(history) + len(forecast) - 1)
+    pad = 4
+
+    def x(i: int) -> float:
+        return pad + (width - 2 * pad) * i / n
+
+    def y(v: float) -> float:
+        return height - pad - (height - 2 * pad) * v / top
+
+    def line(pairs: list[tuple[int, float]]) -> str:
+        return " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in pairs)
+
+    start = len(history)
+    band95 = ([(start + i, p[5]) for i, p in enumerate(forecast)]
+              + [(start + i, p[4]) for i, p in reversed(list(enumerate(forecast)))])
+    band80 = ([(start + i, p[3]) for i, p in enumerate(forecast)]
+              + [(start + i, p[2]) for i, p in reversed(list(enumerate(forecast)))])
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+             f'width="{width}" height="{height}" role="img" '
+             f'aria-label="Daily demand: history and forecast with 80% and 95% bands">',
+             f'<rect width="{width}" height="{height}" fill="#fff"/>']
+    if forecast:
+        parts.append(f'<polygon points="{line(band95)}" fill="#cfe0f5"/>')
+        parts.append(f'<polygon points="{line(band80)}" fill="#9dbfe8"/>')
+        mean = line([(start + i, p[1]) for i, p in enumerate(forecast)])
+        parts.append(f'<polyline points="{mean}" fill="none" stroke="#005eb8" '
+                     'stroke-width="2" stroke-dasharray="4 2"/>')
+    if history:
+        parts.append(f'<polyline points="{line([(i, p[1]) for i, p in enumerate(history)])}" '
+                     'fill="none" stroke="#333" stroke-width="1.5"/>')
+    parts.append("</svg>")
+    return "".join(parts)
