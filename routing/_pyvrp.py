@@ -97,8 +97,8 @@ def to_problem_data(
         far_duration = ep.duration.copy()
         far_distance[:, cold] = int(ep.distance.max(initial=0)) * 10 + 1
         far_duration[:, cold] = 2 * horizon + 1
-        far_distance[cold, cold] = ep.distance[np.ix_(cold, cold)]
-        far_duration[cold, cold] = ep.duration[np.ix_(cold, cold)]
+        far_distance[np.ix_(cold, cold)] = ep.distance[np.ix_(cold, cold)]
+        far_duration[np.ix_(cold, cold)] = ep.duration[np.ix_(cold, cold)]
         distances.append(far_distance)
         durations.append(far_duration)
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
