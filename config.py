@@ -71,6 +71,8 @@ class Config:
     REORDER_LEAD_TIME_DAYS: int = 2
     REORDER_REVIEW_DAYS: int = 7
     REORDER_SERVICE_LEVEL: float = 0.95
+    # Wall-clock budget of one wave's route planning.
+    ROUTING_TIME_LIMIT_S: int = 20
     # Unpaid orders release their reserved stock after this long.
     ORDER_HOLD_MINUTES: int = 30
     STRIPE_API_KEY: str = ""
@@ -141,6 +143,7 @@ class Config:
                           "DELIVERY_FEE_MINOR": "DELIVERY_FEE_MINOR",
                           "ORDER_HOLD_MINUTES": "ORDER_HOLD_MINUTES",
                           "SMTP_PORT": "SMTP_PORT",
+                          "ROUTING_TIME_LIMIT_S": "ROUTING_TIME_LIMIT_S",
                           "REORDER_LEAD_TIME_DAYS": "REORDER_LEAD_TIME_DAYS",
                           "REORDER_REVIEW_DAYS": "REORDER_REVIEW_DAYS"}.items():
             if var in env:

@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     app = create_app()
     with app.app_context():
+        from .jobs.outbox import relay_now
+
+        relay_now()  # send whatever waited while Redis or the workers were down
         worker = AppWorker(args.queues, connection=get_redis(app))
         logger.info("worker %s listening on %s", worker.name, ", ".join(args.queues))
         worker.work(burst=args.burst, with_scheduler=args.with_scheduler)

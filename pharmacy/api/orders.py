@@ -217,6 +217,9 @@ class OrderTransitions(MethodView):
             orders.advance(db.session, order, target, actor=user, reason=body.get("reason"),
                            request_id=rid)
         db.session.commit()
+        from ..jobs.outbox import relay_now
+
+        relay_now()
         return _body(order)
 
 

@@ -3,8 +3,10 @@
 from rq import cron
 
 from . import DEFAULT_QUEUE, FORECASTING_QUEUE
+from .deliveries import close_due_waves
 from .forecasts import refresh_reorder_suggestions
 from .orders import release_unpaid_orders
+from .outbox import relay_outbox
 from .reminders import queue_repeat_reminders, send_notifications
 from .stock import expire_stock
 
@@ -22,3 +24,8 @@ cron.register(release_unpaid_orders, DEFAULT_QUEUE, cron="*/5 * * * *", job_time
 # 01:30 UTC every day: forecasts and reorder suggestions (its own queue: it takes minutes).
 cron.register(refresh_reorder_suggestions, FORECASTING_QUEUE, cron="30 1 * * *",
               job_timeout=3600, name="reorder-suggestions")
+# Every minute: close waves at their cut-off, and relay/reconcile the outbox.
+cron.register(close_due_waves, DEFAULT_QUEUE, cron="* * * * *", job_timeout=120,
+              name="close-due-waves")
+cron.register(relay_outbox, DEFAULT_QUEUE, cron="* * * * *", job_timeout=120,
+              name="relay-outbox")

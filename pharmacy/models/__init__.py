@@ -9,6 +9,7 @@ from .delivery import (
     DeliveryRoute,
     DeliveryStop,
     DeliveryWave,
+    OutboxMessage,
     StopStatus,
     WaveStatus,
 )
@@ -60,6 +61,7 @@ from .users import (
 )
 
 __all__ = [
+    "OutboxMessage",
     "PurchaseOrder", "PurchaseOrderLine", "PurchaseOrderStatus", "ReorderSuggestion",
     "SuggestionStatus",
     "CDEntryKind", "CDRegister", "CDRegisterEntry",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .base import Base, TimestampMixin, str_enum, utcnow
+from .base import Base, JSONType, TimestampMixin, str_enum, utcnow
 
 
 class WaveStatus(enum.StrEnum):
@@ -37,6 +38,10 @@ class DeliveryWave(TimestampMixin, Base):
     )
     planned_at: Mapped[datetime | None]
     plan_version: Mapped[int] = mapped_column(default=0)
+    planning_started_at: Mapped[datetime | None]
+    # Objective of the stored plan, for the planner and the metrics.
+    planned_distance_m: Mapped[int | None]
+    planning_engine: Mapped[str | None] = mapped_column(String(40))
 
     routes: Mapped[list[DeliveryRoute]] = relationship(back_populates="wave")
 
@@ -91,6 +96,8 @@ class DeliveryStop(TimestampMixin, Base):
         str_enum(StopStatus, "stop_status"), default=StopStatus.PENDING
     )
     unserved_reason: Mapped[str | None] = mapped_column(Text)
+    arrived_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
 
     route: Mapped[DeliveryRoute | None] = relationship(back_populates="stops")
     attempts: Mapped[list[DeliveryAttempt]] = relationship(back_populates="stop")
@@ -129,3 +136,27 @@ class DeliveryAttempt(Base):
     attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     stop: Mapped[DeliveryStop] = relationship(back_populates="attempts")
+
+
+class OutboxMessage(Base):
+    """A job to enqueue, written in the same transaction as the change that calls for it.
+
+    A relay enqueues pending rows after commit; if Redis is down they simply wait, and the
+    reconciler (or the next relay) sends them later. The RQ job id is derived from the row,
+    so sending twice never runs a job twice at once.
+    """
+
+    __tablename__ = "outbox_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # A business key: one message per wave plan, per stop event ("plan-wave:12:v1").
+    key: Mapped[str] = mapped_column(String(120), unique=True)
+    queue: Mapped[str] = mapped_column(String(40))
+    function: Mapped[str] = mapped_column(String(120))  # dotted path of the job function
+    args: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    job_timeout_s: Mapped[int] = mapped_column(default=300)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enqueued_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    completed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -506,6 +506,10 @@ def pack(session: Session, order: Order, *, actor: User,
     from .inventory_ledger import supply_controlled_drugs
 
     supply_controlled_drugs(session, order, actor=actor, register_schedules=register_schedules)
+    from . import outbox
+
+    outbox.add(session, key=f"order-packed:{order.id}",
+               function="pharmacy.jobs.deliveries.order_packed", args=[order.id])
     return order
 
 

@@ -261,9 +261,11 @@ TRACK_STEPS = ["placed", "awaiting_verification", "ready_to_pick", "packed",
 @bp.get(f"/orders/{_ID}")
 def track(order_id: int) -> Any:
     order = orders.get_patient_order(db.session, _patient(), order_id)
+    from ..services import delivery
+
     return render_template("patient/track.html", order=order, steps=TRACK_STEPS,
                            payment=checkout.latest_payment(order), tz=prescriptions.LONDON,
-                           form=ActionForm())
+                           form=ActionForm(), tracking=delivery.tracking_for(db.session, order))
 
 
 @bp.post(f"/orders/{_ID}/cancel")

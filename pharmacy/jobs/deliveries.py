@@ -1,0 +1,74 @@
+"""Delivery jobs: planning a wave, closing waves at their cut-off."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from ..extensions import db
+from ..models import DeliverySlot, DeliveryWave, WaveStatus
+from ..models.base import utcnow
+from ..services import delivery
+
+logger = logging.getLogger(__name__)
+
+
+def plan_wave(wave_id: int, plan_version: int) -> int | None:
+    """Solve and store one wave's plan. Idempotent: a wave already planned is left alone.
+
+    No database transaction or connection is held while the solver runs.
+    """
+    import routing
+
+    wave = db.session.get(DeliveryWave, wave_id)
+    if wave is None or wave.status is not WaveStatus.PLANNING or wave.plan_version != plan_version:
+        db.session.rollback()
+        return None
+    problem, index = delivery.build_problem(db.session, wave_id)
+    db.session.rollback()
+    db.session.remove()  # give the connection back during the solve
+    seconds = float(current_app.config.get("ROUTING_TIME_LIMIT_S", 20))
+    plan = routing.solve(problem, time_limit=timedelta(seconds=seconds), seed=0, workers=1)
+    stored = delivery.store_plan(db.session, index, plan)
+    db.session.commit()
+    logger.info("wave %s: %s (%d routes, %d unserved)", wave_id,
+                "stored" if stored else "stale, not stored", len(plan.routes),
+                len(plan.unserved))
+    return wave_id if stored else None
+
+
+def close_due_waves() -> int:
+    """Every few minutes: close the slots whose cut-off has passed (idempotent)."""
+    now = utcnow()
+    slots = db.session.scalars(select(DeliverySlot).where(
+        DeliverySlot.cutoff_at <= now, DeliverySlot.starts_at > now - timedelta(hours=4))
+        .order_by(DeliverySlot.id)).all()
+    closed = 0
+    for slot in slots:
+        delivery.close_wave(db.session, slot, now=now)
+        closed += 1
+    db.session.commit()
+    from .outbox import relay_outbox
+
+    relay_outbox()
+    return closed
+
+
+def order_packed(order_id: int) -> int | None:
+    """Tell the patient their order is packed and will go out in its window (idempotent)."""
+    from ..models import Order, PatientProfile
+    from ..services import notify
+
+    order = db.session.get(Order, order_id)
+    if order is None:
+        return None
+    patient = db.session.get(PatientProfile, order.patient_id)
+    if patient is not None:
+        notify.create_notification(db.session, kind="order.packed", patient=patient,
+                                   dedupe_key=f"order-packed:{order.id}",
+                                   given_name=patient.given_name, reference=order.reference)
+    db.session.commit()
+    return order_id

@@ -1,0 +1,444 @@
+"""Deliveries: waves, the ORM <-> ``routing`` translation, plans, couriers' actions, ETAs.
+
+This is the only module that builds ``routing`` problems from rows and stores plans back.
+Routing times are seconds since local midnight of the wave's day.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, Forbidden, InvalidRequest, NotFound
+from ..models import (
+    Address,
+    AttemptOutcome,
+    Courier,
+    DeliveryAttempt,
+    DeliveryRoute,
+    DeliverySlot,
+    DeliveryStop,
+    DeliveryWave,
+    Order,
+    OrderStatus,
+    PatientProfile,
+    Pharmacy,
+    StopStatus,
+    User,
+    Vehicle,
+    WaveStatus,
+)
+from ..models.base import utcnow
+from . import audit, orders, outbox
+
+logger = logging.getLogger(__name__)
+
+SERVICE_S = 120                 # a doorstep hand-over
+FAILURE_REASONS = {"not_home": "Nobody at home", "wrong_address": "Wrong address",
+                   "refused": "Refused by the recipient", "unsafe": "Unsafe to deliver"}
+MAX_SIGNATURE_BYTES = 200_000
+PLAN_JOB = "pharmacy.jobs.deliveries.plan_wave"
+
+
+def _tz(pharmacy: Pharmacy) -> ZoneInfo:
+    return ZoneInfo(pharmacy.timezone)
+
+
+def _seconds(moment: datetime, midnight: datetime) -> int:
+    return max(0, int((moment - midnight).total_seconds()))
+
+
+# --- waves ---------------------------------------------------------------------------------
+
+def close_wave(session: Session, slot: DeliverySlot, *, actor: User | None = None,
+               now: datetime | None = None) -> DeliveryWave:
+    """At the slot's cut-off: gather its packed orders into a wave and queue its planning.
+
+    Idempotent: a wave is created once per slot; orders packed later join the next plan.
+    """
+    now = now or utcnow()
+    wave = session.scalar(select(DeliveryWave).where(
+        DeliveryWave.pharmacy_id == slot.pharmacy_id,
+        DeliveryWave.window_start == slot.starts_at).with_for_update())
+    if wave is None:
+        wave = DeliveryWave(pharmacy_id=slot.pharmacy_id, window_start=slot.starts_at,
+                            window_end=slot.ends_at, cutoff_at=slot.cutoff_at)
+        session.add(wave)
+        session.flush()
+    if wave.status not in (WaveStatus.OPEN, WaveStatus.PLANNED):
+        return wave
+    existing = set(session.scalars(select(DeliveryStop.order_id).where(
+        DeliveryStop.wave_id == wave.id)))
+    packed = session.scalars(select(Order).where(
+        Order.pharmacy_id == slot.pharmacy_id, Order.delivery_slot_id == slot.id,
+        Order.status == OrderStatus.PACKED).order_by(Order.id)).all()
+    new = [o for o in packed if o.id not in existing]
+    for order in new:
+        session.add(DeliveryStop(wave_id=wave.id, order_id=order.id))
+    if not new and wave.status is WaveStatus.PLANNED:
+        return wave
+    return request_planning(session, wave, actor=actor, now=now)
+
+
+def request_planning(session: Session, wave: DeliveryWave, *, actor: User | None,
+                     now: datetime | None = None) -> DeliveryWave:
+    """Mark the wave for (re)planning and write the planning job to the outbox."""
+    before = wave.status
+    wave.status = WaveStatus.PLANNING
+    wave.planning_started_at = now or utcnow()
+    session.flush()
+    outbox.add(session, key=f"plan-wave:{wave.id}:v{wave.plan_version}", function=PLAN_JOB,
+               args=[wave.id, wave.plan_version], queue="routing", job_timeout_s=600)
+    audit.record(session, action="delivery.wave_planning", entity_type="delivery_wave",
+                 entity_id=wave.id, actor=actor, before={"status": before.value},
+                 after={"status": wave.status.value, "plan_version": wave.plan_version})
+    return wave
+
+
+@dataclass(frozen=True)
+class ProblemIndex:
+    """How routing ids map back to rows, and the wave's local midnight."""
+
+    wave_id: int
+    plan_version: int
+    midnight: datetime
+    vehicle_courier: dict[str, int | None]
+
+
+def build_problem(session: Session, wave_id: int) -> tuple[Any, ProblemIndex]:
+    """The wave as a ``routing.RoutingProblem`` (plain dataclasses; no ORM objects leak)."""
+    import routing
+
+    wave = session.get(DeliveryWave, wave_id)
+    if wave is None:
+        raise NotFound(f"No wave {wave_id}.")
+    pharmacy = session.get(Pharmacy, wave.pharmacy_id)
+    assert pharmacy is not None
+    tz = _tz(pharmacy)
+    local_start = wave.window_start.astimezone(tz)
+    midnight = datetime.combine(local_start.date(), time(), tzinfo=tz)
+    window = routing.TimeWindow(_seconds(wave.window_start, midnight),
+                                _seconds(wave.window_end, midnight))
+    depot = routing.Depot(id=f"depot-{pharmacy.id}",
+                          location=routing.Location(pharmacy.latitude, pharmacy.longitude))
+    vehicles, couriers = [], {}
+    rows = session.execute(
+        select(Courier, Vehicle).join(User, User.id == Courier.user_id)
+        .join(Vehicle, Vehicle.id == Courier.default_vehicle_id)
+        .where(Courier.pharmacy_id == pharmacy.id, User.is_active.is_(True),
+               Vehicle.is_active.is_(True)).order_by(Vehicle.id)).all()
+    for courier, van in rows:
+        shift = routing.TimeWindow(
+            _seconds(datetime.combine(local_start.date(), courier.shift_start, tzinfo=tz),
+                     midnight),
+            _seconds(datetime.combine(local_start.date(), courier.shift_end, tzinfo=tz),
+                     midnight))
+        if shift.start_s > window.start_s or shift.end_s < window.end_s:
+            continue  # not on shift for this window
+        vehicles.append(routing.Vehicle(
+            id=str(van.id), depot_id=depot.id, shift=shift, capacity_parcels=van.capacity_parcels,
+            fridge=van.has_fridge, cost_per_km=max(1, van.cost_per_km_minor),
+            cost_per_hour=van.cost_per_hour_minor))
+        couriers[str(van.id)] = courier.id
+    if not vehicles:
+        raise Conflict("No courier with a van is on shift for this window.")
+    stops = []
+    for stop in session.scalars(select(DeliveryStop).where(
+            DeliveryStop.wave_id == wave.id,
+            DeliveryStop.status.in_([StopStatus.PENDING, StopStatus.UNSERVED]))
+            .order_by(DeliveryStop.id)):
+        order = session.get(Order, stop.order_id)
+        assert order is not None
+        address = session.get(Address, order.address_id) if order.address_id else None
+        if not address or address.latitude is None or address.longitude is None:
+            continue
+        controlled = any(line.medicine.cd_schedule in (2, 3) for line in order.lines)
+        stops.append(routing.Stop(
+            id=str(stop.id), location=routing.Location(address.latitude, address.longitude),
+            windows=(window,), service_s=SERVICE_S, parcels=max(1, order.parcel_count),
+            needs_fridge=order.needs_fridge, controlled_drug=controlled,
+            drop_penalty=None))  # mandatory: the planner says why if one cannot be served
+    problem = routing.RoutingProblem(depots=(depot,), vehicles=tuple(vehicles),
+                                     stops=tuple(stops), name=f"wave-{wave.id}")
+    return problem, ProblemIndex(wave.id, wave.plan_version, midnight, couriers)
+
+
+def store_plan(session: Session, index: ProblemIndex, plan: Any) -> bool:
+    """Write the plan, unless the wave moved on meanwhile (then nothing is written).
+
+    Returns:
+        True when this plan was stored; False for a stale or duplicate run.
+    """
+    wave = session.scalar(select(DeliveryWave).where(DeliveryWave.id == index.wave_id)
+                          .with_for_update())
+    if (wave is None or wave.status is not WaveStatus.PLANNING
+            or wave.plan_version != index.plan_version):
+        return False
+    # Stops that cannot be served are reported (and offered another slot); any other
+    # violation (capacity, windows, shifts) means the plan must not be driven.
+    unserved_ids = set(plan.unserved_ids())
+    broken = [v for v in plan.violations
+              if not any(f"stop {sid} not served" in v for sid in unserved_ids)]
+    if broken:
+        raise Conflict(f"The planner returned an infeasible plan: {broken[:3]}")
+    session.execute(DeliveryStop.__table__.update().where(
+        DeliveryStop.wave_id == wave.id, DeliveryStop.status.in_(
+            [StopStatus.PENDING, StopStatus.UNSERVED])).values(route_id=None, sequence=None))
+    old_routes = session.scalars(select(DeliveryRoute).where(
+        DeliveryRoute.wave_id == wave.id, DeliveryRoute.started_at.is_(None))).all()
+    for route in old_routes:
+        if not session.scalar(select(DeliveryStop.id).where(DeliveryStop.route_id == route.id)):
+            session.delete(route)
+    session.flush()
+    for planned in plan.routes:
+        if not planned.visits:
+            continue
+        route = DeliveryRoute(wave_id=wave.id, vehicle_id=int(planned.vehicle_id),
+                              courier_id=index.vehicle_courier.get(planned.vehicle_id),
+                              planned_distance_m=planned.distance_m,
+                              planned_duration_s=planned.duration_s)
+        session.add(route)
+        session.flush()
+        for sequence, visit in enumerate(planned.visits, start=1):
+            stop = session.get(DeliveryStop, int(visit.stop_id))
+            assert stop is not None
+            # Service start: a van that arrives early waits for the window to open.
+            arrival = index.midnight + timedelta(seconds=visit.start_s)
+            stop.route_id, stop.sequence = route.id, sequence
+            stop.planned_arrival = stop.eta = arrival.astimezone(ZoneInfo("UTC"))
+            stop.status, stop.unserved_reason = StopStatus.PENDING, None
+    for unserved in plan.unserved:
+        stop = session.get(DeliveryStop, int(unserved.stop_id))
+        if stop is not None:
+            stop.status, stop.unserved_reason = StopStatus.UNSERVED, unserved.reason
+            _offer_new_slot(session, stop)
+    wave.status = WaveStatus.PLANNED
+    wave.planned_at = utcnow()
+    wave.plan_version += 1
+    wave.planned_distance_m = plan.distance_m
+    wave.planning_engine = (plan.engine or "")[:40]
+    audit.record(session, action="delivery.wave_planned", entity_type="delivery_wave",
+                 entity_id=wave.id, after={"routes": len(plan.routes),
+                                           "unserved": len(plan.unserved),
+                                           "distance_m": plan.distance_m,
+                                           "plan_version": wave.plan_version})
+    session.flush()
+    return True
+
+
+def _offer_new_slot(session: Session, stop: DeliveryStop) -> None:
+    from . import notify
+
+    order = session.get(Order, stop.order_id)
+    if order is None:
+        return
+    patient = session.get(PatientProfile, order.patient_id)
+    if patient is None:
+        return
+    notify_kind = "delivery.rebook"
+    try:
+        notify.create_notification(session, kind=notify_kind, patient=patient,
+                                   dedupe_key=f"rebook:{stop.id}",
+                                   given_name=patient.given_name, reference=order.reference)
+    except Exception:  # a missing template must not lose the plan
+        logger.exception("could not write the rebooking notice for stop %s", stop.id)
+
+
+# --- the courier's day -------------------------------------------------------------------------
+
+def courier_of(session: Session, user: User) -> Courier:
+    courier = user.courier
+    if courier is None:
+        raise Forbidden("This account is not a courier.")
+    return courier
+
+
+def routes_for(session: Session, courier: Courier, *, day: date) -> list[DeliveryRoute]:
+    start = datetime.combine(day, time(), tzinfo=ZoneInfo("Europe/London"))
+    return list(session.scalars(
+        select(DeliveryRoute).join(DeliveryWave).where(
+            DeliveryRoute.courier_id == courier.id,
+            DeliveryWave.window_start >= start,
+            DeliveryWave.window_start < start + timedelta(days=1))
+        .order_by(DeliveryWave.window_start, DeliveryRoute.id)))
+
+
+def stop_for_courier(session: Session, courier: Courier, stop_id: int, *,
+                     lock: bool = False) -> DeliveryStop:
+    """A stop of one of this courier's routes; any other stop is a 403."""
+    stmt = select(DeliveryStop).where(DeliveryStop.id == stop_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    stop = session.scalar(stmt)
+    if stop is None:
+        raise NotFound(f"No stop {stop_id}.")
+    route = session.get(DeliveryRoute, stop.route_id) if stop.route_id else None
+    if route is None or route.courier_id != courier.id:
+        raise Forbidden("This stop is on another courier's route.")
+    return stop
+
+
+def start_route(session: Session, route: DeliveryRoute, *, actor: User,
+                now: datetime | None = None) -> DeliveryRoute:
+    """Leaving the pharmacy: every order on the route goes out for delivery (card captured)."""
+    from . import checkout
+
+    if route.started_at is not None:
+        return route
+    route.started_at = now or utcnow()
+    route.status = "started"
+    for stop in route.stops:
+        order = session.get(Order, stop.order_id)
+        if order is not None and order.status is OrderStatus.PACKED:
+            checkout.dispatch(session, order, actor=actor)
+    audit.record(session, action="delivery.route_started", entity_type="delivery_route",
+                 entity_id=route.id, actor=actor)
+    session.flush()
+    return route
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    stop: DeliveryStop
+    attempt: DeliveryAttempt | None
+    replayed: bool
+
+
+def _signature(data_url: str | None) -> str | None:
+    if not data_url:
+        return None
+    prefix = "data:image/png;base64,"
+    if not data_url.startswith(prefix) or len(data_url) > MAX_SIGNATURE_BYTES * 4 // 3 + 100:
+        raise InvalidRequest("The signature must be a PNG drawing of reasonable size.")
+    try:
+        raw = base64.b64decode(data_url[len(prefix):], validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("The signature could not be read.") from None
+    if not raw.startswith(b"\x89PNG\r\n\x1a\n") or len(raw) > MAX_SIGNATURE_BYTES:
+        raise InvalidRequest("The signature must be a PNG drawing of reasonable size.")
+    return data_url
+
+
+def record_action(session: Session, user: User, stop_id: int, *, action: str,
+                  client_action_id: str, recipient_name: str | None = None,
+                  signature_png: str | None = None, id_checked: bool = False,
+                  failure_reason: str | None = None, latitude: float | None = None,
+                  longitude: float | None = None, now: datetime | None = None) -> ActionResult:
+    """A courier's action at a stop, idempotent on the phone's ``client_action_id``.
+
+    The same action sent three times (a flaky connection) is recorded once.
+    """
+    now = now or utcnow()
+    courier = courier_of(session, user)
+    if not client_action_id or len(client_action_id) > 64:
+        raise InvalidRequest("Each action needs a client id (at most 64 characters).")
+    stop = stop_for_courier(session, courier, stop_id, lock=True)
+    previous = session.scalar(select(DeliveryAttempt).where(
+        DeliveryAttempt.client_action_id == client_action_id))
+    if previous is not None:
+        if previous.stop_id != stop.id:
+            raise Conflict("That client action id was used for another stop.")
+        return ActionResult(stop, previous, True)
+    if action == "arrived":
+        if stop.arrived_at is None:
+            stop.arrived_at = now
+            stop.status = StopStatus.ARRIVED if stop.status is StopStatus.PENDING else stop.status
+            audit.record(session, action="delivery.arrived", entity_type="delivery_stop",
+                         entity_id=stop.id, actor=user)
+        return ActionResult(stop, None, False)
+    if stop.status in (StopStatus.DELIVERED, StopStatus.FAILED):
+        raise Conflict(f"This stop is already {stop.status.value}.")
+    order = session.get(Order, stop.order_id)
+    assert order is not None
+    if action == "delivered":
+        controlled = any(line.medicine.cd_schedule in (2, 3) for line in order.lines)
+        name = (recipient_name or "").strip()
+        errors = []
+        if not name:
+            errors.append({"field": "recipient_name", "message": "Who received the parcel?"})
+        if controlled and not id_checked:
+            errors.append({"field": "id_checked", "message": "This parcel holds a controlled "
+                           "drug: check the recipient's ID before handing it over."})
+        signature = _signature(signature_png)
+        if signature is None:
+            errors.append({"field": "signature", "message": "Ask the recipient to sign."})
+        if errors:
+            raise InvalidRequest("Proof of delivery is incomplete.", errors=errors)
+        attempt = DeliveryAttempt(stop_id=stop.id, courier_id=courier.id,
+                                  client_action_id=client_action_id,
+                                  outcome=AttemptOutcome.DELIVERED, recipient_name=name[:200],
+                                  id_checked=bool(id_checked), signature_svg=signature,
+                                  latitude=latitude, longitude=longitude, attempted_at=now)
+        stop.status = StopStatus.DELIVERED
+        if order.status is OrderStatus.OUT_FOR_DELIVERY:
+            orders.advance(session, order, OrderStatus.DELIVERED, actor=user)
+    elif action == "failed":
+        if failure_reason not in FAILURE_REASONS:
+            raise InvalidRequest("Choose why the delivery failed.",
+                                 errors=[{"field": "failure_reason",
+                                          "message": ", ".join(FAILURE_REASONS)}])
+        attempt = DeliveryAttempt(stop_id=stop.id, courier_id=courier.id,
+                                  client_action_id=client_action_id,
+                                  outcome=AttemptOutcome.FAILED, failure_reason=failure_reason,
+                                  latitude=latitude, longitude=longitude, attempted_at=now)
+        stop.status = StopStatus.FAILED
+        if order.status is OrderStatus.OUT_FOR_DELIVERY:
+            orders.advance(session, order, OrderStatus.FAILED, actor=user,
+                           reason=FAILURE_REASONS[failure_reason])
+        _offer_new_slot(session, stop)
+    else:
+        raise InvalidRequest("Unknown action: use arrived, delivered or failed.")
+    stop.completed_at = now
+    session.add(attempt)
+    session.flush()
+    audit.record(session, action=f"delivery.{action}", entity_type="delivery_stop",
+                 entity_id=stop.id, actor=user,
+                 after={"attempt": attempt.id, "order": order.id,
+                        "reason": failure_reason, "id_checked": bool(id_checked)})
+    recompute_etas(session, stop, now=now)
+    return ActionResult(stop, attempt, False)
+
+
+def recompute_etas(session: Session, done: DeliveryStop, *, now: datetime) -> None:
+    """Shift the remaining stops of the route by how late (or early) this one finished."""
+    if done.route_id is None or done.planned_arrival is None:
+        return
+    delay = now - (done.planned_arrival + timedelta(seconds=SERVICE_S))
+    remaining = session.scalars(select(DeliveryStop).where(
+        DeliveryStop.route_id == done.route_id, DeliveryStop.sequence > (done.sequence or 0),
+        DeliveryStop.status.in_([StopStatus.PENDING, StopStatus.ARRIVED]))
+        .order_by(DeliveryStop.sequence)).all()
+    for stop in remaining:
+        if stop.planned_arrival is not None:
+            stop.eta = max(stop.planned_arrival + delay, now)
+
+
+@dataclass(frozen=True)
+class Tracking:
+    position: int          # this order's place among the route's remaining stops (1-based)
+    of: int
+    eta_from: datetime
+    eta_to: datetime
+
+
+def tracking_for(session: Session, order: Order) -> Tracking | None:
+    """"You are stop 3 of 5, expected 14:10-14:40", while the parcel is on its way."""
+    stop = session.scalar(select(DeliveryStop).where(DeliveryStop.order_id == order.id)
+                          .order_by(DeliveryStop.id.desc()))
+    if stop is None or stop.route_id is None or stop.eta is None:
+        return None
+    route_stops = session.scalars(select(DeliveryStop).where(
+        DeliveryStop.route_id == stop.route_id).order_by(DeliveryStop.sequence)).all()
+    open_stops = [s for s in route_stops if s.status in (StopStatus.PENDING, StopStatus.ARRIVED)]
+    if stop not in open_stops:
+        return None
+    return Tracking(open_stops.index(stop) + 1, len(open_stops),
+                    stop.eta - timedelta(minutes=10), stop.eta + timedelta(minutes=20))

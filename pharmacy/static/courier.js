@@ -1,0 +1,92 @@
+// Courier actions work offline: each is queued on the phone with its own id and sent when
+// the connection allows. The server records an id once, so resending is always safe.
+(function () {
+  "use strict";
+  const KEY = "dispensary.courier.queue";
+  const statusBox = document.getElementById("queue-status");
+
+  function load() {
+    try { return JSON.parse(localStorage.getItem(KEY) || "[]"); } catch (e) { return []; }
+  }
+  function save(queue) { localStorage.setItem(KEY, JSON.stringify(queue)); }
+  function say(text) {
+    if (!statusBox) { return; }
+    statusBox.hidden = !text;
+    statusBox.textContent = text || "";
+  }
+  function newId() {
+    if (window.crypto && crypto.randomUUID) { return crypto.randomUUID(); }
+    return Date.now().toString(36) + Math.random().toString(36).slice(2);
+  }
+
+  let flushing = false;
+  async function flush() {
+    if (flushing) { return; }
+    flushing = true;
+    let queue = load();
+    try {
+      while (queue.length) {
+        const item = queue[0];
+        let response;
+        try {
+          response = await fetch(item.url, { method: "POST", body: new URLSearchParams(item.fields),
+                                             credentials: "same-origin" });
+        } catch (e) {
+          say("No connection: " + queue.length + " action(s) will be sent when it returns.");
+          return;
+        }
+        const body = await response.json().catch(() => ({}));
+        queue.shift();
+        save(queue);
+        if (!response.ok) {
+          const details = (body.errors || []).map((e) => e.message).join(" ");
+          say((body.error || "The action was refused.") + " " + details);
+          return;
+        }
+        if (!queue.length && body.next) { window.location.assign(body.next); return; }
+      }
+      say("");
+    } finally {
+      flushing = false;
+    }
+  }
+
+  // Signature pad: draw with a finger or mouse; sent as a PNG data URL.
+  const canvas = document.getElementById("signature-pad");
+  let signed = false;
+  if (canvas) {
+    const ctx = canvas.getContext("2d");
+    ctx.lineWidth = 2.5; ctx.lineCap = "round"; ctx.strokeStyle = "#111";
+    let drawing = false;
+    const at = (e) => { const r = canvas.getBoundingClientRect();
+      return [(e.clientX - r.left) * canvas.width / r.width,
+              (e.clientY - r.top) * canvas.height / r.height]; };
+    canvas.addEventListener("pointerdown", (e) => { drawing = true; const [x, y] = at(e);
+      ctx.beginPath(); ctx.moveTo(x, y); canvas.setPointerCapture(e.pointerId); });
+    canvas.addEventListener("pointermove", (e) => { if (!drawing) { return; }
+      const [x, y] = at(e); ctx.lineTo(x, y); ctx.stroke(); signed = true; });
+    canvas.addEventListener("pointerup", () => { drawing = false; });
+    document.getElementById("clear-signature").addEventListener("click", () => {
+      ctx.clearRect(0, 0, canvas.width, canvas.height); signed = false; });
+  }
+
+  document.querySelectorAll("form.courier-action").forEach((form) => {
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const fields = Object.fromEntries(new FormData(form).entries());
+      fields.action = form.dataset.action;
+      fields.client_action_id = newId();
+      if (form.dataset.action === "delivered" && canvas && signed) {
+        fields.signature = canvas.toDataURL("image/png");
+      }
+      const queue = load();
+      queue.push({ url: form.action, fields: fields });
+      save(queue);
+      if (form.dataset.action === "arrived") { say("Arrival recorded."); }
+      flush();
+    });
+  });
+  window.addEventListener("online", flush);
+  setInterval(flush, 10000);
+  flush();
+}());
