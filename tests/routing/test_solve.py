@@ -259,3 +259,16 @@ def test_or_tools_routes_pass_the_independent_checker(seed: int) -> None:
     plan = solve(problem, time_limit=0.4, provider=NINT, engines=("ortools",), workers=1)
     route_violations = [v for v in plan.violations if not v.startswith("mandatory stop")]
     assert route_violations == []
+
+
+def test_several_fridge_stops_on_the_pyvrp_path() -> None:
+    stops = (
+        Stop("cold1", Point(10, 0), needs_fridge=True),
+        Stop("cold2", Point(12, 0), needs_fridge=True),
+        Stop("warm", Point(-10, 0)),
+    )
+    problem = line_problem(vehicles=(van("v1"), van("cool", fridge=True)), stops=stops)
+    plan = solve(problem, time_limit=LIMIT, provider=NINT, engines=("pyvrp",), workers=1)
+    assert plan.engine == "pyvrp" and plan.is_feasible(), plan.violations
+    assert set(_route_of(plan, "cool")) >= {"cold1", "cold2"}
+    assert plan.distance_m == 44  # one van: 0 -> 12 -> 10 -> -10 -> 0 (12 + 2 + 20 + 10)
