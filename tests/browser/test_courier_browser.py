@@ -1,0 +1,77 @@
+"""The demo courier, on a phone, delivers one stop with a drawn signature and fails another."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from pharmacy.models import Courier, DeliveryRoute, DeliveryStop, StopStatus, User
+from pharmacy.services import delivery
+from tests.browser.conftest import screenshot_path
+from tests.delivery.conftest import fast_routing, make_wave_orders  # noqa: F401
+
+
+def test_courier_delivers_with_a_signature_and_records_a_failure(  # noqa: F811
+        live_server: str, chromium_browser, db, fast_routing, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.jobs.deliveries import plan_wave
+
+    slot = make_wave_orders(db, 8, fridge_every=0)
+    for user in db.session.scalars(select(User).where(User.email.like("courier_%@example.com")
+                                                     | User.email.like("courier%@example.com"))):
+        if user.email != "courier@example.com":
+            user.is_active = False  # the demo courier is alone on shift today
+    db.session.commit()
+    wave_id = delivery.close_wave(db.session, slot).id
+    db.session.commit()
+    plan_wave(wave_id, 0)
+    demo = db.session.scalar(select(Courier).join(User).where(
+        User.email == "courier@example.com"))
+    route = db.session.scalar(select(DeliveryRoute).where(DeliveryRoute.courier_id == demo.id))
+    assert route is not None and len(route.stops) >= 2, "the demo courier needs two stops"
+    route_id = route.id
+    first, second = route.stops[0].id, route.stops[1].id
+
+    page = chromium_browser.new_page(viewport={"width": 390, "height": 844})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(f"{live_server}/login")
+    page.get_by_label("E-mail").fill("courier@example.com")
+    page.get_by_label("Password").fill("demo-courier-1")
+    page.get_by_role("button", name="Sign in").click()
+    page.goto(f"{live_server}/courier/routes/{route_id}")
+    page.get_by_role("button", name="Start route").click()
+    page.screenshot(path=str(screenshot_path(tmp_path, "courier-route.png")), full_page=True)
+
+    page.goto(f"{live_server}/courier/stops/{first}")
+    page.get_by_label("Recipient's name").fill("Alex Recipient")
+    pad = page.locator("#signature-pad")
+    pad.scroll_into_view_if_needed()
+    box = pad.bounding_box()
+    page.mouse.move(box["x"] + 20, box["y"] + 80)
+    page.mouse.down()
+    for step in range(1, 12):
+        page.mouse.move(box["x"] + 20 + step * 25, box["y"] + 80 + (-1) ** step * 30)
+    page.mouse.up()
+    page.screenshot(path=str(screenshot_path(tmp_path, "courier-signature.png")), full_page=True)
+    with page.expect_response(lambda r: "/actions" in r.url) as response_info:
+        page.get_by_role("button", name="Confirm delivery").click()
+    answer = response_info.value
+    assert answer.status == 200, answer.text()
+    try:
+        page.wait_for_url(f"**/courier/routes/{route_id}", timeout=15_000)
+    except Exception:
+        raise AssertionError([page.url, page.content()[:300], errors]) from None
+
+    page.goto(f"{live_server}/courier/stops/{second}")
+    page.get_by_label("Reason").select_option("not_home")
+    page.get_by_role("button", name="Record failed delivery").click()
+    page.wait_for_url(f"**/courier/routes/{route_id}")
+    page.close()
+
+    db.session.expire_all()
+    delivered = db.session.get(DeliveryStop, first)
+    assert delivered.status is StopStatus.DELIVERED
+    assert delivered.attempts[0].signature_svg.startswith("data:image/png;base64,")
+    assert db.session.get(DeliveryStop, second).status is StopStatus.FAILED
