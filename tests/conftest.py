@@ -131,3 +131,9 @@ def client(app: Flask, db: object) -> FlaskClient:
 @pytest.fixture()
 def runner(app: Flask, db: object):  # type: ignore[no-untyped-def]
     return app.test_cli_runner()
+
+
+@pytest.fixture()
+def fast_routing(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plan delivery waves with a short solver budget (tests check feasibility, not quality)."""
+    monkeypatch.setitem(app.config, "ROUTING_TIME_LIMIT_S", 3)

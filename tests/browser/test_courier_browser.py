@@ -9,10 +9,10 @@ from sqlalchemy import select
 from pharmacy.models import Courier, DeliveryRoute, DeliveryStop, StopStatus, User
 from pharmacy.services import delivery
 from tests.browser.conftest import screenshot_path
-from tests.delivery.conftest import fast_routing, make_wave_orders  # noqa: F401
+from tests.delivery.conftest import make_wave_orders
 
 
-def test_courier_delivers_with_a_signature_and_records_a_failure(  # noqa: F811
+def test_courier_delivers_with_a_signature_and_records_a_failure(
         live_server: str, chromium_browser, db, fast_routing, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from pharmacy.jobs.deliveries import plan_wave
 

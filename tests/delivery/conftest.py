@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
 from sqlalchemy import select
 
 from pharmacy.models import (
@@ -54,8 +53,3 @@ def make_wave_orders(db, count: int, *, fridge_every: int = 7, cd_every: int = 0
         db.session.add(order)
     db.session.commit()
     return slot
-
-
-@pytest.fixture()
-def fast_routing(app, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setitem(app.config, "ROUTING_TIME_LIMIT_S", 3)
