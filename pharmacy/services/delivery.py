@@ -442,3 +442,71 @@ def tracking_for(session: Session, order: Order) -> Tracking | None:
         return None
     return Tracking(open_stops.index(stop) + 1, len(open_stops),
                     stop.eta - timedelta(minutes=10), stop.eta + timedelta(minutes=20))
+
+
+# --- the planner ---------------------------------------------------------------------------------
+
+def waves_on(session: Session, pharmacy: Pharmacy, day: date) -> list[tuple[DeliverySlot,
+                                                                         DeliveryWave | None]]:
+    """The day's slots, each with its wave once it has one."""
+    from . import slots as slot_service
+
+    out = []
+    for slot in slot_service.ensure_slots(session, pharmacy, day):
+        wave = session.scalar(select(DeliveryWave).where(
+            DeliveryWave.pharmacy_id == pharmacy.id, DeliveryWave.window_start == slot.starts_at))
+        out.append((slot, wave))
+    return out
+
+
+def replan(session: Session, wave: DeliveryWave, *, actor: User) -> DeliveryWave:
+    """Plan a planned wave again (new orders, a van off sick), before any route has left."""
+    if wave.status is not WaveStatus.PLANNED:
+        raise Conflict(f"A wave that is {wave.status.value} cannot be re-planned now.")
+    if any(route.started_at is not None for route in wave.routes):
+        raise Conflict("A route has already left; re-plan the rest from the courier's "
+                       "position instead.")
+    return request_planning(session, wave, actor=actor)
+
+
+def move_stop(session: Session, stop_id: int, route_id: int, *, actor: User) -> DeliveryStop:
+    """Move a stop to the end of another route of the same wave (planner's override)."""
+    stop = session.scalar(select(DeliveryStop).where(DeliveryStop.id == stop_id)
+                          .with_for_update())
+    target = session.get(DeliveryRoute, route_id)
+    if stop is None or target is None:
+        raise NotFound("No such stop or route.")
+    if target.wave_id != stop.wave_id:
+        raise InvalidRequest("Move stops only between routes of the same wave.")
+    if target.started_at is not None or (
+            stop.route_id is not None and session.get(DeliveryRoute, stop.route_id)
+            .started_at is not None):  # type: ignore[union-attr]
+        raise Conflict("That route has already left the pharmacy.")
+    if stop.status not in (StopStatus.PENDING, StopStatus.UNSERVED):
+        raise Conflict("Only stops not yet attempted can be moved.")
+    order = session.get(Order, stop.order_id)
+    van = session.get(Vehicle, target.vehicle_id)
+    assert order is not None and van is not None
+    if order.needs_fridge and not van.has_fridge:
+        raise InvalidRequest("This parcel needs a fridge van.")
+    on_target = session.scalars(select(DeliveryStop).where(
+        DeliveryStop.route_id == target.id).order_by(DeliveryStop.sequence)).all()
+    if sum(session.get(Order, s.order_id).parcel_count for s in on_target  # type: ignore[union-attr]
+           ) + order.parcel_count > van.capacity_parcels:
+        raise InvalidRequest("That van is full.")
+    source_id = stop.route_id
+    stop.route_id = target.id
+    stop.sequence = len(on_target) + 1
+    stop.status, stop.unserved_reason = StopStatus.PENDING, None
+    stop.eta = None  # unknown until the route is timed again
+    if source_id is not None:
+        rest = session.scalars(select(DeliveryStop).where(
+            DeliveryStop.route_id == source_id, DeliveryStop.id != stop.id)
+            .order_by(DeliveryStop.sequence)).all()
+        for n, other in enumerate(rest, start=1):
+            other.sequence = n
+    audit.record(session, action="delivery.stop_moved", entity_type="delivery_stop",
+                 entity_id=stop.id, actor=actor, before={"route": source_id},
+                 after={"route": target.id})
+    session.flush()
+    return stop

@@ -7,21 +7,16 @@ from typing import Any
 from flask import (
     Blueprint,
     current_app,
-    flash,
     g,
-    jsonify,
-    redirect,
     render_template,
-    request,
-    url_for,
 )
 from flask_wtf import FlaskForm
 
-from ..errors import DomainError
 from ..extensions import db
 from ..models import DeliveryRoute, Order, Pharmacy, Role
 from ..models.base import utcnow
 from ..services import dashboards, delivery, prescriptions
+from . import maps
 from .session import require_role
 
 bp = Blueprint("courier", __name__, url_prefix="/courier")
@@ -68,107 +63,7 @@ def route(route_id: int) -> Any:
     depot = (pharmacy.latitude, pharmacy.longitude) if pharmacy else None
     # Drawn from coordinates only (no user text), so the SVG is safe markup; it needs no
     # map tiles, so it works with no network.
-    route_map = Markup(route_svg(depot, points)) if depot else None
+    route_map = Markup(maps.routes_svg(depot, [points])) if depot else None
     return render_template("courier/route.html", route=found, stops=stops, pharmacy=pharmacy,
                            form=ActionForm(), tz=prescriptions.LONDON, route_map=route_map,
                            tile_url=current_app.config.get("MAP_TILE_URL", ""))
-
-
-def route_svg(depot: tuple[float, float], points: list[tuple[float, float]], *,
-              width: int = 360, height: int = 260) -> str:
-    """The route on a plain background: depot square, numbered stops, the path between."""
-    import math
-
-    everything = [depot, *points]
-    lats = [p[0] for p in everything]
-    lons = [p[1] for p in everything]
-    scale_lon = math.cos(math.radians(sum(lats) / len(lats)))
-    span = max(max(lats) - min(lats), (max(lons) - min(lons)) * scale_lon, 1e-4)
-    pad = 18
-
-    def xy(p: tuple[float, float]) -> tuple[float, float]:
-        x = pad + (p[1] - min(lons)) * scale_lon / span * (width - 2 * pad)
-        y = height - pad - (p[0] - min(lats)) / span * (height - 2 * pad)
-        return x, y
-
-    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in map(xy, [depot, *points, depot]))
-    dx, dy = xy(depot)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-             f'role="img" aria-label="Map of the route with {len(points)} stops">',
-             f'<polyline points="{path}" fill="none" stroke="#005eb8" stroke-width="2"/>',
-             f'<rect x="{dx - 6:.1f}" y="{dy - 6:.1f}" width="12" height="12" fill="#333"/>']
-    for n, point in enumerate(points, start=1):
-        x, y = xy(point)
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="8" fill="#fff" stroke="#005eb8"/>'
-                     f'<text x="{x:.1f}" y="{y + 3.5:.1f}" font-size="9" text-anchor="middle">'
-                     f'{n}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-@bp.post("/routes/<int(max=2147483647):route_id>/start")
-def start(route_id: int) -> Any:
-    courier = _courier()
-    found = db.session.get(DeliveryRoute, route_id)
-    if found is None or found.courier_id != courier.id:
-        return render_template("error.html", status=403, title="Forbidden",
-                               detail="This route belongs to another courier."), 403
-    if not ActionForm().validate_on_submit():
-        flash("The page expired; try again.", "error")
-        return redirect(url_for(".route", route_id=route_id))
-    try:
-        delivery.start_route(db.session, found, actor=g.user)
-    except DomainError as err:
-        db.session.rollback()
-        flash(err.detail, "error")
-        return redirect(url_for(".route", route_id=route_id))
-    db.session.commit()
-    flash("Route started. Drive safely.", "info")
-    return redirect(url_for(".route", route_id=route_id))
-
-
-@bp.get(f"/stops/{_ID}")
-def stop(stop_id: int) -> Any:
-    courier = _courier()
-    found = delivery.stop_for_courier(db.session, courier, stop_id)
-    order = db.session.get(Order, found.order_id)
-    assert order is not None
-    controlled = any(line.medicine.cd_schedule in (2, 3) for line in order.lines)
-    from ..models import Address
-
-    address = db.session.get(Address, order.address_id) if order.address_id else None
-    return render_template("courier/stop.html", stop=found, order=order, address=address,
-                           controlled=controlled, reasons=delivery.FAILURE_REASONS,
-                           form=ActionForm(), tz=prescriptions.LONDON)
-
-
-@bp.post(f"/stops/{_ID}/actions")
-def action(stop_id: int) -> Any:
-    """JSON from courier.js (queued on the phone while offline; idempotent on its id)."""
-    if not ActionForm().validate_on_submit():
-        return jsonify(error="The page expired; reload it."), 400
-    form = request.form
-    lat, lon = form.get("latitude", ""), form.get("longitude", "")
-    try:
-        result = delivery.record_action(
-            db.session, g.user, stop_id, action=form.get("action", ""),
-            client_action_id=form.get("client_action_id", ""),
-            recipient_name=form.get("recipient_name"), signature_png=form.get("signature"),
-            id_checked=form.get("id_checked") == "yes",
-            failure_reason=form.get("failure_reason") or None,
-            latitude=float(lat) if _is_number(lat) else None,
-            longitude=float(lon) if _is_number(lon) else None)
-    except DomainError as err:
-        db.session.rollback()
-        return jsonify(error=err.detail, errors=err.errors, code=err.code), err.status
-    db.session.commit()
-    return jsonify(status=result.stop.status.value, replayed=result.replayed,
-                   next=url_for(".route", route_id=result.stop.route_id))
-
-
-def _is_number(raw: str) -> bool:
-    try:
-        float(raw)
-    except ValueError:
-        return False
-    return True
