@@ -213,9 +213,13 @@ def simulate_policies(data: Dataset, n_jobs: int | None) -> dict[str, float]:
     95%:
 
     - moving-average rule: S = k x (mean demand of the last `ma_window` periods) x (L + R);
-    - forecast policy: S = forecast demand over L + R + z x sigma (sigma from the 80%
-      interval, periods summed as independent), forecasts re-made every `refit_every`
-      periods from the history up to that day (held-out actuals never seen).
+    - global-z forecast policy: S = forecast demand over L + R + z x sigma (sigma from the
+      80% interval, periods summed as independent);
+    - fill-rate forecast policy: S = forecast + z_i x c x sigma with z_i per series and
+      review from the normal loss function for a 95% fill rate; the knob is c.
+
+    Forecasts are re-made every `refit_every` periods from the history up to that day
+    (held-out actuals never seen).
 
     Stock is the average on hand at period ends, expressed per series in periods of its
     mean held-out demand and averaged over series (so no product's unit dominates); the
