@@ -13,6 +13,14 @@ from inventory.history import (
     prepare_history,
     validate_history,
 )
+from inventory.policy import (
+    order_quantity,
+    order_up_to_level,
+    protection_demand,
+    safety_factor_for_fill_rate,
+    safety_stock,
+    simulate_periodic_review,
+)
 
 __all__ = [
     "FORECAST_COLUMNS",
@@ -22,6 +30,12 @@ __all__ = [
     "fill_gaps",
     "forecast_demand",
     "infer_freq",
+    "order_quantity",
+    "order_up_to_level",
+    "protection_demand",
+    "safety_factor_for_fill_rate",
+    "safety_stock",
+    "simulate_periodic_review",
     "prepare_history",
     "validate_history",
 ]

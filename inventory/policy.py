@@ -100,14 +100,6 @@ def safety_stock(sigma_protection: float, service_level: float) -> float:
     return max(0.0, safety_factor(service_level) * max(0.0, sigma_protection))
 
 
-@dataclass(frozen=True)
-class ProtectionDemand:
-    """Demand over the protection period (lead time + review period) of one series."""
-
-    mean: float
-    sigma: float
-
-
 def protection_demand(
     forecast: pd.DataFrame, *, lead_time: int, review_period: int
 ) -> pd.DataFrame:
