@@ -153,7 +153,8 @@ def build_problem(session: Session, wave_id: int) -> tuple[Any, ProblemIndex]:
     stops = []
     for stop in session.scalars(select(DeliveryStop).where(
             DeliveryStop.wave_id == wave.id,
-            DeliveryStop.status.in_([StopStatus.PENDING, StopStatus.UNSERVED]))
+            DeliveryStop.status.in_([StopStatus.PENDING, StopStatus.ARRIVED,
+                                     StopStatus.UNSERVED]))
             .order_by(DeliveryStop.id)):
         order = session.get(Order, stop.order_id)
         assert order is not None
@@ -166,8 +167,30 @@ def build_problem(session: Session, wave_id: int) -> tuple[Any, ProblemIndex]:
             windows=(window,), service_s=SERVICE_S, parcels=max(1, order.parcel_count),
             needs_fridge=order.needs_fridge, controlled_drug=controlled,
             drop_penalty=None))  # mandatory: the planner says why if one cannot be served
+    started = []
+    now_s = _seconds(utcnow(), midnight)
+    for route in session.scalars(select(DeliveryRoute).where(
+            DeliveryRoute.wave_id == wave.id, DeliveryRoute.started_at.is_not(None))):
+        if str(route.vehicle_id) not in couriers:
+            continue
+        done = [s for s in route.stops if s.status in (StopStatus.DELIVERED, StopStatus.FAILED)]
+        position: Any = depot.location
+        if done:
+            last = max(done, key=lambda s: s.completed_at or wave.window_start)
+            order = session.get(Order, last.order_id)
+            address = session.get(Address, order.address_id) if order and order.address_id \
+                else None
+            if address is not None and address.latitude is not None:
+                position = routing.Location(address.latitude, address.longitude)
+        loaded = {str(s.id) for s in route.stops
+                  if s.status in (StopStatus.PENDING, StopStatus.ARRIVED)}
+        on_board = tuple(s.id for s in stops if s.id in loaded)
+        started.append(routing.StartedRoute(vehicle_id=str(route.vehicle_id), position=position,
+                                            time_s=max(now_s, window.start_s), done=(),
+                                            on_board=on_board))
     problem = routing.RoutingProblem(depots=(depot,), vehicles=tuple(vehicles),
-                                     stops=tuple(stops), name=f"wave-{wave.id}")
+                                     stops=tuple(stops), started=tuple(started),
+                                     name=f"wave-{wave.id}")
     return problem, ProblemIndex(wave.id, wave.plan_version, midnight, couriers)
 
 
@@ -191,7 +214,8 @@ def store_plan(session: Session, index: ProblemIndex, plan: Any) -> bool:
         raise Conflict(f"The planner returned an infeasible plan: {broken[:3]}")
     session.execute(DeliveryStop.__table__.update().where(
         DeliveryStop.wave_id == wave.id, DeliveryStop.status.in_(
-            [StopStatus.PENDING, StopStatus.UNSERVED])).values(route_id=None, sequence=None))
+            [StopStatus.PENDING, StopStatus.ARRIVED, StopStatus.UNSERVED]))
+        .values(route_id=None, sequence=None))
     old_routes = session.scalars(select(DeliveryRoute).where(
         DeliveryRoute.wave_id == wave.id, DeliveryRoute.started_at.is_(None))).all()
     for route in old_routes:
@@ -201,26 +225,37 @@ def store_plan(session: Session, index: ProblemIndex, plan: Any) -> bool:
     for planned in plan.routes:
         if not planned.visits:
             continue
-        route = DeliveryRoute(wave_id=wave.id, vehicle_id=int(planned.vehicle_id),
-                              courier_id=index.vehicle_courier.get(planned.vehicle_id),
-                              planned_distance_m=planned.distance_m,
-                              planned_duration_s=planned.duration_s)
-        session.add(route)
+        # A van already on the road keeps its route (and the stops it has done).
+        route = session.scalar(select(DeliveryRoute).where(
+            DeliveryRoute.wave_id == wave.id,
+            DeliveryRoute.vehicle_id == int(planned.vehicle_id)))
+        if route is None:
+            route = DeliveryRoute(wave_id=wave.id, vehicle_id=int(planned.vehicle_id),
+                                  courier_id=index.vehicle_courier.get(planned.vehicle_id))
+            session.add(route)
+        route.planned_distance_m = planned.distance_m
+        route.planned_duration_s = planned.duration_s
         session.flush()
-        for sequence, visit in enumerate(planned.visits, start=1):
+        first = 1 + max((s.sequence or 0 for s in route.stops if s.status in (
+            StopStatus.DELIVERED, StopStatus.FAILED)), default=0)
+        for sequence, visit in enumerate(planned.visits, start=first):
             stop = session.get(DeliveryStop, int(visit.stop_id))
             assert stop is not None
             # Service start: a van that arrives early waits for the window to open.
             arrival = index.midnight + timedelta(seconds=visit.start_s)
             stop.route_id, stop.sequence = route.id, sequence
             stop.planned_arrival = stop.eta = arrival.astimezone(ZoneInfo("UTC"))
-            stop.status, stop.unserved_reason = StopStatus.PENDING, None
+            if stop.status is StopStatus.UNSERVED:
+                stop.status = StopStatus.PENDING
+            stop.unserved_reason = None
     for unserved in plan.unserved:
         stop = session.get(DeliveryStop, int(unserved.stop_id))
         if stop is not None:
             stop.status, stop.unserved_reason = StopStatus.UNSERVED, unserved.reason
             _offer_new_slot(session, stop)
-    wave.status = WaveStatus.PLANNED
+    dispatched = session.scalar(select(DeliveryRoute.id).where(
+        DeliveryRoute.wave_id == wave.id, DeliveryRoute.started_at.is_not(None)).limit(1))
+    wave.status = WaveStatus.DISPATCHED if dispatched else WaveStatus.PLANNED
     wave.planned_at = utcnow()
     wave.plan_version += 1
     wave.planned_distance_m = plan.distance_m
@@ -295,6 +330,8 @@ def start_route(session: Session, route: DeliveryRoute, *, actor: User,
         return route
     route.started_at = now or utcnow()
     route.status = "started"
+    if route.wave.status is WaveStatus.PLANNED:
+        route.wave.status = WaveStatus.DISPATCHED
     for stop in route.stops:
         order = session.get(Order, stop.order_id)
         if order is not None and order.status is OrderStatus.PACKED:
@@ -461,11 +498,13 @@ def waves_on(session: Session, pharmacy: Pharmacy, day: date) -> list[tuple[Deli
 
 def replan(session: Session, wave: DeliveryWave, *, actor: User) -> DeliveryWave:
     """Plan a planned wave again (new orders, a van off sick), before any route has left."""
-    if wave.status is not WaveStatus.PLANNED:
+    """Plan a wave again: new orders, a van off sick, a courier running late.
+
+    Vans already on the road re-plan from where they are, keeping the parcels on board;
+    the others' stops may move freely.
+    """
+    if wave.status not in (WaveStatus.PLANNED, WaveStatus.DISPATCHED):
         raise Conflict(f"A wave that is {wave.status.value} cannot be re-planned now.")
-    if any(route.started_at is not None for route in wave.routes):
-        raise Conflict("A route has already left; re-plan the rest from the courier's "
-                       "position instead.")
     return request_planning(session, wave, actor=actor)
 
 

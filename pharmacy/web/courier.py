@@ -7,11 +7,17 @@ from typing import Any
 from flask import (
     Blueprint,
     current_app,
+    flash,
     g,
+    jsonify,
+    redirect,
     render_template,
+    request,
+    url_for,
 )
 from flask_wtf import FlaskForm
 
+from ..errors import DomainError
 from ..extensions import db
 from ..models import DeliveryRoute, Order, Pharmacy, Role
 from ..models.base import utcnow
@@ -67,3 +73,71 @@ def route(route_id: int) -> Any:
     return render_template("courier/route.html", route=found, stops=stops, pharmacy=pharmacy,
                            form=ActionForm(), tz=prescriptions.LONDON, route_map=route_map,
                            tile_url=current_app.config.get("MAP_TILE_URL", ""))
+
+
+@bp.post("/routes/<int(max=2147483647):route_id>/start")
+def start(route_id: int) -> Any:
+    courier = _courier()
+    found = db.session.get(DeliveryRoute, route_id)
+    if found is None or found.courier_id != courier.id:
+        return render_template("error.html", status=403, title="Forbidden",
+                               detail="This route belongs to another courier."), 403
+    if not ActionForm().validate_on_submit():
+        flash("The page expired; try again.", "error")
+        return redirect(url_for(".route", route_id=route_id))
+    try:
+        delivery.start_route(db.session, found, actor=g.user)
+    except DomainError as err:
+        db.session.rollback()
+        flash(err.detail, "error")
+        return redirect(url_for(".route", route_id=route_id))
+    db.session.commit()
+    flash("Route started. Drive safely.", "info")
+    return redirect(url_for(".route", route_id=route_id))
+
+
+@bp.get(f"/stops/{_ID}")
+def stop(stop_id: int) -> Any:
+    courier = _courier()
+    found = delivery.stop_for_courier(db.session, courier, stop_id)
+    order = db.session.get(Order, found.order_id)
+    assert order is not None
+    controlled = any(line.medicine.cd_schedule in (2, 3) for line in order.lines)
+    from ..models import Address
+
+    address = db.session.get(Address, order.address_id) if order.address_id else None
+    return render_template("courier/stop.html", stop=found, order=order, address=address,
+                           controlled=controlled, reasons=delivery.FAILURE_REASONS,
+                           form=ActionForm(), tz=prescriptions.LONDON)
+
+
+@bp.post(f"/stops/{_ID}/actions")
+def action(stop_id: int) -> Any:
+    """JSON from courier.js (queued on the phone while offline; idempotent on its id)."""
+    if not ActionForm().validate_on_submit():
+        return jsonify(error="The page expired; reload it."), 400
+    form = request.form
+    lat, lon = form.get("latitude", ""), form.get("longitude", "")
+    try:
+        result = delivery.record_action(
+            db.session, g.user, stop_id, action=form.get("action", ""),
+            client_action_id=form.get("client_action_id", ""),
+            recipient_name=form.get("recipient_name"), signature_png=form.get("signature"),
+            id_checked=form.get("id_checked") == "yes",
+            failure_reason=form.get("failure_reason") or None,
+            latitude=float(lat) if _is_number(lat) else None,
+            longitude=float(lon) if _is_number(lon) else None)
+    except DomainError as err:
+        db.session.rollback()
+        return jsonify(error=err.detail, errors=err.errors, code=err.code), err.status
+    db.session.commit()
+    return jsonify(status=result.stop.status.value, replayed=result.replayed,
+                   next=url_for(".route", route_id=result.stop.route_id))
+
+
+def _is_number(raw: str) -> bool:
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return True

@@ -142,3 +142,35 @@ def test_patient_tracking_shows_the_stop_position_and_window(client, db, planned
     tracking = delivery.tracking_for(db.session, order)
     assert tracking is not None and tracking.position == tracking.of == len(route.stops)
     assert tracking.eta_from < tracking.eta_to
+
+
+def test_replanning_a_dispatched_wave_keeps_started_routes_with_their_vans(
+        client, db, planned) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.jobs.deliveries import plan_wave
+    from pharmacy.models import DeliveryWave, WaveStatus
+
+    route = planned[0]
+    route_id, wave_id = route.id, route.wave_id
+    _login_courier(client, db, route)
+    token = csrf_token(client, f"/courier/routes/{route_id}")
+    client.post(f"/courier/routes/{route_id}/start", data={"csrf_token": token})
+    first = route.stops[0].id
+    _act(client, first, token, action="delivered", client_action_id="r-1",
+         recipient_name="Pat", signature=png_data_url(), id_checked="yes")
+    db.session.expire_all()
+    on_board = {s.id for s in db.session.get(DeliveryRoute, route_id).stops
+                if s.status is StopStatus.PENDING}
+    wave = db.session.get(DeliveryWave, wave_id)
+    assert wave.status is WaveStatus.DISPATCHED
+    admin = __import__("tests.factories", fromlist=["UserFactory"]).UserFactory(
+        role=__import__("pharmacy.models", fromlist=["Role"]).Role.ADMIN)
+    delivery.replan(db.session, wave, actor=admin)
+    db.session.commit()
+    assert plan_wave(wave_id, 1) == wave_id
+    db.session.expire_all()
+    after = db.session.get(DeliveryRoute, route_id)
+    assert {s.id for s in after.stops if s.status is StopStatus.PENDING} == on_board
+    assert db.session.get(DeliveryStop, first).route_id == route_id  # history stays
+    assert db.session.get(DeliveryWave, wave_id).status is WaveStatus.DISPATCHED
+    sequences = [s.sequence for s in after.stops]
+    assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
