@@ -417,6 +417,14 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
         stop.status = StopStatus.DELIVERED
         if order.status is OrderStatus.OUT_FOR_DELIVERY:
             orders.advance(session, order, OrderStatus.DELIVERED, actor=user)
+        patient = session.get(PatientProfile, order.patient_id)
+        if patient is not None:
+            from . import notify
+
+            notify.create_notification(session, kind="order.delivered", patient=patient,
+                                       dedupe_key=f"delivered:{order.id}",
+                                       given_name=patient.given_name,
+                                       reference=order.reference)
     elif action == "failed":
         if failure_reason not in FAILURE_REASONS:
             raise InvalidRequest("Choose why the delivery failed.",

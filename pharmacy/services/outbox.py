@@ -16,7 +16,7 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue
+from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -57,7 +57,9 @@ def relay(session: Session, connection: Redis, *, limit: int = 100) -> int:
         try:
             Queue(message.queue, connection=connection).enqueue(
                 RUNNER, message.id, job_id=job_id(message), job_timeout=message.job_timeout_s,
-                result_ttl=86_400, failure_ttl=7 * 86_400)
+                result_ttl=86_400, failure_ttl=7 * 86_400,
+                # A job that raised is retried by RQ; one whose worker died, by reconcile.
+                retry=Retry(max=3, interval=[10, 60, 300]))
         except RedisError as exc:
             message.last_error = f"redis unavailable: {exc.__class__.__name__}"
             logger.warning("outbox: Redis unavailable; %d message(s) wait", len(pending) - sent)

@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 from flask import Blueprint, render_template, request, url_for
+from flask_wtf import FlaskForm
 
 from ..extensions import db
 from ..models import Role
@@ -56,3 +57,30 @@ def audit() -> Any:
     return render_template("admin/audit.html", result=result, filters=filters, errors=errors,
                            entity_types=audit_log.entity_types(db.session),
                            args=request.args, page_url=page_url), (400 if errors else 200)
+
+
+@bp.get("/jobs")
+def jobs() -> Any:
+    """Queues, workers and failed jobs (RQ), and outbox messages still waiting."""
+    from ..services import job_admin
+
+    return render_template("admin/jobs.html", state=job_admin.overview(db.session),
+                           form=_ActionForm())
+
+
+@bp.post("/jobs/<job_id>/requeue")
+def requeue(job_id: str) -> Any:
+    from flask import flash, redirect
+
+    from ..services import job_admin
+
+    if _ActionForm().validate_on_submit():
+        if job_admin.requeue_failed(job_id):
+            flash(f"Job {job_id} queued again.", "info")
+        else:
+            flash(f"Job {job_id} is not a failed job any more.", "error")
+    return redirect(url_for(".jobs"))
+
+
+class _ActionForm(FlaskForm):  # type: ignore[misc]
+    """CSRF only."""
