@@ -40,9 +40,9 @@ def _courier() -> Any:
 
 @bp.get("/")
 def home() -> Any:
-    courier = _courier()
+    courier = g.user.courier  # an account not yet linked to a courier record has no routes
     today = utcnow().astimezone(prescriptions.LONDON).date()
-    routes = delivery.routes_for(db.session, courier, day=today)
+    routes = delivery.routes_for(db.session, courier, day=today) if courier else []
     return render_template("courier/home.html", routes=routes, form=ActionForm(),
                            summary=dashboards.courier_summary(db.session, g.user),
                            tz=prescriptions.LONDON)
