@@ -6,11 +6,11 @@ from datetime import date
 from typing import Any
 
 from flask import Blueprint, render_template, request, url_for
-from flask_wtf import FlaskForm
 
 from ..extensions import db
 from ..models import Role
 from ..services import audit_log, dashboards
+from .forms import ActionForm
 from .session import require_role
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -65,7 +65,7 @@ def jobs() -> Any:
     from ..services import job_admin
 
     return render_template("admin/jobs.html", state=job_admin.overview(db.session),
-                           form=_ActionForm())
+                           form=ActionForm())
 
 
 @bp.post("/jobs/<job_id>/requeue")
@@ -74,13 +74,9 @@ def requeue(job_id: str) -> Any:
 
     from ..services import job_admin
 
-    if _ActionForm().validate_on_submit():
+    if ActionForm().validate_on_submit():
         if job_admin.requeue_failed(job_id):
             flash(f"Job {job_id} queued again.", "info")
         else:
             flash(f"Job {job_id} is not a failed job any more.", "error")
     return redirect(url_for(".jobs"))
-
-
-class _ActionForm(FlaskForm):  # type: ignore[misc]
-    """CSRF only."""

@@ -15,7 +15,6 @@ from flask import (
     request,
     url_for,
 )
-from flask_wtf import FlaskForm
 
 from ..errors import DomainError
 from ..extensions import db
@@ -23,6 +22,7 @@ from ..models import DeliveryRoute, Order, Pharmacy, Role
 from ..models.base import utcnow
 from ..services import dashboards, delivery, prescriptions
 from . import maps
+from .forms import ActionForm
 from .session import require_role
 
 bp = Blueprint("courier", __name__, url_prefix="/courier")
@@ -30,8 +30,6 @@ bp.before_request(require_role(Role.COURIER))
 _ID = "<int(max=2147483647):stop_id>"
 
 
-class ActionForm(FlaskForm):  # type: ignore[misc]
-    """CSRF only."""
 
 
 def _courier() -> Any:

@@ -18,7 +18,6 @@ from flask import (
     session,
     url_for,
 )
-from flask_wtf import FlaskForm
 
 from ..errors import DomainError, Forbidden
 from ..extensions import db
@@ -26,6 +25,7 @@ from ..models import Pharmacy, Role
 from ..models.base import utcnow
 from ..services import basket as basket_service
 from ..services import checkout, dashboards, orders, prescriptions, slots
+from .forms import ActionForm
 from .session import require_role
 
 bp = Blueprint("patient", __name__, url_prefix="/patient")
@@ -33,8 +33,6 @@ bp.before_request(require_role(Role.PATIENT))
 _ID = "<int(max=2147483647):order_id>"
 
 
-class ActionForm(FlaskForm):  # type: ignore[misc]
-    """CSRF only; fields are read by name."""
 
 
 def _patient() -> Any:

@@ -6,13 +6,13 @@ import json
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
-from flask_wtf import FlaskForm
 
 from ..errors import DomainError, InvalidRequest
 from ..extensions import db
 from ..models import PrescriptionStatus, Role
 from ..services import dashboards, rx_view
 from ..services import prescriptions as rx_service
+from .forms import ActionForm
 from .session import require_role
 
 bp = Blueprint("pharmacist", __name__, url_prefix="/pharmacist")
@@ -21,8 +21,6 @@ bp.before_request(require_role(Role.PHARMACIST))
 _ID = "<int(max=2147483647):prescription_id>"
 
 
-class ActionForm(FlaskForm):  # type: ignore[misc]
-    """CSRF only; the fields are read from the request by name (one per warning)."""
 
 
 @bp.get("/")

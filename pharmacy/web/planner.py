@@ -6,7 +6,6 @@ from datetime import date, timedelta
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
-from flask_wtf import FlaskForm
 from markupsafe import Markup
 from sqlalchemy import select
 
@@ -16,14 +15,13 @@ from ..models import Address, DeliverySlot, DeliveryWave, Order, Pharmacy, Role
 from ..models.base import utcnow
 from ..services import delivery, prescriptions
 from . import maps
+from .forms import ActionForm
 from .session import require_role
 
 bp = Blueprint("planner", __name__, url_prefix="/planner")
 bp.before_request(require_role(Role.PHARMACIST, Role.ADMIN))
 
 
-class ActionForm(FlaskForm):  # type: ignore[misc]
-    """CSRF only."""
 
 
 def _pharmacy() -> Pharmacy:
