@@ -83,6 +83,10 @@ class Config:
     GEOCODER_URL: str = ""
     GEOCODER_USER_AGENT: str = "dispensary"
     OSRM_URL: str = ""
+    # Map tiles for the courier's map (e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png);
+    # empty: the route is drawn on a plain background, which needs no network.
+    MAP_TILE_URL: str = ""
+    MAP_TILE_ATTRIBUTION: str = ""
     # Notifications: "console" logs them (development); "smtp" sends e-mail.
     NOTIFY_BACKEND: str = "console"
     SMTP_HOST: str = "localhost"
@@ -126,6 +130,8 @@ class Config:
             "GEOCODER_URL": "GEOCODER_URL",
             "GEOCODER_USER_AGENT": "GEOCODER_USER_AGENT",
             "OSRM_URL": "OSRM_URL",
+            "MAP_TILE_URL": "MAP_TILE_URL",
+            "MAP_TILE_ATTRIBUTION": "MAP_TILE_ATTRIBUTION",
             "CD_REGISTER_SCHEDULES": "CD_REGISTER_SCHEDULES",
             "NOTIFY_BACKEND": "NOTIFY_BACKEND",
             "SMTP_HOST": "SMTP_HOST",

@@ -68,9 +68,13 @@ def route(route_id: int) -> Any:
     # Drawn from coordinates only (no user text), so the SVG is safe markup; it needs no
     # map tiles, so it works with no network.
     route_map = Markup(maps.routes_svg(depot, [points])) if depot else None
+    import json
+
     return render_template("courier/route.html", route=found, stops=stops, pharmacy=pharmacy,
                            form=ActionForm(), tz=prescriptions.LONDON, route_map=route_map,
-                           tile_url=current_app.config.get("MAP_TILE_URL", ""))
+                           tile_url=current_app.config.get("MAP_TILE_URL", ""),
+                           tile_attribution=current_app.config.get("MAP_TILE_ATTRIBUTION", ""),
+                           points_json=json.dumps(points), depot_json=json.dumps(depot))
 
 
 @bp.post("/routes/<int(max=2147483647):route_id>/start")

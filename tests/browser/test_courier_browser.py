@@ -75,3 +75,34 @@ def test_courier_delivers_with_a_signature_and_records_a_failure(
     assert delivered.status is StopStatus.DELIVERED
     assert delivered.attempts[0].signature_svg.startswith("data:image/png;base64,")
     assert db.session.get(DeliveryStop, second).status is StopStatus.FAILED
+
+
+def test_leaflet_map_draws_the_route_even_when_no_tiles_load(
+        live_server: str, chromium_browser, db, app, fast_routing, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.jobs.deliveries import plan_wave
+
+    monkeypatch.setitem(app.config, "MAP_TILE_URL", "http://127.0.0.1:9/{z}/{x}/{y}.png")
+    slot = make_wave_orders(db, 6, fridge_every=0)
+    for user in db.session.scalars(select(User).where(User.email.like("courier%@example.com"))):
+        if user.email != "courier@example.com":
+            user.is_active = False
+    db.session.commit()
+    wave_id = delivery.close_wave(db.session, slot).id
+    db.session.commit()
+    plan_wave(wave_id, 0)
+    route_id = db.session.scalar(select(DeliveryRoute.id).where(DeliveryRoute.wave_id == wave_id))
+    page = chromium_browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(f"{live_server}/login")
+    page.get_by_label("E-mail").fill("courier@example.com")
+    page.get_by_label("Password").fill("demo-courier-1")
+    page.get_by_role("button", name="Sign in").click()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{live_server}/courier/routes/{route_id}")
+    try:
+        page.wait_for_selector(".leaflet-container", timeout=10_000)
+    except Exception:
+        raise AssertionError([errors, page.locator("#route-map").evaluate("e => e.outerHTML")[:500]]) from None
+    assert page.locator("path.leaflet-interactive").count() >= 7  # the line and 6 stops
+    assert page.locator(".leaflet-tooltip").count() == 6
+    page.close()
