@@ -102,7 +102,8 @@ def test_leaflet_map_draws_the_route_even_when_no_tiles_load(
     try:
         page.wait_for_selector(".leaflet-container", timeout=10_000)
     except Exception:
-        raise AssertionError([errors, page.locator("#route-map").evaluate("e => e.outerHTML")[:500]]) from None
+        figure = page.locator("#route-map").evaluate("e => e.outerHTML")
+        raise AssertionError([errors, figure[:500]]) from None
     assert page.locator("path.leaflet-interactive").count() >= 7  # the line and 6 stops
     assert page.locator(".leaflet-tooltip").count() == 6
     page.close()
