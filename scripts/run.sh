@@ -54,6 +54,9 @@ fi
 
 "$BIN/python" -m pharmacy.worker --with-scheduler &
 pids+=($!)
+# Periodic jobs (wave cut-offs, outbox relay, reminders, nightly forecasts, expiry).
+"$BIN/rq" cron pharmacy.jobs.schedule --url "$REDIS_URL" > instance/cron.log 2>&1 &
+pids+=($!)
 echo "Dispensary on http://$HOST:$PORT  (demo accounts in README.md; Ctrl-C to stop)"
 "$BIN/flask" run --host "$HOST" --port "$PORT" --no-reload &
 pids+=($!)
