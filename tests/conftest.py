@@ -137,3 +137,7 @@ def runner(app: Flask, db: object):  # type: ignore[no-untyped-def]
 def fast_routing(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     """Plan delivery waves with a short solver budget (tests check feasibility, not quality)."""
     monkeypatch.setitem(app.config, "ROUTING_TIME_LIMIT_S", 3)
+
+
+# One localstripe server for the whole run, shared by every test that pays.
+from tests.stripe_server import card, localstripe_url, stripe_client, stripe_config  # noqa: E402,F401

@@ -9,7 +9,6 @@ import pytest
 from pharmacy.models import Order, PaymentStatus
 from pharmacy.services.demo import seed_demo
 from tests.browser.conftest import screenshot_path
-from tests.payments.conftest import localstripe_url, stripe_config  # noqa: F401
 
 
 @pytest.fixture()

@@ -15,13 +15,7 @@ from pharmacy.models import (
 from pharmacy.services import delivery
 from tests.delivery.test_courier import png_data_url
 from tests.factories import DEFAULT_PASSWORD
-from tests.payments.conftest import (  # noqa: F401
-    VISA,
-    card,
-    localstripe_url,
-    stripe_client,
-    stripe_config,
-)
+from tests.payments.conftest import VISA
 from tests.pharmacy.helpers import csrf_token, web_login
 from tests.pharmacy.test_checkout_stripe import shopper  # noqa: F401
 from tests.pharmacy.test_orders_api import world  # noqa: F401

@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pharmacy.models import Order, Payment, PaymentStatus
-from tests.payments.conftest import (  # noqa: F401
-    DECLINED,
-    VISA,
-    card,
-    localstripe_url,
-    stripe_client,
-    stripe_config,
-)
+from tests.payments.conftest import DECLINED, VISA
 from tests.pharmacy.test_orders_api import _address, _auth, _slot, world  # noqa: F401
 
 
