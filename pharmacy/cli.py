@@ -51,6 +51,26 @@ def enqueue_expire_stock_command(day: object) -> None:
     click.echo(f"queued {job.id}")
 
 
+@click.command("audit-verify")
+@click.option("--seal/--no-seal", default=True, help="Seal settled events first.")
+@with_appcontext
+def audit_verify_command(seal: bool) -> None:
+    """Check the audit trail's hash chain; exit 1 if any sealed event was tampered with."""
+    from .services import audit_chain
+
+    if seal:
+        sealed = audit_chain.seal(db.session)
+        db.session.commit()
+        click.echo(f"sealed {sealed} event(s)")
+    result = audit_chain.verify(db.session)
+    if not result.ok:
+        click.echo(f"TAMPERED: {result.problem} (event {result.event_id}); "
+                   f"{result.checked} event(s) verified before it", err=True)
+        raise SystemExit(1)
+    click.echo(f"ok: {result.checked} sealed event(s) verified; {result.unsealed} not yet sealed")
+
+
 def register_cli(app: Flask) -> None:
-    for command in (seed_demo_command, rq_worker_command, enqueue_expire_stock_command):
+    for command in (seed_demo_command, rq_worker_command, enqueue_expire_stock_command,
+                    audit_verify_command):
         app.cli.add_command(command)

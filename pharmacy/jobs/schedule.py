@@ -8,7 +8,7 @@ from .forecasts import refresh_reorder_suggestions
 from .orders import release_unpaid_orders
 from .outbox import relay_outbox
 from .reminders import queue_repeat_reminders, send_notifications
-from .stock import expire_stock
+from .stock import expire_stock, seal_audit_trail
 
 # 00:05 UTC every day: batches that expired yesterday become unusable.
 cron.register(expire_stock, DEFAULT_QUEUE, cron="5 0 * * *", job_timeout=300,
@@ -29,3 +29,6 @@ cron.register(close_due_waves, DEFAULT_QUEUE, cron="* * * * *", job_timeout=120,
               name="close-due-waves")
 cron.register(relay_outbox, DEFAULT_QUEUE, cron="* * * * *", job_timeout=120,
               name="relay-outbox")
+# Every 5 minutes: seal the audit events written since (the tamper-evident chain).
+cron.register(seal_audit_trail, DEFAULT_QUEUE, cron="*/5 * * * *", job_timeout=600,
+              name="seal-audit-trail")

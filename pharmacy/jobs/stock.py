@@ -41,3 +41,12 @@ def enqueue_expire_stock(day: date, app: Flask | None = None) -> Job:
         return existing
     return queue.enqueue(expire_stock, day.isoformat(), job_id=job_id, job_timeout=300,
                          result_ttl=86_400, failure_ttl=7 * 86_400)
+
+
+def seal_audit_trail() -> int:
+    """RQ entry point (every few minutes): extend the tamper-evident chain over the audit trail."""
+    from ..services import audit_chain
+
+    sealed = audit_chain.seal(db.session)
+    db.session.commit()
+    return sealed

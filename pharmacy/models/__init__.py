@@ -1,6 +1,6 @@
 """Typed SQLAlchemy models, one module per aggregate. Importing this registers every table."""
 
-from .audit import AuditEvent
+from .audit import AuditEvent, AuditSeal
 from .base import Base
 from .catalog import InteractionRule, InteractionSeverity, Medicine, MedicineCodeHistory
 from .delivery import (
@@ -61,6 +61,7 @@ from .users import (
 )
 
 __all__ = [
+    "AuditSeal",
     "OutboxMessage",
     "PurchaseOrder", "PurchaseOrderLine", "PurchaseOrderStatus", "ReorderSuggestion",
     "SuggestionStatus",

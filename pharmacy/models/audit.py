@@ -31,3 +31,26 @@ class AuditEvent(Base):
 @event.listens_for(AuditEvent, "before_delete")
 def _audit_is_append_only(mapper: object, connection: object, target: AuditEvent) -> None:
     raise PermissionError("audit events are append-only")
+
+
+class AuditSeal(Base):
+    """The tamper-evident chain over the audit trail: one seal per event, in id order.
+
+    ``hash = sha256(prev_hash + canonical JSON of the event)``; changing any sealed event, or
+    removing one, breaks every later hash. Seals are written by a periodic job (so writing an
+    audit event takes no global lock) and are themselves append-only.
+    """
+
+    __tablename__ = "audit_seals"
+
+    event_id: Mapped[int] = mapped_column(ForeignKey("audit_events.id"), primary_key=True)
+    sequence: Mapped[int] = mapped_column(unique=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    sealed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+@event.listens_for(AuditSeal, "before_update")
+@event.listens_for(AuditSeal, "before_delete")
+def _seals_are_append_only(mapper: object, connection: object, target: AuditSeal) -> None:
+    raise PermissionError("audit seals are append-only")
