@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import current_app, g
+from flask import current_app, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -23,14 +23,33 @@ from ..schemas.orders import (
     TransitionSchema,
 )
 from ..services import checkout, orders, slots
-from .security import BEARER_DOC, current_api_user, require_roles
+from .security import BEARER_DOC, current_api_user, require_roles, require_roles_per_view
 
 blp = Blueprint("api_orders", __name__, url_prefix="/api/v1/orders",
                 description="Orders, checkout and tracking")
 slots_blp = Blueprint("api_slots", __name__, url_prefix="/api/v1/slots",
                       description="Delivery slots")
 blp.before_request(require_roles(Role.PATIENT, Role.PHARMACIST, Role.ADMIN))
+_STAFF = (Role.PHARMACIST, Role.ADMIN)
+blp.before_request(require_roles_per_view({
+    ("OrderCollection", "POST"): (Role.PATIENT,),
+    ("OrderCollection", "GET"): (Role.PATIENT,),
+    ("OrderPayment", "POST"): (Role.PATIENT,),
+    ("OrderPaymentConfirmation", "POST"): (Role.PATIENT,),
+    ("OrderTransitions", "POST"): _STAFF,
+}))
 slots_blp.before_request(require_roles(Role.PATIENT))
+
+
+@blp.before_request
+def _own_orders_only() -> None:
+    """A patient naming another patient's order gets 404 before its body is even read."""
+    order_id = (request.view_args or {}).get("order_id")
+    user = current_api_user()
+    if order_id is not None and user.role is Role.PATIENT:
+        if user.patient is None:
+            raise Forbidden("This account has no patient record.")
+        orders.get_patient_order(db.session, user.patient, int(order_id))
 
 _ID = "<int(max=2147483647):order_id>"
 

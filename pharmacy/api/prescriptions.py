@@ -27,13 +27,25 @@ from ..schemas.prescriptions import (
     VerifySchema,
 )
 from ..services import prescriptions as rx_service
-from .security import BEARER_DOC, current_api_user, require_roles
+from .security import BEARER_DOC, current_api_user, require_roles, require_roles_per_view
 
 blp = Blueprint("api_prescriptions", __name__, url_prefix="/api/v1/prescriptions",
                 description="Electronic prescriptions (FHIR R4) and their verification")
 me_blp = Blueprint("api_me", __name__, url_prefix="/api/v1/me",
                    description="The signed-in patient's own medicines")
 blp.before_request(require_roles(Role.PHARMACIST, Role.API_CLIENT))
+_PHARMACIST = (Role.PHARMACIST,)
+blp.before_request(require_roles_per_view({
+    ("PrescriptionCollection", "POST"): (Role.API_CLIENT,),
+    ("PrescriptionCollection", "GET"): _PHARMACIST,
+    ("PrescriptionItemResource", "GET"): _PHARMACIST,
+    ("VerificationResource", "POST"): _PHARMACIST,
+    ("SecondCheckResource", "POST"): _PHARMACIST,
+    ("RejectionResource", "POST"): _PHARMACIST,
+    ("QueryResource", "POST"): _PHARMACIST,
+    ("QueryAnswerResource", "POST"): _PHARMACIST,
+    ("DispensingResource", "POST"): _PHARMACIST,
+}))
 me_blp.before_request(require_roles(Role.PATIENT))
 
 FHIR_TYPES = {"application/fhir+json", "application/json"}

@@ -375,9 +375,9 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
     """
     now = now or utcnow()
     courier = courier_of(session, user)
+    stop = stop_for_courier(session, courier, stop_id, lock=True)  # 403 before anything else
     if not client_action_id or len(client_action_id) > 64:
         raise InvalidRequest("Each action needs a client id (at most 64 characters).")
-    stop = stop_for_courier(session, courier, stop_id, lock=True)
     previous = session.scalar(select(DeliveryAttempt).where(
         DeliveryAttempt.client_action_id == client_action_id))
     if previous is not None:
