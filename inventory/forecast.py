@@ -104,6 +104,7 @@ class _ChunkResult:
     point: np.ndarray  # (n_series, horizon)
     scale: np.ndarray  # (n_series,)
     residuals: np.ndarray  # (n_series, n_windows, horizon) scaled, nan where absent
+    back_point: np.ndarray  # (n_series, n_windows, horizon) back-test forecast / scale
     n_series: int = field(default=0)
 
 
@@ -347,6 +348,7 @@ def _forecast_chunk(task: _Task) -> _ChunkResult:
     point = np.zeros((n_series, h))
     ds_out = np.empty((n_series, h), dtype="datetime64[ns]")
     residuals = np.full((n_series, n_windows, h), np.nan)
+    back_point = np.full((n_series, n_windows, h), np.nan)
     scale = np.ones(n_series)
     fds = fc["ds"].to_numpy().reshape(-1, h)
     for s in range(n_series):
@@ -361,12 +363,14 @@ def _forecast_chunk(task: _Task) -> _ChunkResult:
             ds_out[s] = fds[row]
         else:
             residuals[s, j - 1] = (actual[row] - combo[row]) / scale[s]
+            back_point[s, j - 1] = combo[row] / scale[s]
     return _ChunkResult(
         unique_id=np.asarray(uniques).astype(str),
         ds=ds_out,
         point=point,
         scale=scale,
         residuals=residuals,
+        back_point=back_point,
         n_series=n_series,
     )
 
@@ -473,7 +477,10 @@ def _scale(y: np.ndarray) -> float:
 
 
 def conformal_quantiles(
-    residuals: np.ndarray, levels: Sequence[int] = LEVELS, min_count: int = 50
+    residuals: np.ndarray,
+    levels: Sequence[int] = LEVELS,
+    min_count: int = 50,
+    points: np.ndarray | None = None,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Lower and upper quantiles of scaled residuals per horizon step, for each level.
 
@@ -481,6 +488,11 @@ def conformal_quantiles(
         residuals: (n_series, n_windows, horizon) of (actual - forecast) / scale, nan
             where a window did not exist. Without any residual, normal quantiles of a
             random walk's spread stand in.
+        points: the back-test forecasts / scale, same shape. When given, the intervals
+            are calibrated as they will be used, clipped at zero: demand cannot be
+            negative, so where the lower bound clips to 0 a zero actual is inside, and the
+            upper quantile is lowered until the clipped intervals cover `level` of the
+            calibration sample (see `_clipped_upper`).
         levels: central interval coverage in percent.
         min_count: below this many residuals at a step, the step uses all steps pooled.
 
@@ -490,6 +502,8 @@ def conformal_quantiles(
     horizon = residuals.shape[-1]
     flat = residuals.reshape(-1, horizon)
     pooled = flat[np.isfinite(flat)]
+    flat_p = None if points is None else points.reshape(-1, horizon)
+    pooled_p = None if flat_p is None else flat_p[np.isfinite(flat)]
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for level in levels:
         alpha = 1 - level / 100
@@ -497,8 +511,11 @@ def conformal_quantiles(
         upper = np.zeros(horizon)
         for k in range(horizon):
             col = flat[:, k]
-            col = col[np.isfinite(col)]
+            ok = np.isfinite(col)
+            col = col[ok]
             sample = col if len(col) >= min_count else pooled
+            if flat_p is not None and pooled_p is not None:
+                sample_p = flat_p[:, k][ok] if len(col) >= min_count else pooled_p
             if len(sample) == 0:
                 # Nothing to calibrate on (every series too short for a back-test): assume
                 # normal errors; the mean absolute change is about 0.8 sigma of a change.
@@ -506,6 +523,8 @@ def conformal_quantiles(
                 lower[k], upper[k] = -z, z
                 continue
             lower[k], upper[k] = _split_conformal(sample, alpha)
+            if flat_p is not None:
+                lower[k], upper[k] = _shortest_clipped(sample, sample_p, alpha, level)
         out[level] = (lower, upper)
     return out
 
@@ -519,6 +538,61 @@ def _split_conformal(sample: np.ndarray, alpha: float) -> tuple[float, float]:
     return float(np.quantile(sample, lo_q)), float(np.quantile(sample, hi_q))
 
 
+#: Share of the miss probability put below the interval, tried by `_shortest_clipped`.
+LOWER_TAIL_SHARES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def _shortest_clipped(
+    r: np.ndarray, p: np.ndarray, alpha: float, level: int
+) -> tuple[float, float]:
+    best = (math.inf, 0.0, 0.0)
+    for share in LOWER_TAIL_SHARES:
+        n = len(r)
+        lo_q = max(0.0, math.floor((n + 1) * alpha * share) / n)
+        lower = float(np.quantile(r, lo_q))
+        upper = _clipped_upper(r, p, lower, level)
+        width = float(np.mean(np.maximum(0, p + upper) - np.maximum(0, p + lower)))
+        if width < best[0]:
+            best = (width, lower, upper)
+    return best[1], best[2]
+
+
+#: Forecast-size bins of the interval calibration, and the fewest residuals per bin.
+LEVEL_BINS = 3
+MIN_PER_BIN = 300
+
+
+def _level_edges(back_point: np.ndarray) -> np.ndarray:
+    """Inner edges of up to `LEVEL_BINS` equal-count bins of scaled back-test forecasts."""
+    values = back_point[np.isfinite(back_point)]
+    bins = min(LEVEL_BINS, len(values) // MIN_PER_BIN)
+    if bins <= 1:
+        return np.array([])
+    return np.unique(np.quantile(values, np.arange(1, bins) / bins))
+
+
+def _clipped_upper(r: np.ndarray, p: np.ndarray, lower: float, level: int) -> float:
+    """Smallest upper residual quantile at which intervals clipped at zero cover `level`.
+
+    With scaled back-test forecast p and actual a = p + r, the interval used is
+    [max(0, p + lower), max(0, p + upper)]. A zero actual is inside whenever the lower bound
+    clips; a positive one needs r <= upper. Split-conformal count: at least
+    ceil((n + 1) * level) of the n calibration actuals inside.
+    """
+    n = len(r)
+    need = math.ceil((n + 1) * level / 100)
+    a = p + r
+    low_ok = (r >= lower) | (p + lower <= 0)
+    zero_in = int(np.count_nonzero(low_ok & (a <= 1e-12)))
+    positive = np.sort(r[low_ok & (a > 1e-12)])
+    more = need - zero_in
+    if more <= 0:
+        return float(lower)
+    if more > len(positive):
+        return math.inf
+    return float(positive[more - 1])
+
+
 def _assemble(results: list[_ChunkResult], classes: pd.Series, horizon: int) -> pd.DataFrame:
     if not results:
         return pd.DataFrame({c: [] for c in FORECAST_COLUMNS})
@@ -527,27 +601,44 @@ def _assemble(results: list[_ChunkResult], classes: pd.Series, horizon: int) -> 
     ds = np.concatenate([r.ds for r in results])
     scale = np.concatenate([r.scale for r in results])
     residuals = np.concatenate([r.residuals for r in results])
+    back_point = np.concatenate([r.back_point for r in results])
     series_class = classes.reindex(uid).to_numpy()
     # Intermittent and smooth series have differently shaped errors: calibrate each group
     # on its own residuals when it has enough of them, else on all.
     groups = np.array(
         ["intermittent" if DemandClass(c).is_intermittent else "smooth" for c in series_class]
     )
-    everything = conformal_quantiles(residuals)
+    everything = conformal_quantiles(residuals, points=back_point)
     columns: dict[str, np.ndarray] = {"forecast": point}
     bounds = {f"{side}_{lv}": np.zeros_like(point) for lv in LEVELS for side in ("lo", "hi")}
+    safe_scale = np.where(scale > 1e-6, scale, 0.0)
+    level_now = point / np.where(scale > 1e-6, scale, 1.0)[:, None]
     for group in np.unique(groups):
         mask = groups == group
-        enough = np.isfinite(residuals[mask]).sum() >= 200
-        quantiles = conformal_quantiles(residuals[mask]) if enough else everything
-        for level in LEVELS:
-            lower, upper = quantiles[level]
-            # An all-zero history has a token scale (see `_scale`): no width from it.
-            s = np.where(scale[mask] > 1e-6, scale[mask], 0.0)[:, None]
-            lo = np.clip(point[mask] + lower[None, :] * s, 0.0, None)
-            hi = np.clip(point[mask] + upper[None, :] * s, 0.0, None)
-            bounds[f"lo_{level}"][mask] = lo
-            bounds[f"hi_{level}"][mask] = np.maximum(hi, lo)
+        res_g, back_g = residuals[mask], back_point[mask]
+        enough = np.isfinite(res_g).sum() >= 200
+        # Mondrian split by forecast size (forecast / scale): near-zero forecasts, whose
+        # intervals clip at 0, have differently shaped errors from large ones.
+        edges = _level_edges(back_g) if enough else np.array([])
+        bin_now = np.searchsorted(edges, level_now[mask])
+        bin_back = np.searchsorted(edges, back_g)
+        for b in range(len(edges) + 1):
+            if enough:
+                in_bin = np.isfinite(res_g) & (bin_back == b)
+                quantiles = conformal_quantiles(
+                    np.where(in_bin, res_g, np.nan), points=np.where(in_bin, back_g, np.nan)
+                )
+            else:
+                quantiles = everything
+            here = bin_now == b
+            for level in LEVELS:
+                lower, upper = quantiles[level]
+                s = safe_scale[mask][:, None]
+                lo = np.clip(point[mask] + lower[None, :] * s, 0.0, None)
+                hi = np.maximum(np.clip(point[mask] + upper[None, :] * s, 0.0, None), lo)
+                for side, values in (("lo", lo), ("hi", hi)):
+                    column = bounds[f"{side}_{level}"]
+                    column[mask] = np.where(here, values, column[mask])
     columns.update(bounds)
     # Nested intervals: the 95% interval must contain the 80% one.
     columns["lo_95"] = np.minimum(columns["lo_95"], columns["lo_80"])
