@@ -98,3 +98,25 @@ def test_page_errors_are_readable_html(client) -> None:  # type: ignore[no-untyp
     assert response.status_code == 404
     assert response.mimetype == "text/html"
     assert "Not Found" in response.get_data(as_text=True)
+
+
+def test_security_headers_forbid_inline_scripts_and_framing(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/login")
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert "Strict-Transport-Security" not in response.headers  # development/test: no TLS
+    assert "<script>" not in response.get_data(as_text=True)
+
+
+def test_production_sends_hsts() -> None:
+    from config import Config
+    from pharmacy import create_app
+
+    app = create_app(Config.from_env({
+        "DISPENSARY_ENV": "production", "SECRET_KEY": "s" * 40,
+        "DATABASE_URL": "sqlite:///:memory:", "REDIS_URL": "redis://127.0.0.1:1/0"}))
+    response = app.test_client().get("/healthz", base_url="https://pharmacy.example")
+    assert "max-age=31536000" in response.headers["Strict-Transport-Security"]
