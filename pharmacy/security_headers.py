@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from flask import Flask, current_app
 from flask_talisman import Talisman
 
+
 def _origin(url: str) -> str | None:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
