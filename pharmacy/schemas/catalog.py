@@ -6,8 +6,8 @@ from marshmallow import Schema, fields, validate
 class MedicineQuerySchema(Schema):
     q = fields.String(validate=validate.Length(max=100), metadata={"description": "Name contains"})
     prescription_only = fields.Boolean()
-    page = fields.Integer(load_default=1, strict=True, validate=validate.Range(min=1, max=10_000))
-    page_size = fields.Integer(load_default=50, strict=True,
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=10_000))
+    page_size = fields.Integer(load_default=50,
                                validate=validate.Range(min=1, max=200))
 
 

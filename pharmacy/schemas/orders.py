@@ -84,7 +84,7 @@ class OrderOutSchema(Schema):
 
 class SlotQuerySchema(Schema):
     needs_fridge = fields.Boolean(load_default=False)
-    days = fields.Integer(load_default=3, strict=True, validate=validate.Range(min=1, max=14))
+    days = fields.Integer(load_default=3, validate=validate.Range(min=1, max=14))
 
 
 class SlotOutSchema(Schema):

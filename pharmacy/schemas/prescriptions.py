@@ -19,7 +19,7 @@ class FhirResourceSchema(Schema):
 class QueueQuerySchema(Schema):
     status = fields.List(fields.String(validate=validate.OneOf(_STATUS)),
                          metadata={"description": "Default: the open statuses"})
-    limit = fields.Integer(load_default=100, strict=True, validate=validate.Range(min=1, max=500))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
 
 
 class WarningSchema(Schema):
