@@ -42,6 +42,10 @@ def create_app(config: Config | None = None) -> Flask:
         "bearerAuth": {"type": "http", "scheme": "bearer"}}}})
     register_api(api, csrf)
 
+    from .metrics import init_metrics
+
+    init_metrics(app)
+
     from .security_headers import init_security_headers
 
     init_security_headers(app)

@@ -22,9 +22,17 @@ class AppWorker(Worker):
     """Releases the job's database session after every job, whatever happened in it."""
 
     def perform_job(self, job, queue, *args, **kwargs):  # type: ignore[no-untyped-def]
+        import time
+
+        from .metrics import JOB_SECONDS
+
+        started, outcome = time.perf_counter(), "failed"
         try:
-            return super().perform_job(job, queue, *args, **kwargs)
+            result = super().perform_job(job, queue, *args, **kwargs)
+            outcome = "finished" if result else "failed"
+            return result
         finally:
+            JOB_SECONDS.labels(job.func_name, outcome).observe(time.perf_counter() - started)
             db.session.remove()
 
 

@@ -31,7 +31,11 @@ def plan_wave(wave_id: int, plan_version: int) -> int | None:
     db.session.rollback()
     db.session.remove()  # give the connection back during the solve
     seconds = float(current_app.config.get("ROUTING_TIME_LIMIT_S", 20))
-    plan = routing.solve(problem, time_limit=timedelta(seconds=seconds), seed=0, workers=1)
+    from ..metrics import SOLVER_DISTANCE, SOLVER_SECONDS
+
+    with SOLVER_SECONDS.time():
+        plan = routing.solve(problem, time_limit=timedelta(seconds=seconds), seed=0, workers=1)
+    SOLVER_DISTANCE.set(plan.distance_m)
     stored = delivery.store_plan(db.session, index, plan)
     db.session.commit()
     logger.info("wave %s: %s (%d routes, %d unserved)", wave_id,

@@ -25,7 +25,11 @@ def refresh_reorder_suggestions() -> int:
         service_level=float(cfg.get("REORDER_SERVICE_LEVEL", 0.95)))
     pharmacy_ids = list(db.session.scalars(select(Pharmacy.id).order_by(Pharmacy.id)))
     stored = 0
+    from ..metrics import FORECAST_SECONDS
+
     for pharmacy_id in pharmacy_ids:
-        stored += forecasting.refresh_suggestions(db.session, pharmacy_id, settings=settings)
+        with FORECAST_SECONDS.time():
+            stored += forecasting.refresh_suggestions(db.session, pharmacy_id,
+                                                      settings=settings)
         db.session.commit()
     return stored

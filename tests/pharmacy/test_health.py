@@ -39,3 +39,11 @@ def test_readyz_is_503_naming_the_database_when_it_is_unreachable(redis_url: str
     response = broken.test_client().get("/readyz")
     assert response.status_code == 503
     assert "database" in response.get_json()["down"]
+
+
+def test_metrics_expose_request_latency_and_queue_lengths(client, redis) -> None:  # type: ignore[no-untyped-def]
+    client.get("/healthz")
+    body = client.get("/metrics").get_data(as_text=True)
+    assert 'dispensary_request_seconds_count{endpoint="health.healthz"' in body
+    assert 'dispensary_queue_length{queue="routing"}' in body
+    assert "dispensary_outbox_waiting" in body

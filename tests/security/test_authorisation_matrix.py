@@ -58,6 +58,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("auth.register", "POST"): EVERYONE,
     ("health.healthz", "GET"): EVERYONE,
     ("health.readyz", "GET"): EVERYONE,
+    ("_metrics", "GET"): EVERYONE,  # for the scraper; counts only, no ids or patient data
     ("api-docs.openapi_json", "GET"): EVERYONE,
     ("api_auth.TokenResource", "POST"): EVERYONE,
     ("api_payments.StripeWebhook", "POST"): EVERYONE,  # signature-checked, not role-checked
