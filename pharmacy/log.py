@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 import uuid
 
 from flask import Flask, g, has_request_context, request
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s [req=%(request_id)s job=%(job_id)s] %(message)s"
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request and job ids."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+            "job_id": getattr(record, "job_id", "-"),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 class ContextFilter(logging.Filter):
@@ -33,7 +48,9 @@ def configure_logging(level: str = "INFO") -> None:
         root.setLevel(level)
         return
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter(_FORMAT))
+    formatter = JsonFormatter()
+    formatter.converter = time.gmtime  # timestamps in UTC, as everything else
+    handler.setFormatter(formatter)
     handler.addFilter(ContextFilter())
     handler._dispensary = True  # type: ignore[attr-defined]
     root.addHandler(handler)
