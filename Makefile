@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi.py
 
-.PHONY: run test lint services install install-dev migrate seed worker web bench-routing bench-inventory clean
+.PHONY: run test lint services install install-dev migrate seed worker web bench-routing bench-inventory bench-web clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ bench-routing: install
 
 bench-inventory: install
 	$(BIN)/python -m inventory bench
+
+## make bench-web: gunicorn (2 workers) under load from a second process; prints the table.
+bench-web: install-dev
+	bash scripts/ensure-services.sh
+	$(BIN)/python scripts/bench_web.py
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .mypy_cache
