@@ -55,9 +55,7 @@ _ID = "<int(max=2147483647):order_id>"
 
 
 def pricing() -> orders.Pricing:
-    cfg = current_app.config
-    return orders.Pricing(prescription_charge_minor=cfg["PRESCRIPTION_CHARGE_MINOR"],
-                          delivery_fee_minor=cfg["DELIVERY_FEE_MINOR"], currency=cfg["CURRENCY"])
+    return orders.Pricing.from_config(current_app.config)
 
 
 def _patient() -> Any:

@@ -48,6 +48,13 @@ MAX_SIGNATURE_BYTES = 200_000
 PLAN_JOB = "pharmacy.jobs.deliveries.plan_wave"
 
 
+def needs_id_check(order: Order) -> bool:
+    """A parcel with a Schedule 2/3 controlled drug: the courier checks the recipient's ID."""
+    from .prescriptions import SECOND_CHECK_SCHEDULES
+
+    return any(line.medicine.cd_schedule in SECOND_CHECK_SCHEDULES for line in order.lines)
+
+
 def _tz(pharmacy: Pharmacy) -> ZoneInfo:
     return ZoneInfo(pharmacy.timezone)
 
@@ -161,7 +168,7 @@ def build_problem(session: Session, wave_id: int) -> tuple[Any, ProblemIndex]:
         address = session.get(Address, order.address_id) if order.address_id else None
         if not address or address.latitude is None or address.longitude is None:
             continue
-        controlled = any(line.medicine.cd_schedule in (2, 3) for line in order.lines)
+        controlled = needs_id_check(order)
         stops.append(routing.Stop(
             id=str(stop.id), location=routing.Location(address.latitude, address.longitude),
             windows=(window,), service_s=SERVICE_S, parcels=max(1, order.parcel_count),
@@ -396,7 +403,7 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
     order = session.get(Order, stop.order_id)
     assert order is not None
     if action == "delivered":
-        controlled = any(line.medicine.cd_schedule in (2, 3) for line in order.lines)
+        controlled = needs_id_check(order)
         name = (recipient_name or "").strip()
         errors = []
         if not name:

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, text
@@ -86,6 +87,12 @@ class Pricing:
     prescription_charge_minor: int = 990
     delivery_fee_minor: int = 0
     currency: str = "GBP"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Pricing:
+        return cls(prescription_charge_minor=int(config["PRESCRIPTION_CHARGE_MINOR"]),
+                   delivery_fee_minor=int(config["DELIVERY_FEE_MINOR"]),
+                   currency=str(config["CURRENCY"]))
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ def stop(stop_id: int) -> Any:
     found = delivery.stop_for_courier(db.session, courier, stop_id)
     order = db.session.get(Order, found.order_id)
     assert order is not None
-    controlled = any(line.medicine.cd_schedule in (2, 3) for line in order.lines)
+    controlled = delivery.needs_id_check(order)
     from ..models import Address
 
     address = db.session.get(Address, order.address_id) if order.address_id else None

@@ -43,9 +43,7 @@ def _patient() -> Any:
 
 
 def _pricing() -> orders.Pricing:
-    cfg = current_app.config
-    return orders.Pricing(cfg["PRESCRIPTION_CHARGE_MINOR"], cfg["DELIVERY_FEE_MINOR"],
-                          cfg["CURRENCY"])
+    return orders.Pricing.from_config(current_app.config)
 
 
 def _basket() -> dict[str, int]:
