@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from .extensions import db
@@ -136,6 +137,15 @@ def register_error_handlers(app: Flask) -> None:
             if header.lower() == "allow":
                 response.headers["Allow"] = value
         return response
+
+    @app.errorhandler(DataError)
+    def _unstorable_input(err: DataError) -> Any:
+        # The database refused a value the request carried (a NUL character in text, a number
+        # out of range): the caller's input, so a 422 that names no internals; nothing stored.
+        db.session.rollback()
+        logger.info("database refused a request value: %s", type(err.orig).__name__)
+        return _domain_error(InvalidRequest(
+            "The request holds a value that cannot be stored (for example a NUL character)."))
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Any:

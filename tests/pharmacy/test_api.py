@@ -163,3 +163,12 @@ def test_openapi_document_is_valid_openapi_3(client) -> None:  # type: ignore[no
     token_responses = spec["paths"]["/api/v1/auth/token"]["post"]["responses"]
     assert {"200", "401", "422", "429"} <= set(token_responses)
     assert "bearerAuth" in spec["components"]["securitySchemes"]
+
+
+def test_a_value_the_database_cannot_store_is_a_422_not_a_500(client, db) -> None:  # type: ignore[no-untyped-def]
+    # Found by schemathesis: PostgreSQL text cannot hold NUL characters.
+    response = client.post("/api/v1/auth/token",
+                           json={"email": "a\u0000b@example.com", "password": "x"})
+    body = assert_problem(response, 422)
+    assert body["code"] == "invalid_request"
+    assert client.get("/healthz").status_code == 200  # the session was rolled back
