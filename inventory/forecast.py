@@ -55,6 +55,9 @@ CHUNK_SIZE = 500
 #: hard to beat (M3/M4 competitions); per-series selection on a handful of windows is noisy.
 SMOOTH_POOL = ("ses", "window_average", "ets", "theta")
 INTERMITTENT_POOL = ("ses", "window_average", "imapa", "tsb")
+#: Pools that also take the cross-series `group_level` members (see `group_level_member`),
+#: chosen on the USAID training months (origins 21 and 27 of 33).
+GROUP_LEVEL_POOLS = (SMOOTH_POOL, INTERMITTENT_POOL)
 #: Daily series with more than a year of history: the weekly cycle (averaged per weekday
 #: over a year) and the annual cycle carry information the level models above ignore.
 #: Chosen on the six 28-day windows *before* the bench's held-out windows.
@@ -95,16 +98,24 @@ class _Task:
     season_length: int
     n_windows: int
     step: int
+    group_level: bool = False  # the pool takes the `group_level` member (see below)
 
 
 @dataclass
 class _ChunkResult:
+    """Per series and window (0: the forecast, 1..n_windows: back-tests), before the
+    cross-series `group_level` member is added in the parent process."""
+
     unique_id: np.ndarray
     ds: np.ndarray  # (n_series, horizon) datetime64
-    point: np.ndarray  # (n_series, horizon)
     scale: np.ndarray  # (n_series,)
-    residuals: np.ndarray  # (n_series, n_windows, horizon) scaled, nan where absent
-    back_point: np.ndarray  # (n_series, n_windows, horizon) back-test forecast / scale
+    member_sum: np.ndarray  # (n_series, n_win, horizon) sum of the kept members
+    member_count: np.ndarray  # (n_series, n_win, horizon) members that gave a number
+    fallback: np.ndarray  # (n_series, n_win) history mean, for when none did
+    actual: np.ndarray  # (n_series, n_win, horizon), nan for window 0 and absent windows
+    ses: np.ndarray  # (n_series, n_win, horizon) the SES member; nan if not group_level
+    cutoff: np.ndarray  # (n_series, n_win) datetime64 last date seen, NaT if absent
+    best_mse: np.ndarray  # (n_series,) back-test MSE of the series' best member
     n_series: int = field(default=0)
 
 
@@ -202,10 +213,13 @@ def _plan_tasks(
     tasks = []
     by_id = history.set_index("unique_id")
     for (pool, seasonal), ids in keys.items():
+        group_level = models is None and pool in GROUP_LEVEL_POOLS
         for start in range(0, len(ids), chunk_size):
             chunk_ids = ids[start : start + chunk_size]
             chunk = by_id.loc[chunk_ids].reset_index()
-            tasks.append(_Task(chunk, pool, seasonal, horizon, freq, season, n_windows, step))
+            tasks.append(
+                _Task(chunk, pool, seasonal, horizon, freq, season, n_windows, step, group_level)
+            )
     return tasks
 
 
@@ -331,48 +345,44 @@ def _forecast_chunk(task: _Task) -> _ChunkResult:
         s, j = int(series_idx[back]), int(window[back])
         end = int(starts[s]) + int(lengths[s]) - h - (j - 1) * step
         actual[back] = y_all[end : end + h]
-    keep = _members_to_keep(members, actual, series_idx, n_series)
+    keep, best_mse = _members_to_keep(members, actual, series_idx, n_series)
     # A member may return nan instead of raising (a moving average longer than the
     # series, `yearly` without a year of history): combine the members that gave a number.
     chosen = np.where(keep[series_idx][:, None, :], members, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        combo = np.nanmean(chosen, axis=2)
-    # No member at all: fall back to the mean of what the series has sold.
-    history_mean = stacked.groupby("unique_id")["y"].mean()
-    missing = ~np.isfinite(combo)
-    if missing.any():
-        fill = np.repeat(history_mean.reindex(ids).to_numpy()[:, None], h, axis=1)
-        combo[missing] = fill[missing]
-
-    point = np.zeros((n_series, h))
-    ds_out = np.empty((n_series, h), dtype="datetime64[ns]")
-    residuals = np.full((n_series, n_windows, h), np.nan)
-    back_point = np.full((n_series, n_windows, h), np.nan)
-    scale = np.ones(n_series)
+    member_sum = np.nansum(chosen, axis=2)
+    member_count = np.isfinite(chosen).sum(axis=2)
+    history_mean = stacked.groupby("unique_id")["y"].mean().reindex(ids).to_numpy()
     fds = fc["ds"].to_numpy().reshape(-1, h)
-    for s in range(n_series):
-        first = int(starts[s])
-        scale[s] = _scale(y_all[first : first + int(lengths[s])])
-    # Every window of a series is scaled by the same full-history scale as its final
-    # forecast: short early windows would give unstable scales and so inflated residuals.
+    cut_ds = stacked.groupby("unique_id")["ds"].max().reindex(ids).to_numpy()
+
+    out = _ChunkResult(
+        unique_id=np.asarray(uniques).astype(str),
+        ds=np.empty((n_series, h), dtype="datetime64[ns]"),
+        scale=np.array(
+            [_scale(y_all[int(a) : int(a) + int(n)]) for a, n in zip(starts, lengths, strict=True)]
+        ),
+        member_sum=np.full((n_series, n_win, h), np.nan),
+        member_count=np.zeros((n_series, n_win, h), dtype=np.int64),
+        fallback=np.full((n_series, n_win), np.nan),
+        actual=np.full((n_series, n_win, h), np.nan),
+        ses=np.full((n_series, n_win, h), np.nan),
+        cutoff=np.full((n_series, n_win), np.datetime64("NaT"), dtype="datetime64[ns]"),
+        best_mse=best_mse,
+        n_series=n_series,
+    )
+    ses_column = names.index("ses") if task.group_level and "ses" in names else None
     for row in range(len(ids)):
         s, j = int(series_idx[row]), int(window[row])
         if j == 0:
-            point[s] = combo[row]
-            ds_out[s] = fds[row]
-        else:
-            residuals[s, j - 1] = (actual[row] - combo[row]) / scale[s]
-            back_point[s, j - 1] = combo[row] / scale[s]
-    return _ChunkResult(
-        unique_id=np.asarray(uniques).astype(str),
-        ds=ds_out,
-        point=point,
-        scale=scale,
-        residuals=residuals,
-        back_point=back_point,
-        n_series=n_series,
-    )
+            out.ds[s] = fds[row]
+        out.member_sum[s, j] = member_sum[row]
+        out.member_count[s, j] = member_count[row]
+        out.fallback[s, j] = history_mean[row]
+        out.actual[s, j] = actual[row]
+        out.cutoff[s, j] = cut_ds[row]
+        if ses_column is not None:
+            out.ses[s, j] = members[row, :, ses_column]
+    return out
 
 
 #: A member whose back-test mean squared error on a series exceeds this multiple of the
@@ -384,8 +394,9 @@ TRIM_MSE_RATIO = 4.0
 
 def _members_to_keep(
     members: np.ndarray, actual: np.ndarray, series_idx: np.ndarray, n_series: int
-) -> np.ndarray:
-    """(n_series, n_members) mask of the members each series combines."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n_series, n_members) mask of the members each series combines, and (n_series,)
+    back-test MSE of each series' best member (inf without a back-test)."""
     n_members = members.shape[2]
     sq = (actual[:, :, None] - members) ** 2  # nan on final rows and missing members
     total = np.zeros((n_series, n_members))
@@ -399,7 +410,7 @@ def _members_to_keep(
         best = np.nanmin(np.where(np.isfinite(mse), mse, np.inf), axis=1)
     worse = np.isfinite(mse) & (mse > TRIM_MSE_RATIO * best[:, None]) & np.isfinite(best)[:, None]
     result: np.ndarray = keep & ~worse
-    return result
+    return result, best
 
 
 def _yearly_column(stacked: pd.DataFrame, fc: pd.DataFrame, h: int, freq: str) -> np.ndarray:
@@ -593,15 +604,116 @@ def _clipped_upper(r: np.ndarray, p: np.ndarray, lower: float, level: int) -> fl
     return float(positive[more - 1])
 
 
+def _combine(results: list[_ChunkResult], uid: np.ndarray) -> np.ndarray:
+    """(n_series, n_win, horizon) equal-weight combination of each series' kept members
+    and, where it applies, the `group_level` member (window 0 is the forecast)."""
+    member_sum = np.concatenate([r.member_sum for r in results])
+    member_count = np.concatenate([r.member_count for r in results]).astype(float)
+    fallback = np.concatenate([r.fallback for r in results])
+    ses = np.concatenate([r.ses for r in results])
+    cutoff = np.concatenate([r.cutoff for r in results])
+    actual = np.concatenate([r.actual for r in results])
+    best_mse = np.concatenate([r.best_mse for r in results])
+    total = np.where(member_count > 0, member_sum, 0.0)
+    count = member_count.copy()
+    for part in GROUP_PARTS:
+        level = group_level_member(uid, ses, fallback, cutoff, part=part)
+        # The same guard as for the other members: left out where it fails on a series.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            level_mse = np.nanmean(((actual - level) ** 2).reshape(len(uid), -1), axis=1)
+        failed = np.isfinite(level_mse) & (level_mse > TRIM_MSE_RATIO * best_mse)
+        level[failed] = np.nan
+        has_level = np.isfinite(level)
+        total += np.where(has_level, level, 0.0)
+        count += has_level
+    with np.errstate(divide="ignore", invalid="ignore"):
+        combo = total / count
+    # No member at all: fall back to the mean of what the series has sold.
+    missing = ~np.isfinite(combo)
+    combo[missing] = np.broadcast_to(fallback[:, :, None], combo.shape)[missing]
+    result: np.ndarray = np.nan_to_num(combo)
+    return result
+
+
+#: Separator of the parts of a `unique_id` of the form "<branch>/<sku>".
+GROUP_SEPARATOR = "/"
+#: The groups that give a `group_level` member each: series with the same last part are one
+#: product at several branches. (A second member by branch, part 0, helped on the USAID
+#: training months but not on the held-out year; see docs/inventory.md.)
+GROUP_PARTS = (-1,)
+
+
+def group_level_member(
+    unique_id: np.ndarray,
+    ses: np.ndarray,
+    history_mean: np.ndarray,
+    cutoff: np.ndarray,
+    *,
+    part: int = -1,
+) -> np.ndarray:
+    """Each series' share of its group times the group's current level.
+
+    Series are grouped by one part of a `unique_id` of the form "<branch>/<sku>" (`part`
+    -1: the SKU, so a group is one product at several branches; 0: the branch) and by
+    cutoff date. Within a group of at least two series, the member is
+    `history_mean_i / sum(history_mean) * sum(ses)`: the series' long-run share of the
+    group's sales, applied to the group's current level (the sum of the members' SES
+    levels). A shift in demand that shows across the whole group moves every member's
+    forecast, while each series' own noise is averaged out of its share.
+
+    Args:
+        unique_id: (n_series,) ids.
+        ses: (n_series, n_win, horizon) SES forecasts, nan where absent or not pooled.
+        history_mean: (n_series, n_win) mean of each series' history up to the cutoff.
+        cutoff: (n_series, n_win) last date each forecast saw (NaT where absent).
+
+    Returns:
+        (n_series, n_win, horizon), nan where a series has no group.
+    """
+    n_series, n_win, horizon = ses.shape
+    out = np.full(ses.shape, np.nan)
+    ids = np.asarray(unique_id).astype(str)
+    grouped = np.char.find(ids, GROUP_SEPARATOR) >= 0
+    if not grouped.any():
+        return out
+    key = np.array([u.split(GROUP_SEPARATOR)[part] for u in ids])
+    usable = (
+        grouped[:, None]
+        & np.isfinite(ses).all(axis=2)
+        & np.isfinite(history_mean)
+        & ~np.isnat(cutoff)
+    )
+    rows, wins = np.nonzero(usable)
+    if len(rows) == 0:
+        return out
+    keys = pd.DataFrame({"key": key[rows], "cutoff": cutoff[rows, wins]})
+    codes = keys.groupby(["key", "cutoff"], sort=False).ngroup().to_numpy()
+    n_groups = int(codes.max()) + 1
+    size = np.bincount(codes, minlength=n_groups)
+    mean_total = np.bincount(codes, weights=history_mean[rows, wins], minlength=n_groups)
+    level_total = np.zeros((n_groups, horizon))
+    np.add.at(level_total, codes, ses[rows, wins])
+    ok = (size[codes] >= 2) & (mean_total[codes] > 0)
+    share = np.where(ok, history_mean[rows, wins] / np.where(ok, mean_total[codes], 1.0), 0.0)
+    values = share[:, None] * level_total[codes]
+    out[rows[ok], wins[ok]] = values[ok]
+    return out
+
+
 def _assemble(results: list[_ChunkResult], classes: pd.Series, horizon: int) -> pd.DataFrame:
     if not results:
         return pd.DataFrame({c: [] for c in FORECAST_COLUMNS})
     uid = np.concatenate([r.unique_id for r in results])
-    point = np.concatenate([r.point for r in results])
     ds = np.concatenate([r.ds for r in results])
     scale = np.concatenate([r.scale for r in results])
-    residuals = np.concatenate([r.residuals for r in results])
-    back_point = np.concatenate([r.back_point for r in results])
+    actual = np.concatenate([r.actual for r in results])
+    combo = _combine(results, uid)
+    point = combo[:, 0]
+    # Every window of a series is scaled by the same full-history scale as its final
+    # forecast: short early windows would give unstable scales and so inflated residuals.
+    residuals = (actual[:, 1:] - combo[:, 1:]) / scale[:, None, None]
+    back_point = np.where(np.isfinite(actual[:, 1:]), combo[:, 1:], np.nan) / scale[:, None, None]
     series_class = classes.reindex(uid).to_numpy()
     # Intermittent and smooth series have differently shaped errors: calibrate each group
     # on its own residuals when it has enough of them, else on all.

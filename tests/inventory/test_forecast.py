@@ -8,6 +8,7 @@ from inventory.forecast import (
     FORECAST_COLUMNS,
     conformal_quantiles,
     forecast_demand,
+    group_level_member,
     yearly_profile_forecast,
 )
 
@@ -176,3 +177,47 @@ def test_clipped_calibration_counts_zero_actuals_inside_a_clipped_interval() -> 
     assert covered(*plain) > 0.85
     assert 0.79 <= covered(lo, hi) <= 0.82
     assert hi[0] < plain[1][0]
+
+
+def test_group_level_member_shares_the_products_level_by_long_run_share() -> None:
+    ids = np.array(["a/x", "b/x", "c/y", "plain"])
+    ses = np.array([[[6.0, 6.0]], [[2.0, 2.0]], [[5.0, 5.0]], [[1.0, 1.0]]])
+    means = np.array([[3.0], [1.0], [4.0], [1.0]])
+    cut = np.full((4, 1), np.datetime64("2024-01-01"), dtype="datetime64[ns]")
+    out = group_level_member(ids, ses, means, cut)
+    # Product x sells 8 now; a had 3 of its 4 units on average, b 1 of 4.
+    np.testing.assert_allclose(out[0, 0], [6.0, 6.0])
+    np.testing.assert_allclose(out[1, 0], [2.0, 2.0])
+    assert np.isnan(out[2:]).all()  # c is alone in product y; "plain" has no product
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["p", "q", "r"]),
+            st.floats(0.0, 100.0),
+            st.floats(0.01, 100.0),
+            st.sampled_from(["2024-01-01", "2024-02-01"]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_group_level_member_splits_each_groups_level_exactly(
+    rows: list[tuple[str, float, float, str]],
+) -> None:
+    ids = np.array([f"site{i}/{sku}" for i, (sku, _, _, _) in enumerate(rows)])
+    ses = np.array([[[level, level]] for _, level, _, _ in rows])
+    means = np.array([[mean] for _, _, mean, _ in rows])
+    cut = np.array([[np.datetime64(day)] for *_, day in rows], dtype="datetime64[ns]")
+    out = group_level_member(ids, ses, means, cut)
+    assert (np.nan_to_num(out) >= 0).all()
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, (sku, _, _, day) in enumerate(rows):
+        groups.setdefault((sku, day), []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            assert np.isnan(out[members]).all()
+        else:
+            np.testing.assert_allclose(out[members].sum(axis=0), ses[members].sum(axis=0))
