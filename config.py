@@ -59,6 +59,22 @@ class Config:
     API_TOKEN_TTL_S: int = 3600
     LOGIN_MAX_FAILURES: int = 5
     LOGIN_LOCKOUT_S: int = 900
+    # Rate limits (Flask-Limiter, "N per minute; M per hour"), kept in Redis (REDIS_URL) or in
+    # RATELIMIT_STORAGE_URI when set. Sign-in covers the login page, its second step and the
+    # API token; failures also count per account, across all three.
+    RATELIMIT_ENABLED: bool = True
+    RATELIMIT_STORAGE_URI: str = ""
+    RATELIMIT_SIGN_IN_PER_IP: str = "60 per minute; 600 per hour"
+    RATELIMIT_SIGN_IN_FAILURES_PER_IP: str = "20 per minute; 100 per hour"
+    RATELIMIT_SIGN_IN_FAILURES_PER_ACCOUNT: str = "5 per minute"
+    RATELIMIT_REGISTER_PER_IP: str = "10 per hour"
+    # Reverse proxies in front that set X-Forwarded-For (the client IP the limits key on).
+    PROXY_FIX_X_FOR: int = 0
+    # Photo proof of delivery: stored outside the web root; empty means instance/delivery-photos.
+    DELIVERY_PHOTO_DIR: str = ""
+    DELIVERY_PHOTO_MAX_BYTES: int = 5_000_000
+    # Whole request bodies (a photo plus the form); larger ones are answered 413.
+    MAX_CONTENT_LENGTH: int = 6_000_000
     # Real prescription bundles are a few kB; anything this large is a mistake or an attack.
     FHIR_MAX_BUNDLE_BYTES: int = 1_000_000
     # Pricing rule: NHS England prescription charge per item (exempt patients pay nothing).
@@ -139,6 +155,12 @@ class Config:
             "SMTP_USERNAME": "SMTP_USERNAME",
             "SMTP_PASSWORD": "SMTP_PASSWORD",
             "LOG_LEVEL": "LOG_LEVEL",
+            "RATELIMIT_STORAGE_URI": "RATELIMIT_STORAGE_URI",
+            "RATELIMIT_SIGN_IN_PER_IP": "RATELIMIT_SIGN_IN_PER_IP",
+            "RATELIMIT_SIGN_IN_FAILURES_PER_IP": "RATELIMIT_SIGN_IN_FAILURES_PER_IP",
+            "RATELIMIT_SIGN_IN_FAILURES_PER_ACCOUNT": "RATELIMIT_SIGN_IN_FAILURES_PER_ACCOUNT",
+            "RATELIMIT_REGISTER_PER_IP": "RATELIMIT_REGISTER_PER_IP",
+            "DELIVERY_PHOTO_DIR": "DELIVERY_PHOTO_DIR",
         }
         for attr, var in simple.items():
             if var in env:
@@ -151,9 +173,14 @@ class Config:
                           "SMTP_PORT": "SMTP_PORT",
                           "ROUTING_TIME_LIMIT_S": "ROUTING_TIME_LIMIT_S",
                           "REORDER_LEAD_TIME_DAYS": "REORDER_LEAD_TIME_DAYS",
-                          "REORDER_REVIEW_DAYS": "REORDER_REVIEW_DAYS"}.items():
+                          "REORDER_REVIEW_DAYS": "REORDER_REVIEW_DAYS",
+                          "PROXY_FIX_X_FOR": "PROXY_FIX_X_FOR",
+                          "DELIVERY_PHOTO_MAX_BYTES": "DELIVERY_PHOTO_MAX_BYTES",
+                          "MAX_CONTENT_LENGTH": "MAX_CONTENT_LENGTH"}.items():
             if var in env:
                 values[attr] = _parse_int(var, env[var])
+        if "RATELIMIT_ENABLED" in env:
+            values["RATELIMIT_ENABLED"] = parse_bool("RATELIMIT_ENABLED", env["RATELIMIT_ENABLED"])
         if "SMTP_STARTTLS" in env:
             values["SMTP_STARTTLS"] = parse_bool("SMTP_STARTTLS", env["SMTP_STARTTLS"])
         if "SESSION_COOKIE_SECURE" in env:

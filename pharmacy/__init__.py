@@ -60,6 +60,10 @@ def create_app(config: Config | None = None) -> Flask:
 
     register_error_handlers(app)
 
+    from .rate_limits import init_rate_limits
+
+    init_rate_limits(app)  # wraps the sign-in views, so after every blueprint
+
     from .cli import register_cli
 
     register_cli(app)

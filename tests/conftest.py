@@ -101,6 +101,19 @@ def db(app: Flask) -> Iterator[object]:
                 conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits(request: pytest.FixtureRequest) -> None:
+    """Each test that builds on the app starts with no sign-in counted against 127.0.0.1.
+
+    The suite signs in far more often than a person could; the limits themselves are tested
+    in tests/security/test_rate_limits.py with the production defaults.
+    """
+    if "app" in request.fixturenames:
+        from pharmacy.rate_limits import reset_rate_limits
+
+        reset_rate_limits(request.getfixturevalue("app"))
+
+
 @pytest.fixture()
 def redis(app: Flask, redis_url: str) -> Iterator[Redis]:
     conn = Redis.from_url(redis_url)

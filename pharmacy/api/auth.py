@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 
 from ..errors import TooManyAttempts, Unauthorised
 from ..extensions import db
+from ..rate_limits import note_sign_in_failure
 from ..schemas.auth import TokenRequestSchema, TokenSchema, UserSchema
 from ..services import auth
 from .security import BEARER_DOC, current_api_user, require_roles
@@ -27,7 +28,8 @@ class TokenResource(MethodView):
     @blp.response(200, TokenSchema)
     @blp.alt_response(401, description="Wrong e-mail or password")
     @blp.alt_response(422, description="Invalid request body")
-    @blp.alt_response(429, description="Too many failed attempts; account locked for a while")
+    @blp.alt_response(429, description="Too many attempts (account locked for a while, or too "
+                      "many from this client or for this account); see Retry-After")
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Exchange e-mail and password for a bearer token."""
         cfg = current_app.config
@@ -38,6 +40,8 @@ class TokenResource(MethodView):
             request_id=g.get("request_id"),
         )
         db.session.commit()  # failures and lockouts are kept even though we answer an error
+        if result.outcome is not auth.SignIn.OK:
+            note_sign_in_failure()
         if result.outcome is auth.SignIn.LOCKED:
             raise TooManyAttempts("Too many failed sign-in attempts; try again later.")
         if result.outcome is not auth.SignIn.OK or result.user is None:

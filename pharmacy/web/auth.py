@@ -13,6 +13,7 @@ from wtforms.validators import DataRequired, Length
 
 from ..extensions import db
 from ..models import Role
+from ..rate_limits import note_sign_in_failure
 from ..services import auth
 from .session import login_user, logout_user
 
@@ -78,6 +79,7 @@ def login() -> Any:
             flash("Signed in.", "info")
             target = _safe_next(request.args.get("next"))
             return redirect(target or url_for("auth.index"))
+        note_sign_in_failure()
         if result.outcome is auth.SignIn.LOCKED:
             flash("Too many failed attempts. Your account is locked for a while; "
                   "try again later.", "error")
