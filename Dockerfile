@@ -19,7 +19,7 @@ RUN mkdir -p pharmacy routing inventory \
     && touch pharmacy/__init__.py routing/__init__.py inventory/__init__.py config.py wsgi.py \
     && pip install . && pip uninstall -y dispensary
 
-COPY config.py wsgi.py ./
+COPY config.py wsgi.py gunicorn.conf.py ./
 COPY pharmacy ./pharmacy
 COPY routing ./routing
 COPY inventory ./inventory
@@ -31,4 +31,5 @@ RUN chown -R dispensary:dispensary /app
 USER dispensary
 EXPOSE 8000
 # Migrations run once before web and workers start: `docker compose run --rm migrate`.
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-", "wsgi:app"]
+# gunicorn.conf.py: 2 gthread workers x 4 threads on port 8000 (WEB_CONCURRENCY, WEB_THREADS).
+CMD ["gunicorn", "--config", "gunicorn.conf.py", "--access-logfile", "-", "wsgi:app"]

@@ -201,7 +201,9 @@ def load(port: int, seconds: float, threads: int, out: multiprocessing.Queue) ->
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=16, help="client threads")
+    parser.add_argument("--web-threads", type=int, default=4,
+                        help="threads per gunicorn worker (gunicorn.conf.py's default)")
     args = parser.parse_args()
     stripe_port, web_port = free_port(), free_port()
     env = {**os.environ, "DATABASE_URL": DB_URL, "REDIS_URL": "redis://127.0.0.1:6379/12",
@@ -210,7 +212,6 @@ def main() -> int:
            "ROUTING_TIME_LIMIT_S": "5"}
     print("preparing the database and demo data...", file=sys.stderr)
     prepare(env)
-    tune(env)
     procs = [subprocess.Popen([str(BIN / "python"), "-c", (
         "import sys, localstripe.resources;"
         "localstripe.resources.Store.dump_to_disk = lambda self: None;"
@@ -218,12 +219,18 @@ def main() -> int:
         f"sys.argv = ['localstripe', '--port', '{stripe_port}', '--from-scratch']; start()")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     procs.append(subprocess.Popen(
-        [str(BIN / "gunicorn"), "--workers", "2", "--bind", f"127.0.0.1:{web_port}",
+        [str(BIN / "gunicorn"), "--config", "gunicorn.conf.py", "--workers", "2",
+         "--threads", str(args.web_threads), "--bind", f"127.0.0.1:{web_port}",
          "--log-level", "warning", "wsgi:app"], cwd=ROOT, env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         wait_for(stripe_port, "/js.stripe.com/v3/")
         wait_for(web_port)
+        # Listing slots creates the next days' slots; only then can tune() open them up.
+        Client(web_port).call("GET", "/api/v1/slots?days=3", headers={
+            "Authorization": "Bearer " + token(web_port, "patient001@example.com",
+                                               "demo-patient-1")})
+        tune(env)
         import stripe
         from sqlalchemy import create_engine, text
 
@@ -256,8 +263,8 @@ def main() -> int:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    print(f"\ngunicorn 2 workers, {args.threads} client threads, {args.seconds:.0f} s per "
-          "scenario, loopback\n")
+    print(f"\ngunicorn 2 workers x {args.web_threads} threads, {args.threads} client threads, "
+          f"{args.seconds:.0f} s per scenario, loopback\n")
     print(f"{'endpoint':<52} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} "
           f"{'p99 ms':>8} {'errors':>7}")
     for r in results:

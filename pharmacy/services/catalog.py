@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -10,30 +11,54 @@ from sqlalchemy.orm import Session
 from ..errors import NotFound
 from ..models import Medicine
 
+# The columns a catalogue entry shows (MedicineSchema); read as plain rows, not ORM objects:
+# browsing is the busiest read in the shop and needs neither identity map nor change tracking.
+CATALOGUE_COLUMNS = (
+    Medicine.id, Medicine.code, Medicine.name, Medicine.ingredient, Medicine.strength,
+    Medicine.form, Medicine.atc, Medicine.cd_schedule, Medicine.cold_chain,
+    Medicine.prescription_only, Medicine.pack_size, Medicine.pack_unit,
+    Medicine.unit_price_minor,
+)
+
 
 @dataclass(frozen=True)
 class MedicinePage:
-    items: list[Medicine]
+    items: list[dict[str, Any]]
     page: int
     page_size: int
     total: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"items": self.items, "page": self.page, "page_size": self.page_size,
+                "total": self.total}
 
 
 def search_medicines(session: Session, *, q: str | None = None,
                      prescription_only: bool | None = None, page: int = 1,
                      page_size: int = 50) -> MedicinePage:
-    """Active medicines whose name contains ``q`` (case-insensitive), by name."""
-    stmt = select(Medicine).where(Medicine.is_active.is_(True))
+    """Active medicines whose name contains ``q`` (case-insensitive), by name.
+
+    One round trip: the page's rows carry the total match count (``count(*) OVER ()``).
+    A page past the end has no rows to carry it, so only then is the total counted apart.
+    """
+    where = [Medicine.is_active.is_(True)]
     if q:
         escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = stmt.where(func.lower(Medicine.name).like(f"%{escaped}%", escape="\\"))
+        where.append(func.lower(Medicine.name).like(f"%{escaped}%", escape="\\"))
     if prescription_only is not None:
-        stmt = stmt.where(Medicine.prescription_only.is_(prescription_only))
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    items = session.scalars(
-        stmt.order_by(Medicine.name, Medicine.id).limit(page_size).offset((page - 1) * page_size)
+        where.append(Medicine.prescription_only.is_(prescription_only))
+    total_col = func.count().over().label("total")
+    rows = session.execute(
+        select(*CATALOGUE_COLUMNS, total_col).where(*where)
+        .order_by(Medicine.name, Medicine.id).limit(page_size).offset((page - 1) * page_size)
     ).all()
-    return MedicinePage(list(items), page, page_size, total)
+    if rows:
+        total = int(rows[0].total)
+    else:
+        total = session.scalar(select(func.count()).select_from(Medicine).where(*where)) or 0
+    keys = [column.key for column in CATALOGUE_COLUMNS]
+    items = [dict(zip(keys, row[:-1], strict=True)) for row in rows]
+    return MedicinePage(items, page, page_size, total)
 
 
 def get_medicine(session: Session, medicine_id: int) -> Medicine:

@@ -530,7 +530,10 @@ def authorise(session: Session, order: Order, *, payment_method: str | None = No
         "metadata": {"order_id": str(order.id), "order_reference": order.reference},
     }
     if payment_method:
-        params["payment_method"] = payment_method
+        # The card is known: create and confirm in one round trip (the PaymentIntent comes
+        # back authorised, declined, or asking for 3-D Secure) instead of create, confirm
+        # and retrieve.
+        params.update(payment_method=payment_method, confirm=True, expand=["latest_charge"])
     created = order.created_at.timestamp() if order.created_at else 0
     # Same order, attempt and card -> same key: Stripe answers a lost-commit retry with the
     # PaymentIntent it already made. (A different card after a lost commit makes a new one.)
@@ -538,8 +541,13 @@ def authorise(session: Session, order: Order, *, payment_method: str | None = No
            f"{payment_method or 'page'}")
     try:
         pi = _as_dict(_call(client.v1.payment_intents.create, params, {"idempotency_key": key}))
-    except stripe.CardError as exc:  # e.g. a PaymentMethod that cannot be used at all
-        raise PaymentDeclined(patient_message(_error_dict(exc))) from None
+    except stripe.CardError as exc:
+        # A decline while confirming: the PaymentIntent exists and is recorded as failed.
+        # Without one (a PaymentMethod that cannot be used at all) there is nothing to record.
+        declined = _declined_intent(client, exc)
+        if declined is None:
+            raise PaymentDeclined(patient_message(_error_dict(exc))) from None
+        pi = declined
     except stripe.InvalidRequestError as exc:
         logger.warning("stripe refused a PaymentIntent for order %s: %s", order.id, exc.code)
         if payment_method and (exc.param == "payment_method" or exc.http_status == 404):
@@ -548,14 +556,43 @@ def authorise(session: Session, order: Order, *, payment_method: str | None = No
     payment = Payment(order_id=order.id, provider=PROVIDER, provider_payment_id=pi["id"],
                       status=_status_for(pi) or PaymentStatus.REQUIRES_PAYMENT_METHOD,
                       currency=order.currency.upper(), amount_minor=order.total_minor)
+    if payment_method:
+        # Recorded as created first, then moved to the state the confirmation reached, so the
+        # audit trail reads the same as for a payment confirmed later on the page.
+        payment.status = PaymentStatus.REQUIRES_PAYMENT_METHOD
     session.add(payment)
     session.flush()
     audit.record(session, action="payment.created", entity_type="payment", entity_id=payment.id,
                  after={**_snapshot(payment), "order_id": order.id,
                         "provider_payment_id": payment.provider_payment_id})
     if payment_method:
-        pi = _confirm(session, payment, client, return_url)
+        _apply(session, payment, pi, source="authorise")
     return _result(payment, pi)
+
+
+def _declined_intent(client: stripe.StripeClient,
+                     exc: stripe.CardError) -> dict[str, Any] | None:
+    """The PaymentIntent a create-and-confirm call declined, read back from Stripe.
+
+    Stripe names it in the error (``error.payment_intent``); localstripe names only the
+    charge, whose ``payment_intent`` leads to it.
+    """
+    error = exc.error
+    intent = getattr(error, "payment_intent", None) if error is not None else None
+    intent_id = intent if isinstance(intent, str) or intent is None else getattr(intent, "id",
+                                                                                  None)
+    if not intent_id and error is not None and getattr(error, "charge", None):
+        try:
+            charge = _call(client.v1.charges.retrieve, str(error.charge))
+        except stripe.StripeError:
+            return None
+        intent_id = _as_dict(charge).get("payment_intent")
+    if not isinstance(intent_id, str) or not intent_id:
+        return None
+    try:
+        return _retrieve(client, intent_id)
+    except stripe.StripeError:
+        return None
 
 
 def _continue(session: Session, payment: Payment, order: Order, payment_method: str | None,
