@@ -31,7 +31,8 @@ from .extensions import db
 logger = logging.getLogger(__name__)
 
 _EXT = "dispensary.limiter"
-SIGN_IN_ENDPOINTS = ("auth.login", "api_auth.TokenResource")
+SIGN_IN_ENDPOINTS = ("auth.login", "auth.second_factor", "account.disable",
+                     "api_auth.TokenResource")
 REGISTER_ENDPOINTS = ("auth.register",)
 # Where the second sign-in step keeps the account key of the password step.
 PENDING_ACCOUNT_KEY = "pending_account_key"
@@ -72,6 +73,9 @@ def _account_key() -> str:
     pending = session.get(PENDING_ACCOUNT_KEY)
     if isinstance(pending, str) and pending:
         return pending
+    user = g.get("user")  # a signed-in user confirming a change with a code
+    if user is not None:
+        return account_key_for(user.email)
     return "acct-none"
 
 

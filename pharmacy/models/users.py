@@ -42,6 +42,12 @@ class User(TimestampMixin, Base):
     last_login_at: Mapped[datetime | None]
     # Bumped on password change or forced logout; API tokens carry it, so old ones die.
     token_generation: Mapped[int] = mapped_column(default=0)
+    # Optional second factor (pharmacists, admins): an RFC 6238 secret, set when enrolment
+    # starts and in force once a code has confirmed it; the last time step used, so that a
+    # code is never accepted twice.
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    totp_enabled_at: Mapped[datetime | None]
+    totp_last_counter: Mapped[int | None]
 
     patient: Mapped[PatientProfile | None] = relationship(back_populates="user")
     courier: Mapped[Courier | None] = relationship(back_populates="user")

@@ -12,9 +12,10 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ..errors import Conflict
 from ..models import Role, User
 from ..models.base import utcnow
-from . import audit
+from . import audit, totp
 
 _hasher = PasswordHasher()
 # A real hash to verify against when the e-mail is unknown, so timing does not reveal accounts.
@@ -38,6 +39,9 @@ class SignIn(enum.Enum):
     OK = "ok"
     BAD_CREDENTIALS = "bad_credentials"
     LOCKED = "locked"
+    # The password was right; the account also wants a code from its authenticator app.
+    SECOND_FACTOR_REQUIRED = "second_factor_required"
+    BAD_SECOND_FACTOR = "bad_second_factor"
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,14 @@ class SignInResult:
     outcome: SignIn
     user: User | None = None
     locked_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Lockout:
+    """How many failures in a row lock an account, and for how long."""
+
+    max_failures: int
+    duration: timedelta
 
 
 def normalise_email(email: str) -> str:
@@ -55,6 +67,53 @@ def find_user_by_email(session: Session, email: str) -> User | None:
     return session.scalar(select(User).where(func.lower(User.email) == normalise_email(email)))
 
 
+def _is_locked(user: User, now: datetime) -> bool:
+    return user.locked_until is not None and user.locked_until > now
+
+
+def _refuse_locked(session: Session, user: User, request_id: str | None) -> SignInResult:
+    audit.record(session, action="user.login_refused_locked", entity_type="user",
+                 entity_id=user.id, request_id=request_id)
+    return SignInResult(SignIn.LOCKED, user, user.locked_until)
+
+
+def record_failure(session: Session, user: User, *, lockout: Lockout, now: datetime,
+                   factor: str = "password", request_id: str | None = None) -> SignInResult:
+    """Count one failed attempt (a wrong password or code); lock the account at the limit."""
+    user.failed_login_count += 1
+    audit.record(session, action="user.login_failed", entity_type="user", entity_id=user.id,
+                 after={"failed_login_count": user.failed_login_count, "factor": factor},
+                 request_id=request_id)
+    if user.failed_login_count >= lockout.max_failures:
+        user.locked_until = now + lockout.duration
+        user.failed_login_count = 0
+        audit.record(session, action="user.locked", entity_type="user", entity_id=user.id,
+                     after={"locked_until": user.locked_until.isoformat()},
+                     request_id=request_id)
+        return SignInResult(SignIn.LOCKED, user, user.locked_until)
+    return SignInResult(
+        SignIn.BAD_CREDENTIALS if factor == "password" else SignIn.BAD_SECOND_FACTOR, user)
+
+
+def _signed_in(session: Session, user: User, *, now: datetime, second_factor: bool,
+               request_id: str | None) -> SignInResult:
+    user.failed_login_count = 0
+    user.locked_until = None
+    user.last_login_at = now
+    audit.record(session, action="user.login", entity_type="user", entity_id=user.id,
+                 actor=user, after={"second_factor": True} if second_factor else None,
+                 request_id=request_id)
+    return SignInResult(SignIn.OK, user)
+
+
+def _check_code(session: Session, user: User, code: str, *, lockout: Lockout, now: datetime,
+                request_id: str | None) -> SignInResult:
+    if totp.accept_code(session, user, code, now=now):
+        return _signed_in(session, user, now=now, second_factor=True, request_id=request_id)
+    return record_failure(session, user, lockout=lockout, now=now, factor="totp",
+                          request_id=request_id)
+
+
 def authenticate(
     session: Session,
     email: str,
@@ -62,42 +121,81 @@ def authenticate(
     *,
     max_failures: int,
     lockout: timedelta,
+    totp_code: str | None = None,
     request_id: str | None = None,
     now: datetime | None = None,
 ) -> SignInResult:
-    """Check a password, counting failures; lock the account after ``max_failures`` in a row.
+    """Check a password (and, for an account with a second factor, a code), counting failures;
+    lock the account after ``max_failures`` in a row.
+
+    An enrolled account without ``totp_code`` answers SECOND_FACTOR_REQUIRED: the password was
+    right, but nobody is signed in until ``complete_second_factor`` (or a call with the code)
+    accepts a code. A wrong code counts as a failed sign-in.
 
     The caller must commit even when sign-in fails, so that failures are counted and audited.
     """
     now = now or utcnow()
+    policy = Lockout(max_failures, lockout)
     user = find_user_by_email(session, email)
     if user is None or not user.is_active:
         _password_matches(_DUMMY_HASH, password)
         return SignInResult(SignIn.BAD_CREDENTIALS)
-    if user.locked_until is not None and user.locked_until > now:
-        audit.record(session, action="user.login_refused_locked", entity_type="user",
-                     entity_id=user.id, request_id=request_id)
-        return SignInResult(SignIn.LOCKED, user, user.locked_until)
+    if _is_locked(user, now):
+        return _refuse_locked(session, user, request_id)
     if not _password_matches(user.password_hash, password):
-        user.failed_login_count += 1
-        audit.record(session, action="user.login_failed", entity_type="user", entity_id=user.id,
-                     after={"failed_login_count": user.failed_login_count},
-                     request_id=request_id)
-        if user.failed_login_count >= max_failures:
-            user.locked_until = now + lockout
-            user.failed_login_count = 0
-            audit.record(session, action="user.locked", entity_type="user", entity_id=user.id,
-                         after={"locked_until": user.locked_until.isoformat()},
-                         request_id=request_id)
-            return SignInResult(SignIn.LOCKED, user, user.locked_until)
-        return SignInResult(SignIn.BAD_CREDENTIALS, user)
+        return record_failure(session, user, lockout=policy, now=now, request_id=request_id)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-    user.failed_login_count = 0
-    user.locked_until = None
-    user.last_login_at = now
-    audit.record(session, action="user.login", entity_type="user", entity_id=user.id,
-                 actor=user, request_id=request_id)
+    if totp.is_enrolled(user):
+        if totp_code is None:
+            audit.record(session, action="user.login_second_factor_required",
+                         entity_type="user", entity_id=user.id, request_id=request_id)
+            return SignInResult(SignIn.SECOND_FACTOR_REQUIRED, user)
+        return _check_code(session, user, totp_code, lockout=policy, now=now,
+                           request_id=request_id)
+    return _signed_in(session, user, now=now, second_factor=False, request_id=request_id)
+
+
+def complete_second_factor(
+    session: Session,
+    user_id: int,
+    code: str,
+    *,
+    generation: int,
+    max_failures: int,
+    lockout: timedelta,
+    request_id: str | None = None,
+    now: datetime | None = None,
+) -> SignInResult:
+    """The second step of a sign-in whose password ``authenticate`` accepted.
+
+    ``generation`` is the account's token generation at the first step: a password change or
+    forced sign-out in between voids the waiting sign-in.
+    """
+    now = now or utcnow()
+    user = session.get(User, user_id)
+    if (user is None or not user.is_active or not totp.is_enrolled(user)
+            or user.token_generation != generation):
+        return SignInResult(SignIn.BAD_CREDENTIALS)
+    if _is_locked(user, now):
+        return _refuse_locked(session, user, request_id)
+    return _check_code(session, user, code, lockout=Lockout(max_failures, lockout), now=now,
+                       request_id=request_id)
+
+
+def disable_second_factor(session: Session, user: User, code: str, *, max_failures: int,
+                          lockout: timedelta, request_id: str | None = None,
+                          now: datetime | None = None) -> SignInResult:
+    """Turn two-step sign-in off with a current code; a wrong code is a failed sign-in."""
+    now = now or utcnow()
+    if not totp.is_enrolled(user):
+        raise Conflict("Two-step sign-in is not on.")
+    if _is_locked(user, now):
+        return SignInResult(SignIn.LOCKED, user, user.locked_until)
+    if not totp.accept_code(session, user, code, now=now):
+        return record_failure(session, user, lockout=Lockout(max_failures, lockout), now=now,
+                              factor="totp", request_id=request_id)
+    totp.turn_off(session, user)
     return SignInResult(SignIn.OK, user)
 
 

@@ -8,14 +8,14 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField
+from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from ..extensions import db
 from ..models import Role
-from ..rate_limits import note_sign_in_failure
+from ..rate_limits import account_key_for, note_sign_in_failure
 from ..services import auth
-from .session import login_user, logout_user
+from .session import begin_second_factor, login_user, logout_user, pending_second_factor
 
 bp = Blueprint("auth", __name__)
 
@@ -61,28 +61,37 @@ def index() -> Any:
     return redirect(url_for(endpoint))
 
 
+def _lockout() -> dict[str, Any]:
+    cfg = current_app.config
+    return {"max_failures": cfg["LOGIN_MAX_FAILURES"],
+            "lockout": timedelta(seconds=cfg["LOGIN_LOCKOUT_S"])}
+
+
+_LOCKED_MESSAGE = ("Too many failed attempts. Your account is locked for a while; "
+                   "try again later.")
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     form = LoginForm()
     status = 200
     if form.validate_on_submit():
-        cfg = current_app.config
-        result = auth.authenticate(
-            db.session, form.email.data or "", form.password.data or "",
-            max_failures=cfg["LOGIN_MAX_FAILURES"],
-            lockout=timedelta(seconds=cfg["LOGIN_LOCKOUT_S"]),
-            request_id=g.get("request_id"),
-        )
+        email = form.email.data or ""
+        result = auth.authenticate(db.session, email, form.password.data or "", **_lockout(),
+                                   request_id=g.get("request_id"))
         db.session.commit()
+        target = _safe_next(request.args.get("next"))
         if result.outcome is auth.SignIn.OK and result.user is not None:
             login_user(result.user)
             flash("Signed in.", "info")
-            target = _safe_next(request.args.get("next"))
             return redirect(target or url_for("auth.index"))
+        if result.outcome is auth.SignIn.SECOND_FACTOR_REQUIRED and result.user is not None:
+            begin_second_factor(result.user, account_key=account_key_for(email),
+                                next_url=target)
+            return redirect(url_for("auth.second_factor"))
         note_sign_in_failure()
         if result.outcome is auth.SignIn.LOCKED:
-            flash("Too many failed attempts. Your account is locked for a while; "
-                  "try again later.", "error")
+            flash(_LOCKED_MESSAGE, "error")
             status = 429
         else:
             flash("Wrong e-mail or password.", "error")
@@ -90,6 +99,48 @@ def login() -> Any:
     elif request.method == "POST":
         status = 400
     return render_template("login.html", form=form), status
+
+
+class CodeForm(FlaskForm):  # type: ignore[misc]
+    code = StringField("Code", validators=[DataRequired(), Length(max=16)])
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+def second_factor() -> Any:
+    """The second step of signing in: the code from the authenticator app.
+
+    Reachable only while a sign-in waits for its code (the password was accepted in the last
+    few minutes); nobody is signed in until the code is right.
+    """
+    pending = pending_second_factor()
+    if pending is None:
+        flash("Sign in with your e-mail and password first.", "error")
+        return redirect(url_for("auth.login"))
+    form = CodeForm()
+    status = 200
+    if form.validate_on_submit():
+        result = auth.complete_second_factor(
+            db.session, pending["uid"], form.code.data or "", generation=pending.get("gen", -1),
+            **_lockout(), request_id=g.get("request_id"))
+        db.session.commit()
+        if result.outcome is auth.SignIn.OK and result.user is not None:
+            login_user(result.user)  # a fresh session: the waiting state is gone
+            flash("Signed in.", "info")
+            return redirect(_safe_next(pending.get("next")) or url_for("auth.index"))
+        note_sign_in_failure()
+        if result.outcome is auth.SignIn.LOCKED:
+            logout_user()
+            flash(_LOCKED_MESSAGE, "error")
+            return render_template("login.html", form=LoginForm(formdata=None)), 429
+        if result.outcome is auth.SignIn.BAD_CREDENTIALS:
+            logout_user()
+            flash("Sign in again.", "error")
+            return redirect(url_for("auth.login"))
+        flash("That code is not right. Enter the code your app shows now.", "error")
+        status = 401
+    elif request.method == "POST":
+        status = 400
+    return render_template("login_code.html", form=form), status
 
 
 @bp.post("/logout")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from flask import g, redirect, request, session, url_for
 from ..errors import Forbidden
 from ..extensions import db
 from ..models import Role, User
+from ..rate_limits import PENDING_ACCOUNT_KEY
 
 
 def load_session_user() -> None:
@@ -30,6 +32,30 @@ def login_user(user: User) -> None:
     session["uid"] = user.id
     session["gen"] = user.token_generation
     session.permanent = False
+
+
+# A sign-in waiting for its second factor: the password was right, nobody is signed in yet.
+_PENDING = "pending_2fa"
+PENDING_MAX_AGE_S = 300
+
+
+def begin_second_factor(user: User, *, account_key: str, next_url: str | None) -> None:
+    session.clear()  # nothing from before survives, as at a full sign-in
+    session[_PENDING] = {"uid": user.id, "gen": user.token_generation, "at": int(time.time()),
+                         "next": next_url}
+    session[PENDING_ACCOUNT_KEY] = account_key  # the per-account rate limit of the code step
+
+
+def pending_second_factor() -> dict[str, Any] | None:
+    """The waiting sign-in, if one is there and recent; else None (and it is forgotten)."""
+    pending = session.get(_PENDING)
+    if not isinstance(pending, dict):
+        return None
+    if not isinstance(pending.get("uid"), int) or not isinstance(pending.get("at"), int) or (
+            time.time() - pending["at"] > PENDING_MAX_AGE_S):
+        session.clear()
+        return None
+    return pending
 
 
 def logout_user() -> None:

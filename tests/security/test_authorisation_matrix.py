@@ -54,6 +54,14 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("auth.login", "GET"): EVERYONE,
     ("auth.login", "POST"): EVERYONE,
     ("auth.logout", "POST"): EVERYONE,
+    # The code step of a sign-in exists only while one waits for its code (password accepted
+    # moments ago); anyone else is sent to sign in. tests/security/test_totp.py covers it.
+    ("auth.second_factor", "GET"): frozenset(),
+    ("auth.second_factor", "POST"): frozenset(),
+    ("account.two_factor", "GET"): frozenset({"pharmacist", "admin"}),
+    ("account.setup", "POST"): frozenset({"pharmacist", "admin"}),
+    ("account.confirm", "POST"): frozenset({"pharmacist", "admin"}),
+    ("account.disable", "POST"): frozenset({"pharmacist", "admin"}),
     ("auth.register", "GET"): EVERYONE,
     ("auth.register", "POST"): EVERYONE,
     ("health.healthz", "GET"): EVERYONE,

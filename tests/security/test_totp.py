@@ -1,0 +1,248 @@
+"""The optional second factor (TOTP) of pharmacists and admins: enrolment, the two-step sign-in
+on the pages and the API, replay, failures, session handling, turning it off."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+
+import pyotp
+import pytest
+from sqlalchemy import select
+
+from pharmacy.models import AuditEvent, Role, User
+from pharmacy.services import totp as totp_service
+from tests.factories import DEFAULT_PASSWORD, UserFactory
+from tests.pharmacy.helpers import csrf_token, web_login
+
+PROBLEM = "application/problem+json"
+
+
+def code(secret: str, offset: int = 0) -> str:
+    """The code of the time step ``offset`` steps from now (the server accepts -1..+1)."""
+    totp = pyotp.TOTP(secret)
+    return totp.generate_otp(totp.timecode(time.time()) + offset)
+
+
+def _post(client, path: str, data: dict[str, str], page: str = "/account/two-factor"):  # type: ignore[no-untyped-def]
+    return client.post(path, data={**data, "csrf_token": csrf_token(client, page)})
+
+
+def _enrol(client, db, user: User) -> str:  # type: ignore[no-untyped-def]
+    """Sign in, set up and confirm (with the code of the previous step); returns the secret."""
+    assert web_login(client, user.email, DEFAULT_PASSWORD).status_code == 302
+    assert _post(client, "/account/two-factor/setup", {}).status_code == 303
+    page = client.get("/account/two-factor").get_data(as_text=True)
+    secret = re.search(r'<code id="totp-secret">([A-Z2-7]+)</code>', page).group(1)  # type: ignore[union-attr]
+    confirmed = _post(client, "/account/two-factor/confirm", {"code": code(secret, -1)})
+    assert confirmed.status_code == 303
+    db.session.expire_all()
+    assert totp_service.is_enrolled(db.session.get(User, user.id))
+    return secret
+
+
+@pytest.fixture()
+def pharmacist(db):  # type: ignore[no-untyped-def]
+    user = UserFactory(role=Role.PHARMACIST)
+    db.session.commit()
+    return user
+
+
+def _actions(db) -> list[str]:  # type: ignore[no-untyped-def]
+    return list(db.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id)))
+
+
+def test_enrolment_shows_a_qr_code_and_the_secret_and_needs_a_valid_code(
+        client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    web_login(client, pharmacist.email, DEFAULT_PASSWORD)
+    assert "Set up two-step sign-in" in client.get("/account/two-factor").get_data(as_text=True)
+    _post(client, "/account/two-factor/setup", {})
+    page = client.get("/account/two-factor").get_data(as_text=True)
+    assert "<svg" in page and "<path" in page  # the QR code, drawn on the server
+    assert "<script" not in page.split("<main", 1)[1]
+    secret = re.search(r'<code id="totp-secret">([A-Z2-7]+)</code>', page).group(1)  # type: ignore[union-attr]
+    assert f"otpauth://totp/Dispensary:{pharmacist.email.replace('@', '%40')}" in page
+    assert f"secret={secret}" in page
+    # A wrong code does not turn it on.
+    wrong = _post(client, "/account/two-factor/confirm", {"code": "000000"})
+    assert wrong.status_code == 303
+    db.session.expire_all()
+    assert not totp_service.is_enrolled(db.session.get(User, pharmacist.id))
+    assert "That code is not right" in client.get("/account/two-factor").get_data(as_text=True)
+    _post(client, "/account/two-factor/confirm", {"code": code(secret)})
+    db.session.expire_all()
+    assert totp_service.is_enrolled(db.session.get(User, pharmacist.id))
+    assert "user.totp_enabled" in _actions(db)
+    # This session goes on; the page now offers to turn it off.
+    assert "Turn off two-step sign-in" in client.get(
+        "/account/two-factor").get_data(as_text=True)
+
+
+def test_turning_it_on_ends_other_sessions_and_tokens(app, client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    token = client.post("/api/v1/auth/token", json={
+        "email": pharmacist.email, "password": DEFAULT_PASSWORD}).get_json()["access_token"]
+    other = app.test_client()
+    web_login(other, pharmacist.email, DEFAULT_PASSWORD)
+    assert other.get("/pharmacist/").status_code == 200
+    _enrol(client, db, pharmacist)
+    assert client.get("/pharmacist/").status_code == 200
+    assert other.get("/pharmacist/").status_code == 302
+    assert client.get("/api/v1/auth/me",
+                      headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+@pytest.mark.parametrize("role", [Role.PATIENT, Role.COURIER])
+def test_only_pharmacists_and_admins_may_enrol(client, db, role: Role) -> None:  # type: ignore[no-untyped-def]
+    user = UserFactory(role=role)
+    db.session.commit()
+    web_login(client, user.email, DEFAULT_PASSWORD)
+    assert client.get("/account/two-factor").status_code == 403
+    with pytest.raises(Exception, match="pharmacists and admins"):
+        totp_service.start_enrolment(db.session, user)
+
+
+def test_sign_in_asks_for_the_code_and_is_not_signed_in_before_it(
+        app, client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    secret = _enrol(client, db, pharmacist)
+    fresh = app.test_client()
+    with fresh.session_transaction() as sess:
+        sess["planted"] = "by-an-attacker"  # anything set before sign-in must not survive
+    first = web_login(fresh, pharmacist.email, DEFAULT_PASSWORD)
+    assert first.status_code == 302 and first.headers["Location"].endswith("/login/code")
+    with fresh.session_transaction() as sess:
+        assert "uid" not in sess and "planted" not in sess
+    assert fresh.get("/pharmacist/").status_code == 302  # not signed in yet
+    page = fresh.get("/login/code")
+    assert page.status_code == 200 and 'autocomplete="one-time-code"' in page.get_data(
+        as_text=True)
+    done = fresh.post("/login/code", data={"code": code(secret),
+                                           "csrf_token": csrf_token(fresh, "/login/code")})
+    assert done.status_code == 302
+    with fresh.session_transaction() as sess:
+        assert sess["uid"] == pharmacist.id and "pending_2fa" not in sess
+    assert fresh.get("/pharmacist/").status_code == 200
+    assert _actions(db)[-1] == "user.login"
+
+
+def test_a_code_is_accepted_once(app, client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    secret = _enrol(client, db, pharmacist)
+    used = code(secret)
+    for attempt in range(2):
+        other = app.test_client()
+        web_login(other, pharmacist.email, DEFAULT_PASSWORD)
+        response = other.post("/login/code", data={
+            "code": used, "csrf_token": csrf_token(other, "/login/code")})
+        if attempt == 0:
+            assert response.status_code == 302
+        else:
+            assert response.status_code == 401  # the same code, replayed within its window
+            assert "That code is not right" in response.get_data(as_text=True)
+            assert other.get("/pharmacist/").status_code == 302
+
+
+def test_wrong_codes_count_as_failed_sign_ins_and_lock_the_account(
+        app, client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    secret = _enrol(client, db, pharmacist)
+    other = app.test_client()
+    web_login(other, pharmacist.email, DEFAULT_PASSWORD)
+    token = csrf_token(other, "/login/code")
+    for _ in range(4):
+        assert other.post("/login/code", data={"code": "123456",
+                                               "csrf_token": token}).status_code == 401
+    locked = other.post("/login/code", data={"code": "123456", "csrf_token": token})
+    assert locked.status_code == 429
+    assert "locked" in locked.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(User, pharmacist.id).locked_until is not None
+    failed = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "user.login_failed")).all()
+    assert [e.after["factor"] for e in failed] == ["totp"] * 5
+    # Locked: even the right password and code are refused now.
+    again = app.test_client()
+    assert web_login(again, pharmacist.email, DEFAULT_PASSWORD).status_code in (429,)
+    assert again.get("/pharmacist/").status_code == 302
+    del secret
+
+
+def test_a_waiting_sign_in_expires(app, client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    secret = _enrol(client, db, pharmacist)
+    other = app.test_client()
+    web_login(other, pharmacist.email, DEFAULT_PASSWORD)
+    token = csrf_token(other, "/login/code")
+    with other.session_transaction() as sess:
+        sess["pending_2fa"] = {**sess["pending_2fa"], "at": int(time.time()) - 301}
+    response = other.post("/login/code", data={"code": code(secret), "csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"].endswith("/login")
+    assert other.get("/pharmacist/").status_code == 302
+
+
+def test_the_code_step_without_a_password_step_sends_you_to_sign_in(client, db) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/login/code")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/login")
+
+
+def test_the_api_token_needs_the_code_for_enrolled_accounts(client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    secret = _enrol(client, db, pharmacist)
+    creds = {"email": pharmacist.email, "password": DEFAULT_PASSWORD}
+    missing = client.post("/api/v1/auth/token", json=creds)
+    assert missing.status_code == 401 and missing.mimetype == PROBLEM
+    assert missing.get_json()["code"] == "totp_required"
+    db.session.expire_all()
+    assert db.session.get(User, pharmacist.id).failed_login_count == 0  # not a failure
+    wrong = client.post("/api/v1/auth/token", json={**creds, "totp": "000000"})
+    assert wrong.status_code == 401 and wrong.get_json()["code"] == "totp_invalid"
+    db.session.expire_all()
+    assert db.session.get(User, pharmacist.id).failed_login_count == 1
+    good = code(secret)
+    ok = client.post("/api/v1/auth/token", json={**creds, "totp": good})
+    assert ok.status_code == 200 and ok.get_json()["access_token"]
+    replay = client.post("/api/v1/auth/token", json={**creds, "totp": good})
+    assert replay.status_code == 401 and replay.get_json()["code"] == "totp_invalid"
+    # A wrong password with a right code is still just a wrong password.
+    bad_password = client.post("/api/v1/auth/token", json={
+        **creds, "password": "nope", "totp": code(secret, 1)})
+    assert bad_password.get_json()["code"] == "unauthorised"
+
+
+def test_accounts_without_a_second_factor_ignore_the_field(client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    response = client.post("/api/v1/auth/token", json={
+        "email": pharmacist.email, "password": DEFAULT_PASSWORD, "totp": "123456"})
+    assert response.status_code == 200
+
+
+def test_turning_it_off_needs_a_current_code(app, client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    secret = _enrol(client, db, pharmacist)
+    _post(client, "/account/two-factor/disable", {"code": "000000"})
+    db.session.expire_all()
+    assert totp_service.is_enrolled(db.session.get(User, pharmacist.id))
+    assert _post(client, "/account/two-factor/disable",
+                 {"code": code(secret, 1)}).status_code == 303
+    db.session.expire_all()
+    user = db.session.get(User, pharmacist.id)
+    assert not totp_service.is_enrolled(user) and user.totp_secret is None
+    actions = _actions(db)
+    assert "user.totp_disabled" in actions and "user.login_failed" in actions
+    assert client.post("/api/v1/auth/token", json={
+        "email": pharmacist.email, "password": DEFAULT_PASSWORD}).status_code == 200
+
+
+def test_codes_are_checked_against_their_time_step(db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    user = db.session.get(User, pharmacist.id)
+    user.totp_secret = pyotp.random_base32()
+    user.totp_enabled_at = datetime.now(UTC)
+    db.session.commit()
+    otp = pyotp.TOTP(user.totp_secret)
+    now = datetime(2026, 11, 26, 10, 0, 5, tzinfo=UTC)
+    step = otp.timecode(now)
+    assert not totp_service.accept_code(db.session, user, otp.generate_otp(step - 2), now=now)
+    assert not totp_service.accept_code(db.session, user, otp.generate_otp(step + 2), now=now)
+    assert not totp_service.accept_code(db.session, user, "12345", now=now)
+    assert not totp_service.accept_code(db.session, user, "abcdef", now=now)
+    assert totp_service.accept_code(db.session, user, otp.generate_otp(step), now=now)
+    # Spaces as apps show them are fine; an earlier step after a later one is not.
+    later = now + timedelta(seconds=30)
+    spaced = otp.generate_otp(step + 1)
+    assert totp_service.accept_code(db.session, user, f"{spaced[:3]} {spaced[3:]}", now=later)
+    assert not totp_service.accept_code(db.session, user, otp.generate_otp(step), now=later)
+    assert not totp_service.accept_code(db.session, user, spaced, now=later)
