@@ -126,6 +126,10 @@ def register_error_handlers(app: Flask) -> None:
         errors = _flatten_messages(data["messages"]) if "messages" in data else None
         code = "invalid_request" if status == 422 else _slug(err.name or "error")
         detail = err.description if status != 422 else "The request has invalid fields."
+        if status == 413 and app.config.get("MAX_CONTENT_LENGTH"):
+            limit = int(app.config["MAX_CONTENT_LENGTH"])
+            size = f"{limit // 1_000_000} MB" if limit >= 1_000_000 else f"{limit // 1000} kB"
+            detail = f"The upload is too large: at most {size} can be sent at once."
         if _wants_problem_json():
             response = problem_response(status, err.name or "Error", detail, code=code,
                                         errors=errors)

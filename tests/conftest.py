@@ -63,13 +63,15 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def app(database_url: str, redis_url: str) -> Iterator[Flask]:
+def app(database_url: str, redis_url: str,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     from flask_migrate import upgrade
 
     from pharmacy import create_app
 
     recreate_database(database_url)
-    application = create_app(config_for_tests(database_url, redis_url))
+    application = create_app(config_for_tests(database_url, redis_url).with_overrides(
+        DELIVERY_PHOTO_DIR=str(tmp_path_factory.mktemp("delivery-photos"))))
     with application.app_context():
         upgrade()
     yield application

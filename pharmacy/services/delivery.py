@@ -31,6 +31,7 @@ from ..models import (
     OrderStatus,
     PatientProfile,
     Pharmacy,
+    Role,
     StopStatus,
     User,
     Vehicle,
@@ -38,6 +39,7 @@ from ..models import (
 )
 from ..models.base import utcnow
 from . import audit, orders, outbox
+from .photos import PhotoStore
 
 logger = logging.getLogger(__name__)
 
@@ -375,10 +377,13 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
                   client_action_id: str, recipient_name: str | None = None,
                   signature_png: str | None = None, id_checked: bool = False,
                   failure_reason: str | None = None, latitude: float | None = None,
-                  longitude: float | None = None, now: datetime | None = None) -> ActionResult:
+                  longitude: float | None = None, photo: bytes | None = None,
+                  photo_store: PhotoStore | None = None,
+                  now: datetime | None = None) -> ActionResult:
     """A courier's action at a stop, idempotent on the phone's ``client_action_id``.
 
-    The same action sent three times (a flaky connection) is recorded once.
+    The same action sent three times (a flaky connection) is recorded once. A delivery may
+    carry a ``photo`` (proof of delivery), checked and stored by ``photo_store``.
     """
     now = now or utcnow()
     courier = courier_of(session, user)
@@ -400,8 +405,12 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
         return ActionResult(stop, None, False)
     if stop.status in (StopStatus.DELIVERED, StopStatus.FAILED):
         raise Conflict(f"This stop is already {stop.status.value}.")
+    if photo is not None and action != "delivered":
+        raise InvalidRequest("A photo goes with a delivery only.",
+                             errors=[{"field": "photo", "message": "Only for 'delivered'."}])
     order = session.get(Order, stop.order_id)
     assert order is not None
+    photo_name: str | None = None
     if action == "delivered":
         controlled = needs_id_check(order)
         name = (recipient_name or "").strip()
@@ -416,10 +425,15 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
             errors.append({"field": "signature", "message": "Ask the recipient to sign."})
         if errors:
             raise InvalidRequest("Proof of delivery is incomplete.", errors=errors)
+        if photo is not None:
+            if photo_store is None:  # pragma: no cover - a wiring mistake, not user input
+                raise RuntimeError("a photo needs a photo store")
+            photo_name = photo_store.save(photo)
         attempt = DeliveryAttempt(stop_id=stop.id, courier_id=courier.id,
                                   client_action_id=client_action_id,
                                   outcome=AttemptOutcome.DELIVERED, recipient_name=name[:200],
                                   id_checked=bool(id_checked), signature_svg=signature,
+                                  photo_path=photo_name,
                                   latitude=latitude, longitude=longitude, attempted_at=now)
         stop.status = StopStatus.DELIVERED
         if order.status is OrderStatus.OUT_FOR_DELIVERY:
@@ -450,13 +464,37 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
         raise InvalidRequest("Unknown action: use arrived, delivered or failed.")
     stop.completed_at = now
     session.add(attempt)
-    session.flush()
+    try:
+        session.flush()
+    except Exception:
+        if photo_name is not None and photo_store is not None:
+            photo_store.discard(photo_name)
+        raise
     audit.record(session, action=f"delivery.{action}", entity_type="delivery_stop",
                  entity_id=stop.id, actor=user,
                  after={"attempt": attempt.id, "order": order.id,
-                        "reason": failure_reason, "id_checked": bool(id_checked)})
+                        "reason": failure_reason, "id_checked": bool(id_checked),
+                        "photo": photo_name is not None})
     recompute_etas(session, stop, now=now)
     return ActionResult(stop, attempt, False)
+
+
+def photo_of_attempt(session: Session, user: User, attempt_id: int) -> str:
+    """The stored photo name of a delivery attempt, for a pharmacist, an admin or the courier
+    of its route; anyone else is told it does not exist."""
+    attempt = session.get(DeliveryAttempt, attempt_id)
+    if attempt is None or attempt.photo_path is None:
+        raise NotFound("No photo for that delivery.")
+    if user.role is Role.COURIER:
+        stop = session.get(DeliveryStop, attempt.stop_id)
+        route = session.get(DeliveryRoute, stop.route_id) if stop and stop.route_id else None
+        courier = user.courier
+        assigned = {attempt.courier_id, route.courier_id if route else None}
+        if courier is None or courier.id not in assigned:
+            raise NotFound("No photo for that delivery.")
+    elif user.role not in (Role.PHARMACIST, Role.ADMIN):
+        raise NotFound("No photo for that delivery.")
+    return attempt.photo_path
 
 
 def recompute_etas(session: Session, done: DeliveryStop, *, now: datetime) -> None:

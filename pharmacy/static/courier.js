@@ -8,7 +8,16 @@
   function load() {
     try { return JSON.parse(localStorage.getItem(KEY) || "[]"); } catch (e) { return []; }
   }
-  function save(queue) { localStorage.setItem(KEY, JSON.stringify(queue)); }
+  function save(queue) {
+    try {
+      localStorage.setItem(KEY, JSON.stringify(queue));
+    } catch (e) {
+      // The phone's storage is full: keep every action, without the photos it could not hold.
+      queue.forEach((item) => { delete item.fields.photo; });
+      localStorage.setItem(KEY, JSON.stringify(queue));
+      say("The photo could not be kept on the phone; the delivery is sent without it.");
+    }
+  }
   function say(text) {
     if (!statusBox) { return; }
     statusBox.hidden = !text;
@@ -17,6 +26,38 @@
   function newId() {
     if (window.crypto && crypto.randomUUID) { return crypto.randomUUID(); }
     return Date.now().toString(36) + Math.random().toString(36).slice(2);
+  }
+
+  // A photo travels as a file in a multipart body; everything else as a plain form.
+  function encode(fields) {
+    if (!fields.photo) { return new URLSearchParams(fields); }
+    const body = new FormData();
+    Object.entries(fields).forEach(([name, value]) => {
+      if (name !== "photo") { body.append(name, value); }
+    });
+    const [head, data] = fields.photo.split(",");
+    const type = head.slice(5, head.indexOf(";"));
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    body.append("photo", new Blob([bytes], { type: type }), "photo." + type.split("/")[1]);
+    return body;
+  }
+
+  // Photos are shrunk on the phone (at most 1600 px, JPEG) so that the queue can hold them
+  // while offline and they upload quickly; the server checks and re-encodes them anyway.
+  const PHOTO_SIDE = 1600;
+  async function shrink(file) {
+    try {
+      const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+      const scale = Math.min(1, PHOTO_SIDE / Math.max(bitmap.width, bitmap.height));
+      const canvas = document.createElement("canvas");
+      canvas.width = Math.round(bitmap.width * scale);
+      canvas.height = Math.round(bitmap.height * scale);
+      canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+      return canvas.toDataURL("image/jpeg", 0.8);
+    } catch (e) {
+      say("That file is not a photo this phone can read; choose another.");
+      return null;
+    }
   }
 
   let flushing = false;
@@ -29,7 +70,7 @@
         const item = queue[0];
         let response;
         try {
-          response = await fetch(item.url, { method: "POST", body: new URLSearchParams(item.fields),
+          response = await fetch(item.url, { method: "POST", body: encode(item.fields),
                                              credentials: "same-origin" });
         } catch (e) {
           say("No connection: " + queue.length + " action(s) will be sent when it returns.");
@@ -71,13 +112,21 @@
   }
 
   document.querySelectorAll("form.courier-action").forEach((form) => {
-    form.addEventListener("submit", (event) => {
+    form.addEventListener("submit", async (event) => {
       event.preventDefault();
-      const fields = Object.fromEntries(new FormData(form).entries());
+      const data = new FormData(form);
+      const photo = data.get("photo");
+      data.delete("photo");
+      const fields = Object.fromEntries(data.entries());
       fields.action = form.dataset.action;
       fields.client_action_id = newId();
       if (form.dataset.action === "delivered" && canvas && signed) {
         fields.signature = canvas.toDataURL("image/png");
+      }
+      if (form.dataset.action === "delivered" && photo && photo.size) {
+        const shrunk = await shrink(photo);
+        if (!shrunk) { return; }
+        fields.photo = shrunk;
       }
       const queue = load();
       queue.push({ url: form.action, fields: fields });

@@ -18,10 +18,10 @@ def _quantity(value: Decimal | int | None) -> str:
 
 
 def register_web(app: Flask) -> None:
-    from . import account, admin, auth, courier, patient, pharmacist, planner
+    from . import account, admin, auth, courier, patient, pharmacist, planner, proof
 
     app.before_request(load_session_user)
     app.add_template_filter(_quantity, "quantity")
     app.context_processor(auth.inject_user)
-    for module in (auth, account, patient, pharmacist, courier, admin, planner):
+    for module in (auth, account, patient, pharmacist, courier, admin, planner, proof):
         app.register_blueprint(module.bp)

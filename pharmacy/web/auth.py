@@ -37,7 +37,9 @@ class LogoutForm(FlaskForm):  # type: ignore[misc]
 
 
 def inject_user() -> dict[str, Any]:
-    return {"current_user": g.get("user"), "logout_form": LogoutForm()}
+    # formdata=None: the header's form never reads the request (which may be unreadable,
+    # e.g. too large, when an error page is drawn).
+    return {"current_user": g.get("user"), "logout_form": LogoutForm(formdata=None)}
 
 
 def _safe_next(target: str | None) -> str | None:

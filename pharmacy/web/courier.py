@@ -15,12 +15,14 @@ from flask import (
     request,
     url_for,
 )
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import DomainError
 from ..extensions import db
 from ..models import DeliveryRoute, Order, Pharmacy, Role
 from ..models.base import utcnow
 from ..services import dashboards, delivery, prescriptions
+from ..services.photos import PhotoStore
 from . import maps
 from .forms import ActionForm
 from .session import require_role
@@ -113,6 +115,26 @@ def stop(stop_id: int) -> Any:
                            form=ActionForm(), tz=prescriptions.LONDON)
 
 
+def photo_store() -> PhotoStore:
+    return PhotoStore.from_settings(current_app.config, current_app.instance_path)
+
+
+def _uploaded_photo(store: PhotoStore) -> bytes | None:
+    upload = request.files.get("photo")
+    if upload is None or not upload.filename:
+        return None
+    return upload.stream.read(store.max_bytes + 1)  # never more than a byte past the limit
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(err: RequestEntityTooLarge) -> Any:
+    # The whole request is over MAX_CONTENT_LENGTH (a photo far past its limit): courier.js
+    # reads JSON, and the person a sentence.
+    limit = current_app.config["DELIVERY_PHOTO_MAX_BYTES"] // 1_000_000
+    return jsonify(error=f"The photo is too large (at most {limit} MB); take it again.",
+                   code="photo_too_large", errors=[]), 413
+
+
 @bp.post(f"/stops/{_ID}/actions")
 def action(stop_id: int) -> Any:
     """JSON from courier.js (queued on the phone while offline; idempotent on its id)."""
@@ -120,6 +142,7 @@ def action(stop_id: int) -> Any:
         return jsonify(error="The page expired; reload it."), 400
     form = request.form
     lat, lon = form.get("latitude", ""), form.get("longitude", "")
+    store = photo_store()
     try:
         result = delivery.record_action(
             db.session, g.user, stop_id, action=form.get("action", ""),
@@ -128,7 +151,8 @@ def action(stop_id: int) -> Any:
             id_checked=form.get("id_checked") == "yes",
             failure_reason=form.get("failure_reason") or None,
             latitude=float(lat) if _is_number(lat) else None,
-            longitude=float(lon) if _is_number(lon) else None)
+            longitude=float(lon) if _is_number(lon) else None,
+            photo=_uploaded_photo(store), photo_store=store)
     except DomainError as err:
         db.session.rollback()
         return jsonify(error=err.detail, errors=err.errors, code=err.code), err.status

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
 from sqlalchemy import select
 
 from pharmacy.models import Courier, DeliveryRoute, DeliveryStop, StopStatus, User
 from pharmacy.services import delivery
+from pharmacy.services.photos import PhotoStore
 from tests.browser.conftest import screenshot_path
 from tests.delivery.conftest import make_wave_orders
+from tests.delivery.test_delivery_photos import camera_jpeg
 
 
 def test_courier_delivers_with_a_signature_and_records_a_failure(
-        live_server: str, chromium_browser, db, fast_routing, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+        live_server: str, chromium_browser, db, app, fast_routing, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from pharmacy.jobs.deliveries import plan_wave
 
     slot = make_wave_orders(db, 8, fridge_every=0)
@@ -55,6 +58,9 @@ def test_courier_delivers_with_a_signature_and_records_a_failure(
         page.mouse.move(box["x"] + 20 + step * 25, box["y"] + 80 + (-1) ** step * 30)
     page.mouse.up()
     page.screenshot(path=str(screenshot_path(tmp_path, "courier-signature.png")), full_page=True)
+    # A photo of the parcel at the door, as the phone's camera takes it (with GPS in EXIF).
+    page.get_by_label("Photo of the parcel at the door (optional)").set_input_files(files=[{
+        "name": "IMG_0001.jpg", "mimeType": "image/jpeg", "buffer": camera_jpeg((2400, 1800))}])
     with page.expect_response(lambda r: "/actions" in r.url) as response_info:
         page.get_by_role("button", name="Confirm delivery").click()
     answer = response_info.value
@@ -74,6 +80,10 @@ def test_courier_delivers_with_a_signature_and_records_a_failure(
     delivered = db.session.get(DeliveryStop, first)
     assert delivered.status is StopStatus.DELIVERED
     assert delivered.attempts[0].signature_svg.startswith("data:image/png;base64,")
+    # courier.js shrank the photo to 1600 px before queueing it; the server stored it clean.
+    store = PhotoStore.from_settings(app.config, app.instance_path)
+    with Image.open(store.path(delivered.attempts[0].photo_path)) as photo:
+        assert photo.format == "JPEG" and max(photo.size) == 1600 and not photo.getexif()
     assert db.session.get(DeliveryStop, second).status is StopStatus.FAILED
 
 

@@ -12,13 +12,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import select
 
 from pharmacy.models import (
     Address,
+    AttemptOutcome,
     CDRegister,
     Courier,
+    DeliveryAttempt,
     DeliveryRoute,
     DeliveryStop,
     DeliveryWave,
@@ -30,6 +32,7 @@ from pharmacy.models import (
     Role,
     Vehicle,
 )
+from pharmacy.services.photos import PhotoStore
 from tests.factories import (
     DEFAULT_PASSWORD,
     MedicineFactory,
@@ -37,6 +40,10 @@ from tests.factories import (
     PharmacyFactory,
     UserFactory,
 )
+
+# The smallest valid PNG (1x1, grey), for a stored delivery photo.
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+                    "3a7e9b550000000a49444154789c63680000008200816cc8a1e00000000049454e44ae426082")
 
 ROLES = ("anonymous", "patient", "other_patient", "pharmacist", "courier", "other_courier",
          "admin", "api_client")
@@ -140,6 +147,8 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("courier.start", "POST"): frozenset({"courier"}),
     ("courier.stop", "GET"): frozenset({"courier"}),
     ("courier.action", "POST"): frozenset({"courier"}),
+    # Photo proof of delivery: staff who run deliveries and the courier of that route only.
+    ("proof.photo", "GET"): frozenset({"pharmacist", "admin", "courier"}),
     ("admin.home", "GET"): frozenset({"admin"}),
     ("admin.audit", "GET"): frozenset({"admin"}),
     ("admin.jobs", "GET"): frozenset({"admin"}),
@@ -213,13 +222,19 @@ def world(db):  # type: ignore[no-untyped-def]
     db.session.flush()
     stop = DeliveryStop(wave_id=wave.id, route_id=route.id, order_id=order.id, sequence=1)
     db.session.add(stop)
+    db.session.flush()
+    photo = PhotoStore.from_settings(current_app.config, current_app.instance_path).save(PNG)
+    attempt = DeliveryAttempt(stop_id=stop.id, courier_id=couriers["courier"].id,
+                              client_action_id="matrix-photo", outcome=AttemptOutcome.DELIVERED,
+                              recipient_name="R", photo_path=photo)
+    db.session.add(attempt)
     db.session.add(CDRegister(pharmacy_id=pharmacy.id, medicine_id=medicine.id))
     db.session.commit()
     ids = {"order_id": order.id, "prescription_id": rx.id, "item_id": rx.items[0].id,
            "medicine_id": medicine.id, "route_id": route.id, "stop_id": stop.id,
            "wave_id": wave.id, "slot_id": 999_999, "patient_id": patients["patient"].id,
            "register_id": db.session.scalar(select(CDRegister.id)), "job_id": "no-such-job",
-           "card_id": "pm_missing", "action": "reject"}
+           "card_id": "pm_missing", "action": "reject", "attempt_id": attempt.id}
     return {"users": users, "ids": ids}
 
 
