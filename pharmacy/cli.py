@@ -1,4 +1,4 @@
-"""``flask`` commands: seed-demo, rq-worker, enqueue-expire-stock."""
+"""``flask`` commands: seed-demo, rq-worker, enqueue-expire-stock, audit-verify, clear-caches."""
 
 from __future__ import annotations
 
@@ -70,7 +70,18 @@ def audit_verify_command(seal: bool) -> None:
     click.echo(f"ok: {result.checked} sealed event(s) verified; {result.unsealed} not yet sealed")
 
 
+@click.command("clear-caches")
+@with_appcontext
+def clear_caches_command() -> None:
+    """Empty the Redis caches (signed-in users, catalogue pages), e.g. after a restore."""
+    from .caches import clear_caches
+    from .extensions import get_redis
+
+    dropped = clear_caches(get_redis())
+    click.echo(f"caches cleared ({dropped} signed-in users' copies dropped)")
+
+
 def register_cli(app: Flask) -> None:
     for command in (seed_demo_command, rq_worker_command, enqueue_expire_stock_command,
-                    audit_verify_command):
+                    audit_verify_command, clear_caches_command):
         app.cli.add_command(command)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Flask, current_app
 from flask_migrate import Migrate
 from flask_smorest import Api
@@ -45,6 +47,26 @@ def init_redis(app: Flask) -> None:
 def get_redis(app: Flask | None = None) -> Redis:
     """The Redis client of ``app`` (default: the current app)."""
     return (app or current_app).extensions[_REDIS_EXT]  # type: ignore[no-any-return]
+
+
+_CACHE_PAUSE_S = 10.0
+_cache_paused_until = 0.0
+
+
+def cache_redis(app: Flask | None = None) -> Redis | None:
+    """The Redis client for optional caches, or None while Redis is failing.
+
+    A cache must not make requests slower when Redis is down: after ``cache_failed`` the
+    caches are bypassed for a few seconds instead of each request waiting for a timeout.
+    """
+    if time.monotonic() < _cache_paused_until:
+        return None
+    return get_redis(app)
+
+
+def cache_failed() -> None:
+    global _cache_paused_until
+    _cache_paused_until = time.monotonic() + _CACHE_PAUSE_S
 
 
 def get_queue(name: str, app: Flask | None = None) -> Queue:

@@ -7,3 +7,4 @@ url="${url/postgresql+psycopg:/postgresql:}"
 file="${1:?which backup file?}"
 pg_restore --no-owner --no-privileges --exit-on-error --single-transaction --dbname "$url" "$file"
 echo "restored $file"
+echo "if the application already ran against this database's Redis: flask clear-caches" >&2

@@ -101,6 +101,11 @@ def db(app: Flask) -> Iterator[object]:
             if used:
                 tables = ", ".join(f'"{name}"' for name in used)
                 conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        # Ids start again at 1: the next test's user 1 is not this one's.
+        from pharmacy.caches import clear_caches
+        from pharmacy.extensions import get_redis
+
+        clear_caches(get_redis())
 
 
 @pytest.fixture(autouse=True)

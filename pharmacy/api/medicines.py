@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
-from flask import jsonify
+from flask import current_app, has_app_context, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from redis.exceptions import RedisError
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
-from ..extensions import db
+from ..extensions import cache_failed, cache_redis, db, get_redis
 from ..schemas.catalog import MedicinePageSchema, MedicineQuerySchema, MedicineSchema
 from ..services import catalog
 from .security import BEARER_DOC, require_roles
@@ -16,6 +21,49 @@ from .security import BEARER_DOC, require_roles
 blp = Blueprint("api_medicines", __name__, url_prefix="/api/v1/medicines",
                 description="The pharmacy's formulary")
 blp.before_request(require_roles())
+
+logger = logging.getLogger(__name__)
+
+# Catalogue pages are the busiest read in the shop and change rarely: each process keeps the
+# finished JSON of recent searches (services.catalog.PageCache) for as long as the catalogue
+# version in Redis stands. Signing in and the role check still run on every request.
+_pages = catalog.PageCache()
+
+
+def _version() -> bytes | None:
+    """The catalogue's current version, or None (no caching) when Redis cannot say."""
+    redis = cache_redis()
+    if redis is None:
+        return None
+    try:
+        value = redis.get(catalog.VERSION_KEY)
+    except RedisError:
+        cache_failed()
+        return None
+    return value if isinstance(value, bytes) else b"0"
+
+
+@event.listens_for(Session, "after_flush")
+def _note_catalogue_change(session: Session, _context: Any) -> None:
+    if catalog.changes_medicines(session):
+        session.info["catalogue_changed"] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _bump_catalogue_version(session: Session) -> None:
+    if not session.info.pop("catalogue_changed", False):
+        return
+    _pages.clear()
+    if has_app_context():
+        try:
+            get_redis().incr(catalog.VERSION_KEY)
+        except RedisError:  # the pages' time limit still retires them
+            logger.warning("could not raise the catalogue version in Redis")
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_catalogue_change(session: Session) -> None:
+    session.info.pop("catalogue_changed", None)
 
 
 @blp.route("")
@@ -30,7 +78,18 @@ class MedicineList(MethodView):
         # The rows are already shaped as MedicinePageSchema documents them (the schema
         # tests check it); dumping 50 entries field by field through marshmallow cost more
         # than the query, so the page goes out as it is.
-        return jsonify(catalog.search_medicines(db.session, **args).as_dict())
+        key = ((args.get("q") or "").lower(), args.get("prescription_only"), args["page"],
+               args["page_size"])
+        version = _version()
+        body = _pages.get(key, version) if version is not None else None
+        if body is None:
+            page = catalog.search_medicines(db.session, **args).as_dict()
+            body = json.dumps(page, separators=(",", ":")).encode()
+            if version is not None:
+                _pages.put(key, version, body)
+        response = current_app.response_class(body, mimetype="application/json")
+        response.add_etag()
+        return response.make_conditional(request)
 
 
 @blp.route("/<int(max=2147483647):medicine_id>")

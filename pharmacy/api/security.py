@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from typing import Any
 
-from flask import current_app, g, request
+from flask import current_app, g, has_app_context, request
+from redis.exceptions import RedisError
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from ..errors import Forbidden, Unauthorised
-from ..extensions import db
+from ..extensions import cache_failed, cache_redis, db, get_redis
 from ..models import Role, User
-from ..services import auth
+from ..services import principals
 
 BEARER_DOC = {"security": [{"bearerAuth": []}]}
 
+logger = logging.getLogger(__name__)
+
 
 def current_api_user() -> User:
+    """The signed-in user's row, loaded on first use (the token check needs only Redis)."""
     user: User | None = g.get("api_user")
-    if user is None:  # pragma: no cover - the before_request hook guarantees it
+    if user is not None:
+        return user
+    claims: principals.TokenClaims | None = g.get("api_claims")
+    if claims is None:  # pragma: no cover - the before_request hook guarantees it
         raise Unauthorised("Authentication required.")
+    user = db.session.get(User, claims.user_id)
+    if user is None or not principals.Principal.of(user).accepts(claims.generation):
+        raise Unauthorised("The access token is invalid or has expired.")
+    g.api_user = user
     return user
+
+
+def current_principal() -> principals.Principal:
+    principal: principals.Principal | None = g.get("api_principal")
+    if principal is None:  # pragma: no cover - the before_request hook guarantees it
+        raise Unauthorised("Authentication required.")
+    return principal
 
 
 def require_roles(*roles: Role) -> Callable[[], None]:
@@ -31,17 +53,42 @@ def require_roles(*roles: Role) -> Callable[[], None]:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorised("Send 'Authorization: Bearer <access_token>'.")
-        user = auth.user_for_token(
-            db.session, current_app.config["SECRET_KEY"], token.strip(),
-            max_age_s=current_app.config["API_TOKEN_TTL_S"],
-        )
-        if user is None:
+        claims = principals.token_claims(current_app.config["SECRET_KEY"], token.strip(),
+                                         max_age_s=current_app.config["API_TOKEN_TTL_S"])
+        principal = (principals.principal_for(db.session, cache_redis(), claims.user_id,
+                                              on_redis_error=cache_failed)
+                     if claims is not None else None)
+        if claims is None or principal is None or not principal.accepts(claims.generation):
             raise Unauthorised("The access token is invalid or has expired.")
-        if roles and user.role not in roles:
+        if roles and principal.role not in roles:
             raise Forbidden("Your role may not use this resource.")
-        g.api_user = user
+        g.api_claims = claims
+        g.api_principal = principal
 
     return _check
+
+
+@event.listens_for(Session, "after_flush")
+def _note_principal_changes(session: Session, _context: Any) -> None:
+    changed = principals.principals_changed(session)
+    if changed:
+        session.info.setdefault("principals_changed", {}).update(changed)
+
+
+@event.listens_for(Session, "after_commit")
+def _publish_principal_changes(session: Session) -> None:
+    changed = session.info.pop("principals_changed", None)
+    if changed and has_app_context():
+        try:
+            principals.publish(get_redis(), changed)
+        except RedisError:
+            # The old copies could outlive a revocation: this is worth an operator's look.
+            logger.error("could not update %d signed-in users' copies in Redis", len(changed))
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_principal_changes(session: Session) -> None:
+    session.info.pop("principals_changed", None)
 
 
 def require_roles_per_view(rules: dict[tuple[str, str], tuple[Role, ...]]) -> Callable[[], None]:
@@ -57,8 +104,8 @@ def require_roles_per_view(rules: dict[tuple[str, str], tuple[Role, ...]]) -> Ca
         roles = rules.get((view, request.method))
         if roles is None:
             return
-        user = g.get("api_user")
-        if user is None or user.role not in roles:
+        principal = g.get("api_principal")
+        if principal is None or principal.role not in roles:
             raise Forbidden("Your role may not do this.")
 
     return _check

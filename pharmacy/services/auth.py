@@ -205,10 +205,18 @@ def issue_token(secret_key: str, user: User) -> str:
     return serializer.dumps({"uid": user.id, "gen": user.token_generation})
 
 
-def user_for_token(
-    session: Session, secret_key: str, token: str, *, max_age_s: int
-) -> User | None:
-    """The active user a token names, or None if it is forged, expired or revoked."""
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: int
+    generation: object
+
+
+def token_claims(secret_key: str, token: str, *, max_age_s: int) -> TokenClaims | None:
+    """The user and token generation a token names; None if forged or expired.
+
+    Whether the user is still active and the generation still current is for the caller
+    to check (services/principals.py, against a Redis copy of the user row).
+    """
     serializer = URLSafeTimedSerializer(secret_key, salt=_TOKEN_SALT)
     try:
         data = serializer.loads(token, max_age=max_age_s)
@@ -216,10 +224,7 @@ def user_for_token(
         return None
     if not isinstance(data, dict) or not isinstance(data.get("uid"), int):
         return None
-    user = session.get(User, data["uid"])
-    if user is None or not user.is_active or user.token_generation != data.get("gen"):
-        return None
-    return user
+    return TokenClaims(data["uid"], data.get("gen"))
 
 
 def create_user(session: Session, *, email: str, password: str, role: Role,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +23,10 @@ CATALOGUE_COLUMNS = (
     Medicine.prescription_only, Medicine.pack_size, Medicine.pack_unit,
     Medicine.unit_price_minor,
 )
+
+
+# Raised whenever a committed transaction changed a medicine (see PageCache).
+VERSION_KEY = "dispensary:catalogue:version"
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,52 @@ def search_medicines(session: Session, *, q: str | None = None,
     keys = [column.key for column in CATALOGUE_COLUMNS]
     items = [dict(zip(keys, row[:-1], strict=True)) for row in rows]
     return MedicinePage(items, page, page_size, total)
+
+
+class PageCache:
+    """Finished catalogue pages of this process, valid while the catalogue version stands.
+
+    The version is a counter kept in Redis and raised whenever a transaction that changed a
+    medicine commits (``catalogue_changed``), so every process drops its pages at once;
+    entries also expire after ``ttl_s``, which bounds how long a change made outside the
+    application (plain SQL) can go unseen. Least recently used pages are evicted beyond
+    ``max_entries``. Thread-safe.
+    """
+
+    def __init__(self, *, max_entries: int = 512, ttl_s: float = 60.0) -> None:
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self._pages: OrderedDict[Hashable, tuple[object, float, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, version: object) -> bytes | None:
+        now = time.monotonic()
+        with self._lock:
+            entry = self._pages.get(key)
+            if entry is None:
+                return None
+            if entry[0] != version or entry[1] <= now:
+                del self._pages[key]
+                return None
+            self._pages.move_to_end(key)
+            return entry[2]
+
+    def put(self, key: Hashable, version: object, body: bytes) -> None:
+        with self._lock:
+            self._pages[key] = (version, time.monotonic() + self.ttl_s, body)
+            self._pages.move_to_end(key)
+            while len(self._pages) > self.max_entries:
+                self._pages.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pages.clear()
+
+
+def changes_medicines(session: Session) -> bool:
+    """Whether the session's pending flush adds, changes or deletes a medicine."""
+    return any(isinstance(obj, Medicine)
+               for objects in (session.new, session.dirty, session.deleted) for obj in objects)
 
 
 def get_medicine(session: Session, medicine_id: int) -> Medicine:
