@@ -26,7 +26,10 @@ COPY inventory ./inventory
 COPY migrations ./migrations
 # The code runs from /app (on sys.path as the working directory), not from site-packages.
 ENV PYTHONPATH=/app
-RUN chown -R dispensary:dispensary /app
+RUN chown -R dispensary:dispensary /app \
+    && install -d -o dispensary -g dispensary -m 0700 /var/lib/dispensary/delivery-photos
+# Proof-of-delivery photos live outside the code and the web root (a volume in compose.yaml).
+ENV DELIVERY_PHOTO_DIR=/var/lib/dispensary/delivery-photos
 
 USER dispensary
 EXPOSE 8000
