@@ -221,3 +221,27 @@ def test_group_level_member_splits_each_groups_level_exactly(
             assert np.isnan(out[members]).all()
         else:
             np.testing.assert_allclose(out[members].sum(axis=0), ses[members].sum(axis=0))
+
+
+def test_point_forecasts_depend_on_other_series_only_through_the_product() -> None:
+    months = pd.date_range("2022-01-01", periods=30, freq="MS")
+    noise = np.random.default_rng(3).normal(0.0, 2.0, size=30)
+    steady = 10.0 + noise
+    rising = np.concatenate([np.full(24, 10.0), np.full(6, 30.0)]) - noise
+
+    def points(ids: tuple[str, ...], *series: np.ndarray) -> pd.Series:
+        history = pd.DataFrame(
+            {
+                "unique_id": np.repeat(ids, 30),
+                "ds": np.tile(months, len(ids)),
+                "y": np.concatenate(series),
+            }
+        )
+        out = forecast_demand(history, horizon=3, n_jobs=1)
+        return out.groupby("unique_id")["forecast"].mean()
+
+    apart = points(("north-x", "south-x"), steady, rising)
+    assert apart["south-x"] == pytest.approx(points(("south-x",), rising)["south-x"])
+    together = points(("north/x", "south/x"), steady, rising)
+    # South's combination also takes its share of the product's current level.
+    assert together["south/x"] != pytest.approx(apart["south-x"], rel=1e-3)
