@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from flask import Flask, current_app
 from flask_migrate import Migrate
@@ -11,6 +12,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from redis import Redis
 from rq import Queue
+from sqlalchemy.orm import scoped_session
 
 from .models.base import Base
 from .schemas.common import ProblemSchema
@@ -47,6 +49,20 @@ def init_redis(app: Flask) -> None:
 def get_redis(app: Flask | None = None) -> Redis:
     """The Redis client of ``app`` (default: the current app)."""
     return (app or current_app).extensions[_REDIS_EXT]  # type: ignore[no-any-return]
+
+
+def commit_keeping_loaded(session: Any) -> None:
+    """Commit without expiring what the session holds (it is not read back afterwards).
+
+    For a request that commits one step and goes on with the same rows: whatever the next
+    step must see fresh it re-reads under a lock, as it would anyway.
+    """
+    target = session() if isinstance(session, scoped_session) else session
+    target.expire_on_commit = False
+    try:
+        target.commit()
+    finally:
+        target.expire_on_commit = True
 
 
 _CACHE_PAUSE_S = 10.0

@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ..errors import Forbidden
-from ..extensions import db
+from ..extensions import commit_keeping_loaded, db
 from ..models import Order, OrderStatus, Pharmacy, Role
 from ..schemas.orders import (
     CancelSchema,
@@ -135,7 +135,8 @@ class OrderCollection(MethodView):
             db.session, patient, request_model, actor=user, pricing=pricing(),
             idempotency_key=headers.get("idempotency_key"), request_id=g.get("request_id"),
             hold_for=timedelta(minutes=current_app.config["ORDER_HOLD_MINUTES"]))
-        db.session.commit()
+        # What was just written stays loaded (payment re-reads the order under its lock).
+        commit_keeping_loaded(db.session)
         order = placed.order
         result: checkout.CheckoutResult | Order = order
         if body.get("payment_method") or order.total_minor == 0:
@@ -143,8 +144,11 @@ class OrderCollection(MethodView):
                                         payment_method=body.get("payment_method"),
                                         save_card=body["save_card"],
                                         request_id=g.get("request_id"))
-            db.session.commit()
-        return _body(result), 201
+        # Built before the commit, from the rows this transaction holds, so that nothing
+        # is read back after it; a failed commit answers an error instead.
+        response = _body(result)
+        db.session.commit()
+        return response, 201
 
     @_document(blp)
     @blp.response(200, OrderOutSchema(many=True))

@@ -200,6 +200,7 @@ def place_order(session: Session, patient: PatientProfile, request: OrderRequest
         delivery_window_start=slot.starts_at, delivery_window_end=slot.ends_at,
         currency=pricing.currency, placed_at=now, reserved_until=now + hold_for,
         needs_fridge=needs_fridge, parcel_count=1 + (1 if needs_fridge else 0),
+        payments=[],  # known empty: nothing to load when it is paid for
     )
     order.lines = lines
     order.subtotal_minor = sum(ln.line_total_minor for ln in lines if not ln.is_prescription_item)
@@ -209,13 +210,17 @@ def place_order(session: Session, patient: PatientProfile, request: OrderRequest
     order.total_minor = (order.subtotal_minor + order.prescription_charge_minor
                          + order.delivery_fee_minor)
     session.add(order)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        # Only reachable without the advisory lock (SQLite): another request holds the key.
-        raise Conflict("An order with this Idempotency-Key is being placed; retry shortly.",
-                       retry=True) from None
+    if idempotency_key and session.get_bind().dialect.name != "postgresql":
+        # Without the advisory lock (SQLite) another request may hold the key: the unique
+        # constraint catches it, inside a savepoint so the session survives.
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError:
+            raise Conflict("An order with this Idempotency-Key is being placed; retry "
+                           "shortly.", retry=True) from None
+    else:
+        session.flush()
     _reserve(session, order, slot_day=slot.starts_at, actor=actor)
     audit.record(session, action="order.placed", entity_type="order", entity_id=order.id,
                  actor=actor, request_id=request_id,

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import stripe
 from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -366,11 +367,16 @@ def _apply(session: Session, payment: Payment, pi: Mapping[str, Any], *, source:
 # --- reading rows -----------------------------------------------------------------------------
 
 
+_ORDER_COLUMNS = [column.key for column in sa_inspect(Order).column_attrs]
+
+
 def _lock_order(session: Session, order: Order) -> None:
     # Serialises checkouts of one order: the second waits here until the first commits and
     # then finds its Payment row. Held for one or two short Stripe calls.
+    # Re-reads the order's columns under the lock (its status may have moved on since the
+    # caller loaded it), leaving loaded collections as they are.
     session.flush()
-    session.execute(select(Order.id).where(Order.id == order.id).with_for_update())
+    session.refresh(order, attribute_names=_ORDER_COLUMNS, with_for_update=True)
 
 
 def _payments_of(session: Session, order: Order, *, lock: bool) -> list[Payment]:
@@ -553,7 +559,7 @@ def authorise(session: Session, order: Order, *, payment_method: str | None = No
         if payment_method and (exc.param == "payment_method" or exc.http_status == 404):
             raise _unusable_card() from None
         raise PaymentProviderError("The card payment could not be started.") from None
-    payment = Payment(order_id=order.id, provider=PROVIDER, provider_payment_id=pi["id"],
+    payment = Payment(order=order, provider=PROVIDER, provider_payment_id=pi["id"],
                       status=_status_for(pi) or PaymentStatus.REQUIRES_PAYMENT_METHOD,
                       currency=order.currency.upper(), amount_minor=order.total_minor)
     if payment_method:

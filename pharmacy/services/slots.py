@@ -106,17 +106,18 @@ def book(session: Session, slot_id: int, *, needs_fridge: bool,
     if needs_fridge:
         conditions.append(DeliverySlot.booked_fridge < DeliverySlot.fridge_capacity)
         values["booked_fridge"] = DeliverySlot.booked_fridge + 1
-    result = session.execute(update(DeliverySlot).where(*conditions).values(**values)
-                             .execution_options(synchronize_session=False))
-    slot = session.get(DeliverySlot, slot_id)
+    booked = session.scalars(
+        update(DeliverySlot).where(*conditions).values(**values).returning(DeliverySlot),
+        execution_options={"synchronize_session": False, "populate_existing": True},
+    ).one_or_none()
+    if booked is not None:
+        return booked
+    slot = session.get(DeliverySlot, slot_id, populate_existing=True)
     if slot is None:
         raise NotFound(f"No delivery slot {slot_id}.")
-    session.refresh(slot)
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        why = ("its cut-off has passed" if slot.cutoff_at <= now else
-               "no fridge van has room" if needs_fridge else "it is full")
-        raise SlotUnavailable(f"That delivery slot cannot be booked: {why}. Pick another.")
-    return slot
+    why = ("its cut-off has passed" if slot.cutoff_at <= now else
+           "no fridge van has room" if needs_fridge else "it is full")
+    raise SlotUnavailable(f"That delivery slot cannot be booked: {why}. Pick another.")
 
 
 def release(session: Session, slot_id: int, *, needs_fridge: bool) -> None:
