@@ -2,10 +2,14 @@
 driven from a second process over loopback. Prints requests/s and latency percentiles per
 endpoint, errors, and a trivial endpoint's baseline from the same server in the same run.
 
-    python scripts/bench_web.py [--seconds 15] [--threads 16]
+    python scripts/bench_web.py [--seconds 15] [--threads 16] [--checkout-rate 50]
+                                [--web-threads 4] [--only checkout]
 
-Bounded: each scenario runs for --seconds with --threads client threads, then stops; every
-address is 127.0.0.1. It uses a scratch database (dispensary_bench) that it re-creates.
+Bounded: each closed-loop scenario runs for --seconds with --threads client threads (each
+sends its next request when the last is answered: the most the server can do); the
+checkout is then also offered at a fixed --checkout-rate for --seconds (open loop: does it
+keep up, and how long does a patient wait). Every address is 127.0.0.1. It uses a scratch
+database (dispensary_bench) that it re-creates.
 """
 
 from __future__ import annotations
@@ -142,7 +146,58 @@ def run_scenario(name: str, port: int, seconds: float, threads: int, make_reques
         t.start()
     for t in pool:
         t.join()
-    wall = time.monotonic() - began
+    return summary(name, latencies, time.monotonic() - began, errors, statuses)
+
+
+def run_open_loop(name: str, port: int, seconds: float, rate: float, make_request,  # type: ignore[no-untyped-def]
+                  ok: set[int], senders: int = 48) -> dict[str, object]:
+    """Offer ``rate`` requests a second on a fixed schedule, whatever the answers take.
+
+    A closed loop (each client waits for its answer before the next request) measures the
+    queue its own clients build; this asks "does the server keep up with this arrival rate,
+    and how long do patients wait?". Latency runs from each request's *scheduled* time, so
+    a server that falls behind is charged for the wait (no coordinated omission).
+    """
+    latencies: list[float] = []
+    errors = 0
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    total = int(seconds * rate)
+    began = time.perf_counter() + 0.2
+    next_index = 0
+
+    def sender() -> None:
+        nonlocal errors, next_index
+        client = Client(port)
+        while True:
+            with lock:
+                n = next_index
+                next_index += 1
+            if n >= total:
+                return
+            due = began + n / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            method, path, body, headers = make_request(n, n)
+            status, _ = client.call(method, path, body, headers)
+            elapsed = time.perf_counter() - due
+            with lock:
+                latencies.append(elapsed)
+                if status not in ok:
+                    errors += 1
+                    statuses[status] = statuses.get(status, 0) + 1
+
+    pool = [threading.Thread(target=sender) for _ in range(senders)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return summary(name, latencies, time.perf_counter() - began, errors, statuses)
+
+
+def summary(name: str, latencies: list[float], wall: float, errors: int,
+            statuses: dict[int, int]) -> dict[str, object]:
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -161,6 +216,7 @@ def checkout_request(patient_setup: list[tuple[dict[str, str], int, int]]):  # t
     methods = json.loads(os.environ["BENCH_METHODS"])
 
     def checkout(i: int, n: int):  # type: ignore[no-untyped-def]
+        i %= len(patient_setup)
         headers, slot_id, medicine_id = patient_setup[i]
         return ("POST", "/api/v1/orders", {
             "lines": [{"medicine_id": medicine_id, "quantity": 1}],
@@ -193,10 +249,14 @@ def load(port: int, seconds: float, threads: int, out: multiprocessing.Queue) ->
         patient_setup.append((headers, slot_id, medicine_id))
     results = []
     only = os.environ.get("BENCH_ONLY", "")
+    rate = float(os.environ.get("BENCH_CHECKOUT_RATE", "50"))
     if only == "checkout":
         results.append(run_scenario("POST /api/v1/orders (checkout + card authorisation)",
                                     port, seconds, threads, checkout_request(patient_setup),
                                     {201}))
+        results.append(run_open_loop(f"POST /api/v1/orders, {rate:g}/s offered (open loop)",
+                                     port, seconds, rate, checkout_request(patient_setup),
+                                     {201}))
         out.put(results)
         return
     results.append(run_scenario("GET /healthz (baseline)", port, seconds, threads,
@@ -210,6 +270,8 @@ def load(port: int, seconds: float, threads: int, out: multiprocessing.Queue) ->
         lambda i, n: ("GET", "/api/v1/prescriptions", None, pharmacist), {200}))
     results.append(run_scenario("POST /api/v1/orders (checkout + card authorisation)", port,
                                 seconds, threads, checkout_request(patient_setup), {201}))
+    results.append(run_open_loop(f"POST /api/v1/orders, {rate:g}/s offered (open loop)", port,
+                                 seconds, rate, checkout_request(patient_setup), {201}))
     out.put(results)
 
 
@@ -217,7 +279,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--threads", type=int, default=16, help="client threads")
-    parser.add_argument("--only", choices=["checkout"], help="run one scenario")
+    parser.add_argument("--only", choices=["checkout"], help="run the checkout scenarios only")
+    parser.add_argument("--checkout-rate", type=float, default=50,
+                        help="orders a second offered in the open-loop checkout scenario")
     parser.add_argument("--web-threads", type=int, default=4,
                         help="threads per gunicorn worker (gunicorn.conf.py's default)")
     args = parser.parse_args()
@@ -266,6 +330,7 @@ def main() -> int:
         os.environ["BENCH_ADDRESSES"] = json.dumps(addresses)
         os.environ["BENCH_METHODS"] = json.dumps(methods)
         os.environ["BENCH_ONLY"] = args.only or ""
+        os.environ["BENCH_CHECKOUT_RATE"] = str(args.checkout_rate)
         queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
         loader = multiprocessing.Process(target=load, args=(web_port, args.seconds,
                                                             args.threads, queue))
@@ -288,7 +353,7 @@ def main() -> int:
         print(f"{r['endpoint']:<52} {r['requests']:>8} {r['rps']:>8.1f} {r['p50']:>8.1f} "
               f"{r['p95']:>8.1f} {r['p99']:>8.1f} {r['errors']:>7}"
               + (f"  {r['statuses']}" if r["statuses"] else ""))
-    if len(results) > 1:
+    if len(results) > 1 and results[0]["endpoint"].startswith("GET /healthz"):
         print(f"\ncatalogue / baseline throughput: {results[1]['rps'] / results[0]['rps']:.2f}")
     return 0
 

@@ -9,7 +9,7 @@ from typing import Any
 from flask import current_app, g, has_app_context, request
 from redis.exceptions import RedisError
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from ..errors import Forbidden, Unauthorised
 from ..extensions import cache_failed, cache_redis, db, get_redis
@@ -29,7 +29,11 @@ def current_api_user() -> User:
     claims: principals.TokenClaims | None = g.get("api_claims")
     if claims is None:  # pragma: no cover - the before_request hook guarantees it
         raise Unauthorised("Authentication required.")
-    user = db.session.get(User, claims.user_id)
+    principal: principals.Principal | None = g.get("api_principal")
+    # A patient's calls nearly always need their patient record too: one query for both.
+    options = ([joinedload(User.patient)]
+               if principal is not None and principal.role is Role.PATIENT else [])
+    user = db.session.get(User, claims.user_id, options=options)
     if user is None or not principals.Principal.of(user).accepts(claims.generation):
         raise Unauthorised("The access token is invalid or has expired.")
     g.api_user = user

@@ -226,7 +226,6 @@ def place_order(session: Session, patient: PatientProfile, request: OrderRequest
                  actor=actor, request_id=request_id,
                  after={"status": order.status.value, "total_minor": order.total_minor,
                         "lines": len(lines), "slot": slot.id})
-    session.flush()
     return Placed(order, False)
 
 
