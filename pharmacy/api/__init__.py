@@ -14,3 +14,7 @@ def register_api(api: Api, csrf: CSRFProtect) -> None:
                 orders.slots_blp, payments.blp, payments.cards_blp):
         csrf.exempt(blp)
         api.register_blueprint(blp)
+    # Cross-field rules marshmallow checks in code, stated in the schema for clients too.
+    line = api.spec.components.schemas.get("LineIn")
+    if line is not None:  # an order line names exactly one of the two
+        line["oneOf"] = [{"required": ["prescription_item_id"]}, {"required": ["medicine_id"]}]

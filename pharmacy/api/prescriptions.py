@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Response, current_app, g, jsonify, request
@@ -92,6 +93,26 @@ def _read_fhir_body() -> Any:
         raise FhirBodyError(400, exc.detail) from None
 
 
+FHIR_JSON = "application/fhir+json"
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _has_forbidden_characters(value: Any) -> bool:
+    """Whether any key or string in a parsed JSON document breaks FHIR's string rule."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _FORBIDDEN.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def _pharmacist() -> Any:
     user = current_api_user()
     if user.role is not Role.PHARMACIST:
@@ -104,11 +125,14 @@ class ValidateResource(MethodView):
     @blp.doc(**BEARER_DOC, **_FHIR_BODY)
     @blp.response(200, FhirResourceSchema, content_type="application/fhir+json",
                   description="OperationOutcome: every finding, or one 'valid' issue")
-    @blp.alt_response(400, schema=FhirResourceSchema, description="Not JSON (bundle-invalid)")
+    @blp.alt_response(400, schema=FhirResourceSchema, content_type=FHIR_JSON,
+                      description="Not JSON (bundle-invalid)")
     @blp.alt_response(401, description="Missing or invalid token")
     @blp.alt_response(403, description="Role may not validate")
-    @blp.alt_response(413, schema=FhirResourceSchema, description="Bundle too large")
-    @blp.alt_response(415, schema=FhirResourceSchema, description="Not a JSON content type")
+    @blp.alt_response(413, schema=FhirResourceSchema, content_type=FHIR_JSON,
+                      description="Bundle too large")
+    @blp.alt_response(415, schema=FhirResourceSchema, content_type=FHIR_JSON,
+                      description="Not a JSON content type")
     def post(self) -> Response:
         """Validate a prescription Bundle; stores and changes nothing."""
         document = _read_fhir_body()
@@ -125,18 +149,25 @@ class PrescriptionCollection(MethodView):
     @blp.response(201, IntakeResultSchema, description="Stored (queued, or rejected with "
                   "the outcome saying why); 200 when the same prescription was sent before")
     @blp.alt_response(200, schema=IntakeResultSchema, description="Already received")
-    @blp.alt_response(400, schema=FhirResourceSchema, description="Not JSON")
+    @blp.alt_response(400, schema=FhirResourceSchema, content_type=FHIR_JSON,
+                      description="Not JSON, or holds characters FHIR strings may not contain")
     @blp.alt_response(401, description="Missing or invalid token")
     @blp.alt_response(403, description="Only prescribing systems send prescriptions")
     @blp.alt_response(409, description="Same prescription id, different content")
-    @blp.alt_response(413, schema=FhirResourceSchema, description="Bundle too large")
-    @blp.alt_response(415, schema=FhirResourceSchema, description="Not a JSON content type")
+    @blp.alt_response(413, schema=FhirResourceSchema, content_type=FHIR_JSON,
+                      description="Bundle too large")
+    @blp.alt_response(415, schema=FhirResourceSchema, content_type=FHIR_JSON,
+                      description="Not a JSON content type")
     def post(self) -> Any:
         """Receive a prescription from a prescribing system (idempotent on its id)."""
         user = current_api_user()
         if user.role is not Role.API_CLIENT:
             raise Forbidden("Only prescribing systems send prescriptions.")
         document = _read_fhir_body()
+        if _has_forbidden_characters(document):
+            # Such a Bundle cannot even be kept as received (PostgreSQL text holds no NUL).
+            raise FhirBodyError(400, "The Bundle holds control characters, which FHIR strings "
+                                     "may not contain (below U+0020 other than tab, CR, LF).")
         intake = rx_service.receive_prescription(db.session, document, actor=user,
                                                  request_id=g.get("request_id"))
         db.session.commit()

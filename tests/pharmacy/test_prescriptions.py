@@ -147,6 +147,17 @@ def test_a_second_prescription_for_the_same_nhs_number_links_the_same_patient(
     assert db.session.scalar(select(func.count(PatientProfile.id))) == 1
 
 
+def test_a_bundle_with_control_characters_is_refused_and_nothing_is_stored(
+        client, db, people) -> None:  # type: ignore[no-untyped-def]
+    document = bundle(AMLODIPINE_5)
+    document["entry"][-1]["resource"]["note"] = [{"text": "take with food\u0000"}]
+    response = _send(client, people["eps"], document)
+    assert response.status_code == 400
+    assert response.mimetype == "application/fhir+json"
+    assert "control characters" in response.get_json()["issue"][0]["diagnostics"]
+    assert db.session.scalar(select(func.count(Prescription.id))) == 0
+
+
 def test_only_prescribing_systems_send_prescriptions(client, people) -> None:  # type: ignore[no-untyped-def]
     assert _send(client, people["ph1"], bundle(AMLODIPINE_5)).status_code == 403
 
