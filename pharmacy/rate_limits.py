@@ -171,6 +171,8 @@ def init_rate_limits(app: Flask) -> Limiter:
         enabled=bool(app.config.get("RATELIMIT_ENABLED", True)),
     )
     limiter.init_app(app)
+    # Its INFO lines name the key (a client address): the audit event records refusals instead.
+    logging.getLogger("flask-limiter").setLevel(logging.WARNING)
     app.extensions[_EXT] = limiter
     app.register_error_handler(RateLimitExceeded, _too_many_requests)
     sign_in = [

@@ -6,7 +6,16 @@ from datetime import timedelta
 from typing import Any
 
 import segno
-from flask import Blueprint, current_app, flash, g, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    url_for,
+)
 from flask_wtf import FlaskForm
 from markupsafe import Markup
 from wtforms import StringField
@@ -14,7 +23,6 @@ from wtforms.validators import DataRequired, Length
 
 from ..errors import DomainError
 from ..extensions import db
-from ..models import Role
 from ..rate_limits import note_sign_in_failure
 from ..services import auth, totp
 from .session import login_user, logout_user, require_role
@@ -45,10 +53,12 @@ def two_factor() -> Any:
     enrolled = totp.is_enrolled(user)
     pending = not enrolled and bool(user.totp_secret)
     uri = totp.provisioning_uri(user) if pending else None
-    return render_template("account/two_factor.html", enrolled=enrolled, pending=pending,
-                           secret=user.totp_secret if pending else None, uri=uri,
-                           qr=_qr_svg(uri) if uri else None, form=CodeForm(),
-                           start_form=StartForm(), role=Role)
+    response = make_response(render_template(
+        "account/two_factor.html", enrolled=enrolled, pending=pending,
+        secret=user.totp_secret if pending else None, uri=uri,
+        qr=_qr_svg(uri) if uri else None, form=CodeForm(), start_form=StartForm()))
+    response.headers["Cache-Control"] = "no-store"  # the page may show the secret key
+    return response
 
 
 @bp.post("/two-factor/setup")

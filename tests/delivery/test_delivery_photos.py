@@ -138,16 +138,17 @@ def test_a_delivery_with_a_photo_is_served_to_staff_and_its_courier_only(
     _login_courier(client, db, mine)
     token = csrf_token(client, f"/courier/routes/{mine.id}")
     stop = _plain_stop(db, mine)
+    store = PhotoStore.from_settings(app.config, app.instance_path)
+    before = set(store.directory.iterdir()) if store.directory.exists() else set()
     response = _deliver(client, stop.id, token, camera_jpeg(), filename="IMG_0001.JPG")
     assert response.status_code == 200, response.get_json()
     attempt = db.session.scalar(select(DeliveryAttempt).where(
         DeliveryAttempt.stop_id == stop.id))
     assert attempt.photo_path and "IMG" not in attempt.photo_path
-    store = PhotoStore.from_settings(app.config, app.instance_path)
     assert b"SpyCam" not in store.path(attempt.photo_path).read_bytes()
     # A resend of the same action (the phone's queue) stores nothing more.
     assert _deliver(client, stop.id, token, camera_jpeg()).status_code == 200
-    assert len(list(store.directory.iterdir())) == 1
+    assert set(store.directory.iterdir()) - before == {store.path(attempt.photo_path)}
 
     url = f"/delivery-photos/{attempt.id}"
     served = client.get(url)

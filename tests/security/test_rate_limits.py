@@ -7,6 +7,7 @@ threshold so that what they show is the limiter's doing.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -44,7 +45,8 @@ def _assert_refused_by_limiter(response, *, window_s: int = 60) -> dict:  # type
 
 
 def test_the_sixth_wrong_password_within_a_minute_is_refused(
-        app: Flask, client, db, redis, no_db_lockout) -> None:  # type: ignore[no-untyped-def]
+        app: Flask, client, db, redis, no_db_lockout, caplog) -> None:  # type: ignore[no-untyped-def]
+    caplog.set_level(logging.DEBUG)
     assert app.config["RATELIMIT_SIGN_IN_FAILURES_PER_ACCOUNT"] == "5 per minute"  # the default
     user = UserFactory()
     db.session.commit()
@@ -65,6 +67,9 @@ def test_the_sixth_wrong_password_within_a_minute_is_refused(
     assert events[0].entity_id == "sign-in-failures-account"
     assert events[0].after["limit"] == "5 per 1 minute"
     assert user.email not in str(events[0].after)
+    # No log line names the account or the client's address.
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert user.email not in logged and "127.0.0.1" not in logged
     # The account itself is not locked in the database: only the limiter said no.
     db.session.refresh(user)
     assert user.locked_until is None

@@ -58,7 +58,9 @@ def test_enrolment_shows_a_qr_code_and_the_secret_and_needs_a_valid_code(
     web_login(client, pharmacist.email, DEFAULT_PASSWORD)
     assert "Set up two-step sign-in" in client.get("/account/two-factor").get_data(as_text=True)
     _post(client, "/account/two-factor/setup", {})
-    page = client.get("/account/two-factor").get_data(as_text=True)
+    response = client.get("/account/two-factor")
+    assert response.headers["Cache-Control"] == "no-store"  # it shows the secret key
+    page = response.get_data(as_text=True)
     assert "<svg" in page and "<path" in page  # the QR code, drawn on the server
     assert "<script" not in page.split("<main", 1)[1]
     secret = re.search(r'<code id="totp-secret">([A-Z2-7]+)</code>', page).group(1)  # type: ignore[union-attr]
