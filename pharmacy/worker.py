@@ -32,7 +32,8 @@ class AppWorker(Worker):
             outcome = "finished" if result else "failed"
             return result
         finally:
-            JOB_SECONDS.labels(job.func_name, outcome).observe(time.perf_counter() - started)
+            JOB_SECONDS.observe(time.perf_counter() - started, function=job.func_name,
+                                outcome=outcome)
             db.session.remove()
 
 

@@ -58,7 +58,7 @@ def test_job_function_commits_its_work(db) -> None:  # type: ignore[no-untyped-d
 
 
 def test_a_real_worker_process_runs_the_job_from_real_redis(
-    app: Flask, db, redis, database_url: str, redis_url: str  # type: ignore[no-untyped-def]
+    app: Flask, client, db, redis, database_url: str, redis_url: str  # type: ignore[no-untyped-def]
 ) -> None:
     batch = StockBatchFactory(expiry_date=TODAY - timedelta(days=2))
     db.session.commit()
@@ -85,3 +85,7 @@ def test_a_real_worker_process_runs_the_job_from_real_redis(
 
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert any(entry["job_id"] == job.id for entry in lines)
+    # The job's run time, recorded in the worker's process, is on the web's /metrics.
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert ('dispensary_job_seconds_count{function="pharmacy.jobs.stock.expire_stock",'
+            'outcome="finished"} 1.0') in metrics
