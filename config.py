@@ -213,7 +213,11 @@ class Config:
         return replace(self, **overrides)  # type: ignore[arg-type]
 
     def as_flask_mapping(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        mapping: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        # SQL errors name the statement but not its values (an e-mail, a name): they are
+        # logged with tracebacks, and patient data never goes to the logs.
+        mapping["SQLALCHEMY_ENGINE_OPTIONS"] = {"hide_parameters": True}
+        return mapping
 
 
 def normalise_database_url(url: str) -> str:

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 import uuid
 
 from flask import Flask, g, has_request_context, request
@@ -21,9 +22,53 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", "-"),
             "job_id": getattr(record, "job_id", "-"),
         }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["exception"] = safe_exception_text(record.exc_info[1])
         return json.dumps(entry, ensure_ascii=False)
+
+
+def safe_exception_text(exc: BaseException) -> str:
+    """A traceback whose database errors name their kind and place, never their values.
+
+    PostgreSQL's messages quote the offending value ('invalid input syntax for type
+    integer: "<what the patient typed>"'), so a database error is shown as its class,
+    SQLSTATE and constraint/table/column names only; everything else as usual.
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__
+                                        else current.__context__)
+    parts = []
+    for index, item in enumerate(reversed(chain)):
+        if index:
+            parts.append("\nThe above exception led to the following exception:\n\n")
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_tb(item.__traceback__))
+        parts.append(f"{type(item).__module__}.{type(item).__qualname__}: "
+                     f"{_exception_message(item)}\n")
+    return "".join(parts)
+
+
+def _exception_message(exc: BaseException) -> str:
+    from sqlalchemy.exc import StatementError
+
+    original = exc.orig if isinstance(exc, StatementError) else exc
+    diag = getattr(original, "diag", None)
+    if isinstance(exc, StatementError) or diag is not None or _is_driver_error(original):
+        where = {name: getattr(diag, name, None) for name in (
+            "table_name", "column_name", "constraint_name")} if diag is not None else {}
+        named = ", ".join(f"{k}={v}" for k, v in where.items() if v)
+        return (f"[database error {type(original).__name__}, "
+                f"sqlstate={getattr(original, 'sqlstate', None) or '-'}"
+                f"{', ' + named if named else ''}; values not logged]")
+    return str(exc)
+
+
+def _is_driver_error(exc: object) -> bool:
+    module = type(exc).__module__
+    return module.startswith(("psycopg", "sqlite3"))
 
 
 class ContextFilter(logging.Filter):
