@@ -37,6 +37,18 @@ class AppWorker(Worker):
             db.session.remove()
 
 
+    def handle_exception(self, job, *exc_info):  # type: ignore[no-untyped-def]
+        """Log a failed job as RQ does, with a traceback that keeps database values out."""
+        from rq.job_lifecycle import call_exception_handlers
+
+        from .log import safe_exception_text
+
+        self.log.error("Worker %s: job %s: exception raised while executing (%s)\n%s",
+                       self.name, job.id, job.func_name, safe_exception_text(exc_info[1]),
+                       extra={"queue": job.origin, "job_id": job.id})
+        call_exception_handlers(self._exc_handlers, job, *exc_info)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pharmacy.worker")
     parser.add_argument("queues", nargs="*", default=list(ALL_QUEUES))

@@ -22,6 +22,8 @@ from tests.pharmacy.helpers import api_token, csrf_token
 PATIENT = {"given_name": "Philippa", "family_name": "Quennell", "date_of_birth": "1958-02-04",
            "nhs_number": "943 476 5919", "email": "philippa.quennell@example.com",
            "password": "correct horse battery staple", "terms": "yes", "privacy": "yes"}
+# Built at run time so that no traceback's source line shows it.
+NAME = " ".join([PATIENT["given_name"], PATIENT["family_name"]])
 SECRETS = ["Philippa", "Quennell", "9434765919", "943 476 5919", "philippa.quennell",
            "correct horse battery staple", "wrong horse battery staple", "Tess", "Testpatient",
            "Okafor", "1961-04-12", "1958-02-04"]
@@ -61,8 +63,7 @@ def test_no_personal_data_in_the_logs(app, client, db, monkeypatch) -> None:  # 
             from pharmacy.extensions import db as app_db
 
             try:
-                app_db.session.execute(text("SELECT CAST(:v AS integer)"),
-                                       {"v": "Philippa Quennell"})
+                app_db.session.execute(text("SELECT CAST(:v AS integer)"), {"v": NAME})
             except Exception:  # noqa: BLE001 - logged as the app logs unhandled errors
                 logging.getLogger("pharmacy.errors").exception("unhandled error")
             app_db.session.rollback()
@@ -88,3 +89,25 @@ def test_no_personal_data_in_the_logs(app, client, db, monkeypatch) -> None:  # 
     assert "Traceback" in written, "the unhandled error's traceback should be in the logs"
     leaked = [value for value in SECRETS if value.lower() in written.lower()]
     assert not leaked, f"personal data in the logs: {leaked}\n{written[:3000]}"
+
+
+def test_a_failed_job_is_logged_without_database_values(app, db, caplog) -> None:  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from sqlalchemy import text
+
+    from pharmacy.extensions import db as app_db
+    from pharmacy.worker import AppWorker
+
+    try:
+        app_db.session.execute(text("SELECT CAST(:v AS integer)"), {"v": NAME})
+    except Exception as exc:  # noqa: BLE001 - the failure a job would raise
+        exc_info = (type(exc), exc, exc.__traceback__)
+    app_db.session.rollback()
+    worker = SimpleNamespace(name="w1", _exc_handlers=[], log=logging.getLogger("rq.worker"))
+    job = SimpleNamespace(id="job-1", func_name="pharmacy.jobs.x", origin="default")
+    with caplog.at_level(logging.ERROR, logger="rq.worker"):
+        AppWorker.handle_exception(worker, job, *exc_info)  # type: ignore[arg-type]
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "job-1" in logged and "DataError" in logged
+    assert "Philippa" not in logged and "Quennell" not in logged
