@@ -76,8 +76,10 @@ MODEL_NAMES = (
 )
 
 #: The `yearly` member, for daily and weekly data: periods in a year, half-width of the
-#: window that smooths last year's path, and the "recent level" window.
-YEARLY_PROFILE = {"D": (365, 14, 28), "W": (52, 2, 4)}
+#: window that smooths last year's path, and the "recent level" window. The daily recent
+#: level spans 56 days (was 28): on the twelve pharma windows before the bench's held-out
+#: ones, RMSSE 0.7450 -> 0.7428, better in both halves.
+YEARLY_PROFILE = {"D": (365, 14, 56), "W": (52, 2, 4)}
 #: Periods in a year, per frequency.
 YEAR_PERIODS = {"D": 364, "W": 52, "M": 12}
 #: Earlier years averaged by the `yearly` member.
