@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import requests
 import stripe
 from sqlalchemy import func, select
 from sqlalchemy import inspect as sa_inspect
@@ -169,13 +170,29 @@ def build_client(settings: StripeSettings) -> stripe.StripeClient:
     if not settings.api_key:
         raise PaymentProviderUnavailable("Card payments are not configured (STRIPE_API_KEY).")
     base = {"api": settings.api_base.rstrip("/")} if settings.api_base else None
+    proxies = requests.utils.get_environ_proxies(settings.api_base or "https://api.stripe.com")
     return stripe.StripeClient(
         settings.api_key,
         base_addresses=base,  # type: ignore[arg-type]
         # The SDK's default timeout is 80 s: far too long for a patient waiting at checkout.
-        http_client=stripe.RequestsClient(timeout=settings.timeout_s),
+        http_client=_RequestsClient(timeout=settings.timeout_s, proxy=proxies or None),
         max_network_retries=settings.max_network_retries,
     )
+
+
+class _RequestsClient(stripe.RequestsClient):
+    """The SDK's client, reading proxy settings from the environment once, not per call.
+
+    requests otherwise walks the whole environment (proxies, no_proxy, netrc) on every
+    request; ``build_client`` passes the proxies found at start-up explicitly instead.
+    """
+
+    def _request_internal(self, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self._thread_local, "session", None) is None:
+            session = requests.Session()
+            session.trust_env = False
+            self._thread_local.session = session
+        return super()._request_internal(*args, **kwargs)
 
 
 def _app_settings() -> StripeSettings:
@@ -539,7 +556,7 @@ def authorise(session: Session, order: Order, *, payment_method: str | None = No
         # The card is known: create and confirm in one round trip (the PaymentIntent comes
         # back authorised, declined, or asking for 3-D Secure) instead of create, confirm
         # and retrieve.
-        params.update(payment_method=payment_method, confirm=True, expand=["latest_charge"])
+        params.update(payment_method=payment_method, confirm=True)
     created = order.created_at.timestamp() if order.created_at else 0
     # Same order, attempt and card -> same key: Stripe answers a lost-commit retry with the
     # PaymentIntent it already made. (A different card after a lost commit makes a new one.)
