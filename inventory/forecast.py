@@ -1,7 +1,9 @@
 """Demand forecasts with calibrated prediction intervals.
 
 `forecast_demand` combines a small pool of statsforecast models per series (the pool
-depends on the series' demand class and length), and turns the pooled back-test errors of
+depends on the series' demand class and length; for ids of the form "<branch>/<sku>" it
+also takes the series' share of its product's current level, see `group_level_member`),
+and turns the pooled back-test errors of
 that combination into prediction intervals (split-conformal over several rolling windows,
 scaled per series). Intermittent-demand models have no native intervals; this calibration
 gives every series honest intervals the same way.
@@ -55,7 +57,7 @@ CHUNK_SIZE = 500
 #: hard to beat (M3/M4 competitions); per-series selection on a handful of windows is noisy.
 SMOOTH_POOL = ("ses", "window_average", "ets", "theta")
 INTERMITTENT_POOL = ("ses", "window_average", "imapa", "tsb")
-#: Pools that also take the cross-series `group_level` members (see `group_level_member`),
+#: Pools that also take the cross-series `group_level` member (see `group_level_member`),
 #: chosen on the USAID training months (origins 21 and 27 of 33).
 GROUP_LEVEL_POOLS = (SMOOTH_POOL, INTERMITTENT_POOL)
 #: Daily series with more than a year of history: the weekly cycle (averaged per weekday
