@@ -13,6 +13,8 @@ from .services import catalog, principals
 
 def clear_caches(redis: Redis) -> int:
     """Drop every cached principal and retire every cached catalogue page; returns keys dropped."""
+    principals.forget_locally()
+    catalog.forget_locally()
     keys = list(redis.scan_iter(match=principals.KEY.format("*"), count=1000))
     if keys:
         redis.delete(*keys)

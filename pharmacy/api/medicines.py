@@ -27,11 +27,17 @@ logger = logging.getLogger(__name__)
 # Catalogue pages are the busiest read in the shop and change rarely: each process keeps the
 # finished JSON of recent searches (services.catalog.PageCache) for as long as the catalogue
 # version in Redis stands. Signing in and the role check still run on every request.
-_pages = catalog.PageCache()
 
 
 def _version() -> bytes | None:
-    """The catalogue's current version, or None (no caching) when Redis cannot say."""
+    """The catalogue's current version, or None (no caching) when Redis cannot say.
+
+    Remembered for a second per process: a change committed in this process is seen at
+    once (``_bump_catalogue_version``), one committed elsewhere within a second.
+    """
+    remembered = catalog.VERSIONS.get("version")
+    if remembered is not None:
+        return remembered
     redis = cache_redis()
     if redis is None:
         return None
@@ -40,7 +46,9 @@ def _version() -> bytes | None:
     except RedisError:
         cache_failed()
         return None
-    return value if isinstance(value, bytes) else b"0"
+    version = value if isinstance(value, bytes) else b"0"
+    catalog.VERSIONS.put("version", version)
+    return version
 
 
 @event.listens_for(Session, "after_flush")
@@ -53,7 +61,7 @@ def _note_catalogue_change(session: Session, _context: Any) -> None:
 def _bump_catalogue_version(session: Session) -> None:
     if not session.info.pop("catalogue_changed", False):
         return
-    _pages.clear()
+    catalog.forget_locally()
     if has_app_context():
         try:
             get_redis().incr(catalog.VERSION_KEY)
@@ -81,12 +89,12 @@ class MedicineList(MethodView):
         key = ((args.get("q") or "").lower(), args.get("prescription_only"), args["page"],
                args["page_size"])
         version = _version()
-        body = _pages.get(key, version) if version is not None else None
+        body = catalog.PAGES.get(key, version) if version is not None else None
         if body is None:
             page = catalog.search_medicines(db.session, **args).as_dict()
             body = json.dumps(page, separators=(",", ":")).encode()
             if version is not None:
-                _pages.put(key, version, body)
+                catalog.PAGES.put(key, version, body)
         response = current_app.response_class(body, mimetype="application/json")
         response.add_etag()
         return response.make_conditional(request)

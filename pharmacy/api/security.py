@@ -57,8 +57,8 @@ def require_roles(*roles: Role) -> Callable[[], None]:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorised("Send 'Authorization: Bearer <access_token>'.")
-        claims = principals.token_claims(current_app.config["SECRET_KEY"], token.strip(),
-                                         max_age_s=current_app.config["API_TOKEN_TTL_S"])
+        claims = principals.checked_token(current_app.config["SECRET_KEY"], token.strip(),
+                                          max_age_s=current_app.config["API_TOKEN_TTL_S"])
         principal = (principals.principal_for(db.session, cache_redis(), claims.user_id,
                                               on_redis_error=cache_failed)
                      if claims is not None else None)
@@ -82,6 +82,8 @@ def _note_principal_changes(session: Session, _context: Any) -> None:
 @event.listens_for(Session, "after_commit")
 def _publish_principal_changes(session: Session) -> None:
     changed = session.info.pop("principals_changed", None)
+    if changed:
+        principals.forget_locally(changed)
     if changed and has_app_context():
         try:
             principals.publish(get_redis(), changed)

@@ -209,6 +209,7 @@ def issue_token(secret_key: str, user: User) -> str:
 class TokenClaims:
     user_id: int
     generation: object
+    expires_at: float = 0.0  # epoch seconds
 
 
 def token_claims(secret_key: str, token: str, *, max_age_s: int) -> TokenClaims | None:
@@ -219,12 +220,12 @@ def token_claims(secret_key: str, token: str, *, max_age_s: int) -> TokenClaims 
     """
     serializer = URLSafeTimedSerializer(secret_key, salt=_TOKEN_SALT)
     try:
-        data = serializer.loads(token, max_age=max_age_s)
+        data, signed_at = serializer.loads(token, max_age=max_age_s, return_timestamp=True)
     except (SignatureExpired, BadSignature):
         return None
     if not isinstance(data, dict) or not isinstance(data.get("uid"), int):
         return None
-    return TokenClaims(data["uid"], data.get("gen"))
+    return TokenClaims(data["uid"], data.get("gen"), signed_at.timestamp() + max_age_s)
 
 
 def create_user(session: Session, *, email: str, password: str, role: Role,

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFound
 from ..models import Medicine
+from .ttl_cache import TtlCache
 
 # The columns a catalogue entry shows (MedicineSchema); read as plain rows, not ORM objects:
 # browsing is the busiest read in the shop and needs neither identity map nor change tracking.
@@ -107,6 +108,16 @@ class PageCache:
     def clear(self) -> None:
         with self._lock:
             self._pages.clear()
+
+
+# This process's pages and its remembered catalogue version (for a second).
+PAGES = PageCache()
+VERSIONS: TtlCache[bytes] = TtlCache(ttl_s=1.0, max_entries=1)
+
+
+def forget_locally() -> None:
+    PAGES.clear()
+    VERSIONS.clear()
 
 
 def changes_medicines(session: Session) -> bool:

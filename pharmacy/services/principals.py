@@ -14,7 +14,8 @@ just before a change cannot put the old values back. A change made outside the a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from redis import Redis
@@ -23,12 +24,32 @@ from sqlalchemy.orm import Session
 
 from ..models import Role, User
 from .auth import TokenClaims, token_claims
+from .ttl_cache import TtlCache
 
-__all__ = ["KEY", "TTL_S", "Principal", "TokenClaims", "principal_for", "principals_changed",
-           "publish", "token_claims"]
+__all__ = ["KEY", "TTL_S", "Principal", "TokenClaims", "checked_token", "forget_locally",
+           "principal_for", "principals_changed", "publish", "token_claims"]
 
 KEY = "dispensary:principal:{}"
 TTL_S = 300
+# Each process also remembers a principal for a second (a change made in this process
+# forgets it at once; one made in another is seen within LOCAL_TTL_S), and a checked token
+# until it expires (at most a minute), so that a busy API need not ask Redis, or verify a
+# signature, on every call.
+LOCAL_TTL_S = 1.0
+_local: TtlCache[Principal] = TtlCache(ttl_s=LOCAL_TTL_S)
+_tokens: TtlCache[TokenClaims] = TtlCache(ttl_s=60.0, max_entries=8192)
+
+
+def checked_token(secret_key: str, token: str, *, max_age_s: int) -> TokenClaims | None:
+    """``auth.token_claims``, remembered per process until the token expires."""
+    key = (secret_key, token)
+    claims = _tokens.get(key)
+    if claims is not None and claims.expires_at > time.time():
+        return claims
+    claims = token_claims(secret_key, token, max_age_s=max_age_s)
+    if claims is not None:
+        _tokens.put(key, claims, ttl_s=min(60.0, claims.expires_at - time.time()))
+    return claims
 
 
 @dataclass(frozen=True)
@@ -59,7 +80,18 @@ class Principal:
 
 def principal_for(session: Session, redis: Redis | None, user_id: int, *,
                   on_redis_error: Callable[[], None] = lambda: None) -> Principal | None:
-    """The user's principal from Redis, else from the database (then copied to Redis)."""
+    """The user's principal from this process's memory, Redis, else the database."""
+    remembered = _local.get(user_id)
+    if remembered is not None:
+        return remembered
+    principal = _principal_from_redis_or_db(session, redis, user_id, on_redis_error)
+    if principal is not None:
+        _local.put(user_id, principal)
+    return principal
+
+
+def _principal_from_redis_or_db(session: Session, redis: Redis | None, user_id: int,
+                                on_redis_error: Callable[[], None]) -> Principal | None:
     if redis is not None:
         try:
             raw = redis.get(KEY.format(user_id))
@@ -94,8 +126,18 @@ def principals_changed(session: Session) -> dict[int, Principal | None]:
     return changed
 
 
+def forget_locally(user_ids: Iterable[int] | None = None) -> None:
+    """Drop this process's remembered principals (all of them without ``user_ids``)."""
+    if user_ids is None:
+        _local.clear()
+        return
+    for user_id in user_ids:
+        _local.discard(user_id)
+
+
 def publish(redis: Redis, changed: dict[int, Principal | None]) -> None:
     """After commit: overwrite (or drop) the copies of the changed users."""
+    forget_locally(changed)
     pipe = redis.pipeline(transaction=False)
     for user_id, principal in changed.items():
         if principal is None:

@@ -134,3 +134,21 @@ def test_a_rolled_back_change_does_not_retire_the_pages(db, redis) -> None:  # t
     db.session.rollback()
     db.session.commit()
     assert redis.get(catalog.VERSION_KEY) == before
+
+
+def test_a_change_published_by_another_process_is_seen_within_a_second(
+        client, db, redis, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.services import ttl_cache
+
+    user = UserFactory(role=Role.PHARMACIST)
+    db.session.commit()
+    token = api_token(client, user.email, DEFAULT_PASSWORD)
+    assert client.get("/api/v1/medicines", headers=_bearer(token)).status_code == 200
+    # Another process deactivates the user: Redis changes, this process's memory does not.
+    redis.set(principals.KEY.format(user.id),
+              principals.Principal(user.id, Role.PHARMACIST, False,
+                                   user.token_generation).encode())
+    assert client.get("/api/v1/medicines", headers=_bearer(token)).status_code == 200
+    later = ttl_cache.time.monotonic() + principals.LOCAL_TTL_S + 0.01
+    monkeypatch.setattr(ttl_cache.time, "monotonic", lambda: later)
+    assert client.get("/api/v1/medicines", headers=_bearer(token)).status_code == 401
