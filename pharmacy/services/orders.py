@@ -52,7 +52,8 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     O.READY_TO_PICK: frozenset({O.PACKED, O.CANCELLED}),
     O.PACKED: frozenset({O.OUT_FOR_DELIVERY, O.CANCELLED}),
     O.OUT_FOR_DELIVERY: frozenset({O.DELIVERED, O.FAILED}),
-    O.FAILED: frozenset({O.OUT_FOR_DELIVERY, O.RETURNED}),
+    # Back to PACKED when the patient picks another slot (services/rebooking.py).
+    O.FAILED: frozenset({O.OUT_FOR_DELIVERY, O.PACKED, O.RETURNED}),
     O.RETURNED: frozenset({O.REFUNDED}),
     O.DELIVERED: frozenset(),
     O.REFUNDED: frozenset(),

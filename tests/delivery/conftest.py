@@ -10,14 +10,18 @@ from sqlalchemy import select
 from pharmacy.models import (
     Address,
     DeliverySlot,
+    DeliveryStop,
     Medicine,
     Order,
     OrderLine,
     OrderStatus,
     PatientProfile,
     Pharmacy,
+    StopStatus,
+    User,
+    WaveStatus,
 )
-from pharmacy.services import slots
+from pharmacy.services import delivery, slots
 from pharmacy.services.demo import DEMO_ODS_CODE, seed_demo
 
 LONDON = ZoneInfo("Europe/London")
@@ -53,3 +57,39 @@ def make_wave_orders(db, count: int, *, fridge_every: int = 7, cd_every: int = 0
         db.session.add(order)
     db.session.commit()
     return slot
+
+
+PATIENT_PASSWORD = "demo-patient-1"
+
+
+def slot_at(db, slot: DeliverySlot, hour: int, days: int = 0) -> DeliverySlot:  # type: ignore[no-untyped-def]
+    pharmacy = db.session.get(Pharmacy, slot.pharmacy_id)
+    day = slot.starts_at.astimezone(LONDON).date() + timedelta(days=days)
+    return next(s for s in slots.ensure_slots(db.session, pharmacy, day)
+                if s.starts_at.astimezone(LONDON).time() == time(hour))
+
+
+def make_unserved(db, slot: DeliverySlot, order: Order) -> DeliveryStop:  # type: ignore[no-untyped-def]
+    """Close the slot's wave and record this order's stop as one the planner could not fit."""
+    wave = delivery.close_wave(db.session, slot)
+    stop = db.session.scalar(select(DeliveryStop).where(DeliveryStop.order_id == order.id))
+    stop.status, stop.unserved_reason = StopStatus.UNSERVED, "no vehicle can reach it in time"
+    wave.status = WaveStatus.PLANNED
+    db.session.commit()
+    return stop
+
+
+def wave_orders(db, *, fridge: bool = False) -> list[Order]:  # type: ignore[no-untyped-def]
+    """The packed orders of make_wave_orders (the demo's own orders are long delivered)."""
+    return list(db.session.scalars(select(Order).where(
+        Order.status == OrderStatus.PACKED, Order.needs_fridge.is_(fridge))
+        .order_by(Order.id)))
+
+
+def first_order(db) -> Order:  # type: ignore[no-untyped-def]
+    return wave_orders(db)[0]
+
+
+def patient_email(db, order: Order) -> str:  # type: ignore[no-untyped-def]
+    patient = db.session.get(PatientProfile, order.patient_id)
+    return db.session.get(User, patient.user_id).email
