@@ -18,11 +18,12 @@ from ..schemas.orders import (
     OrderInSchema,
     OrderOutSchema,
     PaymentInSchema,
+    RebookInSchema,
     SlotOutSchema,
     SlotQuerySchema,
     TransitionSchema,
 )
-from ..services import checkout, orders, slots
+from ..services import checkout, orders, rebooking, slots
 from .security import BEARER_DOC, current_api_user, require_roles, require_roles_per_view
 
 blp = Blueprint("api_orders", __name__, url_prefix="/api/v1/orders",
@@ -36,6 +37,7 @@ blp.before_request(require_roles_per_view({
     ("OrderCollection", "GET"): (Role.PATIENT,),
     ("OrderPayment", "POST"): (Role.PATIENT,),
     ("OrderPaymentConfirmation", "POST"): (Role.PATIENT,),
+    ("OrderDeliverySlot", "POST"): (Role.PATIENT,),
     ("OrderTransitions", "POST"): _STAFF,
 }))
 slots_blp.before_request(require_roles(Role.PATIENT))
@@ -210,6 +212,29 @@ class OrderCancellation(MethodView):
                               reason=body["reason"], request_id=g.get("request_id"))
         db.session.commit()
         return _body(order)
+
+
+@blp.route(f"/{_ID}/delivery-slot")
+class OrderDeliverySlot(MethodView):
+    @_document(blp)
+    @blp.arguments(RebookInSchema)
+    @blp.response(200, OrderOutSchema)
+    def post(self, body: dict[str, Any], order_id: int) -> Any:
+        """Choose another delivery slot after a failed or unplannable delivery.
+
+        Possible while the order is packed and its stop could not be planned, or after a
+        failed delivery attempt (before the parcel is returned). The same request sent again
+        answers the order as it is. 409 when the order is not waiting for a new slot or the
+        slot is full, has no fridge place or is past its cut-off; 422 for a slot we do not
+        offer this order.
+        """
+        _patient()
+        order = _order_for_caller(order_id, lock=True)
+        rebooking.rebook_delivery(db.session, order, body["slot_id"], actor=current_api_user(),
+                                  request_id=g.get("request_id"))
+        response = _body(order)
+        db.session.commit()
+        return response
 
 
 @blp.route(f"/{_ID}/transitions")

@@ -96,6 +96,11 @@ class SlotOutSchema(Schema):
     fridge_remaining = fields.Integer(required=True)
 
 
+class RebookInSchema(Schema):
+    slot_id = fields.Integer(required=True, strict=True, validate=_ID, metadata={
+        "description": "A slot from GET /api/v1/slots (fridge slots for cold items)"})
+
+
 class CancelSchema(Schema):
     reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
 

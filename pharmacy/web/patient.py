@@ -24,7 +24,7 @@ from ..extensions import db
 from ..models import Pharmacy, Role
 from ..models.base import utcnow
 from ..services import basket as basket_service
-from ..services import checkout, dashboards, orders, prescriptions, slots
+from ..services import checkout, dashboards, orders, prescriptions, rebooking, slots
 from .forms import ActionForm
 from .session import require_role
 
@@ -259,9 +259,44 @@ def track(order_id: int) -> Any:
     order = orders.get_patient_order(db.session, _patient(), order_id)
     from ..services import delivery
 
-    return render_template("patient/track.html", order=order, steps=TRACK_STEPS,
+    reason = rebooking.rebook_reason(db.session, order)
+    new_slots = rebooking.bookable_slots(db.session, order) if reason else []
+    page = render_template("patient/track.html", order=order, steps=TRACK_STEPS,
                            payment=checkout.latest_payment(order), tz=prescriptions.LONDON,
-                           form=ActionForm(), tracking=delivery.tracking_for(db.session, order))
+                           form=ActionForm(), tracking=delivery.tracking_for(db.session, order),
+                           rebook_reason=reason, new_slots=new_slots)
+    if reason:
+        db.session.commit()  # slots are created on first look
+    return page
+
+
+@bp.post(f"/orders/{_ID}/delivery-slot")
+def rebook(order_id: int) -> Any:
+    back = redirect(url_for(".track", order_id=order_id))
+    if not ActionForm().validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return back
+    order = orders.get_patient_order(db.session, _patient(), order_id, lock=True)
+    raw = request.form.get("slot_id", "")
+    if not raw.isdigit() or not 0 < int(raw) <= 2_147_483_647:
+        flash("Choose one of the delivery slots offered.", "error")
+        return back
+    try:
+        result = rebooking.rebook_delivery(db.session, order, int(raw), actor=g.user,
+                                           request_id=g.get("request_id"))
+    except DomainError as err:
+        db.session.rollback()
+        _flash_domain_error(err)
+        return back
+    db.session.commit()
+    if not result.replayed:
+        start = order.delivery_window_start.astimezone(prescriptions.LONDON)  # type: ignore[union-attr]
+        end = order.delivery_window_end.astimezone(prescriptions.LONDON)  # type: ignore[union-attr]
+        flash(f"Your new delivery time is {start:%A %-d %B}, between {start:%H:%M} and "
+              f"{end:%H:%M}.", "info")
+    else:
+        flash("Your order is already booked for that time.", "info")
+    return back
 
 
 @bp.post(f"/orders/{_ID}/cancel")

@@ -93,6 +93,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("api_orders.OrderCancellation", "POST"): frozenset({"patient", "pharmacist", "admin"}),
     ("api_orders.OrderPayment", "POST"): frozenset({"patient"}),
     ("api_orders.OrderPaymentConfirmation", "POST"): frozenset({"patient"}),
+    ("api_orders.OrderDeliverySlot", "POST"): frozenset({"patient"}),
     ("api_orders.OrderTransitions", "POST"): frozenset({"pharmacist", "admin"}),
     # prescriptions
     ("api_prescriptions.ValidateResource", "POST"): frozenset({"pharmacist", "api_client"}),
@@ -116,6 +117,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("patient.order_list", "GET"): PATIENTS,
     ("patient.track", "GET"): frozenset({"patient"}),
     ("patient.cancel", "POST"): frozenset({"patient"}),
+    ("patient.rebook", "POST"): frozenset({"patient"}),
     ("patient.pay", "GET"): frozenset({"patient"}),
     ("patient.pay_submit", "POST"): frozenset({"patient"}),
     ("patient.pay_confirm", "POST"): frozenset({"patient"}),
