@@ -31,6 +31,8 @@ from ..models import (
     OrderStatus,
     PatientProfile,
     Pharmacy,
+    PurchaseOrder,
+    PurchaseOrderStatus,
     StockAllocation,
     StockBatch,
     StockMovement,
@@ -190,7 +192,39 @@ def receive(session: Session, *, pharmacy: Pharmacy, medicine: Medicine, lot_num
     audit.record(session, action="stock.received", entity_type="stock_batch",
                  entity_id=batch.id, actor=actor,
                  after={"quantity": quantity, "on_hand": batch.quantity_on_hand})
+    _receive_against_order(session, pharmacy_id=pharmacy.id, medicine_id=medicine.id,
+                           reference=reference.strip(), quantity=quantity, actor=actor)
     return batch
+
+
+def _receive_against_order(session: Session, *, pharmacy_id: int, medicine_id: int,
+                           reference: str, quantity: int, actor: User) -> None:
+    """A delivery quoting an open purchase order's reference counts against its line.
+
+    The line's received quantity goes up (never past what was ordered: extra units are
+    still booked into stock, but are not "on order" any more than the rest), and the order
+    is received once every line is. Reorder suggestions count only what is still to come.
+    """
+    purchase = session.scalar(select(PurchaseOrder).where(
+        PurchaseOrder.pharmacy_id == pharmacy_id, PurchaseOrder.reference == reference,
+        PurchaseOrder.status.in_([PurchaseOrderStatus.DRAFT, PurchaseOrderStatus.SENT]))
+        .with_for_update())
+    if purchase is None:
+        return
+    line = next((ln for ln in purchase.lines if ln.medicine_id == medicine_id), None)
+    if line is None:
+        return
+    before = line.quantity_received
+    line.quantity_received = min(line.quantity, before + quantity)
+    after: dict[str, object] = {"medicine_id": medicine_id,
+                                "quantity_received": line.quantity_received,
+                                "quantity": line.quantity}
+    if all(ln.quantity_received >= ln.quantity for ln in purchase.lines):
+        purchase.status = PurchaseOrderStatus.RECEIVED
+        after["status"] = purchase.status.value
+    audit.record(session, action="purchase_order.received", entity_type="purchase_order",
+                 entity_id=purchase.id, actor=actor,
+                 before={"quantity_received": before}, after=after)
 
 
 def record_count(session: Session, batch_id: int, counted: int, *, actor: User,

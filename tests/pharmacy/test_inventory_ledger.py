@@ -251,3 +251,48 @@ def test_stock_recall_and_register_pages(client, db) -> None:  # type: ignore[no
         "csrf_token": token, "medicine_id": str(morphine.id), "lot_number": "NOPE",
         "reason": "x"})
     assert unknown.status_code == 302
+
+
+def test_a_delivery_quoting_a_purchase_order_counts_against_it(db) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.models import AuditEvent, PurchaseOrder, PurchaseOrderLine, PurchaseOrderStatus
+    from pharmacy.services import forecasting
+
+    pharmacy, actor = PharmacyFactory(), UserFactory(role=Role.PHARMACIST)
+    first, second = MedicineFactory(), MedicineFactory()
+    purchase = PurchaseOrder(pharmacy_id=pharmacy.id, supplier="AAH", reference="PO-77")
+    purchase.lines = [PurchaseOrderLine(medicine_id=first.id, quantity=56),
+                      PurchaseOrderLine(medicine_id=second.id, quantity=28)]
+    db.session.add(purchase)
+    db.session.flush()
+
+    def on_order() -> dict[int, int]:
+        inputs = forecasting.stock_inputs(db.session, pharmacy.id, [first.id, second.id])
+        return {m: i.on_order for m, i in inputs.items()}
+
+    assert on_order() == {first.id: 56, second.id: 28}
+    expiry = TODAY + timedelta(days=400)
+    ledger.receive(db.session, pharmacy=pharmacy, medicine=first, lot_number="L1",
+                   expiry_date=expiry, quantity=28, supplier="AAH", reference="PO-77",
+                   actor=actor)
+    assert on_order() == {first.id: 28, second.id: 28}
+    assert purchase.status is PurchaseOrderStatus.DRAFT
+    # Over-delivery is booked into stock but the line never shows more than was ordered.
+    ledger.receive(db.session, pharmacy=pharmacy, medicine=first, lot_number="L2",
+                   expiry_date=expiry, quantity=40, supplier="AAH", reference=" PO-77 ",
+                   actor=actor)
+    # A delivery note that is not an open order's reference changes no order.
+    ledger.receive(db.session, pharmacy=pharmacy, medicine=second, lot_number="L3",
+                   expiry_date=expiry, quantity=28, supplier="AAH", reference="DN-9",
+                   actor=actor)
+    assert on_order() == {first.id: 0, second.id: 28}
+    ledger.receive(db.session, pharmacy=pharmacy, medicine=second, lot_number="L4",
+                   expiry_date=expiry, quantity=28, supplier="AAH", reference="PO-77",
+                   actor=actor)
+    db.session.commit()
+    assert purchase.status is PurchaseOrderStatus.RECEIVED
+    assert [line.quantity_received for line in purchase.lines] == [56, 28]
+    assert on_order() == {first.id: 0, second.id: 0}
+    events = db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "purchase_order.received")).all()
+    assert len(events) == 3 and events[-1].after["status"] == "received"
+    assert ledger.ledger_discrepancies(db.session) == []
