@@ -190,7 +190,9 @@ def place_order(session: Session, patient: PatientProfile, request: OrderRequest
 
     lines = _build_lines(session, patient, request.lines, pricing)
     needs_fridge = any(line.medicine.cold_chain for line in lines)
-    slot = slots.book(session, request.slot_id, needs_fridge=needs_fridge, now=now)
+    # The slot is read here and booked last, just before the caller commits: its row is the
+    # one every checkout for that window updates, so its lock is held as briefly as possible.
+    slot = slots.get_slot(session, request.slot_id)
     if patient.nominated_pharmacy_id not in (None, slot.pharmacy_id):
         raise InvalidRequest("That slot belongs to another pharmacy.")
 
@@ -227,6 +229,7 @@ def place_order(session: Session, patient: PatientProfile, request: OrderRequest
                  actor=actor, request_id=request_id,
                  after={"status": order.status.value, "total_minor": order.total_minor,
                         "lines": len(lines), "slot": slot.id})
+    slots.book(session, slot.id, needs_fridge=needs_fridge, now=now)
     return Placed(order, False)
 
 

@@ -96,6 +96,13 @@ def available_slots(session: Session, pharmacy: Pharmacy, *, needs_fridge: bool,
     return out
 
 
+def get_slot(session: Session, slot_id: int) -> DeliverySlot:
+    slot = session.get(DeliverySlot, slot_id)
+    if slot is None:
+        raise NotFound(f"No delivery slot {slot_id}.")
+    return slot
+
+
 def book(session: Session, slot_id: int, *, needs_fridge: bool,
          now: datetime | None = None) -> DeliverySlot:
     """Take one place in a slot (and a fridge place if needed), or raise SlotUnavailable."""
