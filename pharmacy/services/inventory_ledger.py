@@ -32,6 +32,7 @@ from ..models import (
     PatientProfile,
     Pharmacy,
     PurchaseOrder,
+    PurchaseOrderLine,
     PurchaseOrderStatus,
     StockAllocation,
     StockBatch,
@@ -312,12 +313,45 @@ def quarantine(session: Session, batch_id: int, *, reason: str, actor: User,
     before = batch.status
     if before is status:
         return batch
+    # A recall outranks every other status, and an expired batch can only be recalled:
+    # quarantining either would let a later release put it back into use.
+    if before is BatchStatus.RECALLED or (before is BatchStatus.EXPIRED
+                                          and status is not BatchStatus.RECALLED):
+        raise Conflict(f"This batch is {before.value}; it stays out of use until it is "
+                       "written off or returned.")
     batch.status = status
     kind = MovementKind.RECALLED if status is BatchStatus.RECALLED else MovementKind.QUARANTINED
     session.add(StockMovement(batch=batch, kind=kind, reason=reason.strip(), actor_id=actor.id))
     audit.record(session, action=f"stock.batch_{status.value}", entity_type="stock_batch",
                  entity_id=batch.id, actor=actor, reason=reason.strip(),
                  before={"status": before.value}, after={"status": status.value})
+    session.flush()
+    return batch
+
+
+def release_from_quarantine(session: Session, batch_id: int, *, reason: str, actor: User,
+                            today: date | None = None) -> StockBatch:
+    """Put a quarantined batch back into use, with the reason (the check that cleared it).
+
+    Only a quarantine is released: a recalled or expired batch stays out of use, and so does a
+    quarantined batch whose expiry date has passed. The ledger line moves no quantity.
+    """
+    today = today or utcnow().date()
+    if not reason.strip():
+        raise InvalidRequest("Say why the batch can be used again.")
+    batch = _batch_for_update(session, batch_id)
+    if batch.status is not BatchStatus.QUARANTINED:
+        raise Conflict(f"This batch is {batch.status.value}, not quarantined.")
+    if batch.expiry_date < today:
+        raise Conflict("This batch has expired; write it off instead of releasing it.")
+    batch.status = BatchStatus.AVAILABLE
+    session.add(StockMovement(batch=batch, kind=MovementKind.RELEASED,
+                              reason=f"released from quarantine: {reason.strip()}",
+                              actor_id=actor.id))
+    audit.record(session, action="stock.batch_released", entity_type="stock_batch",
+                 entity_id=batch.id, actor=actor, reason=reason.strip(),
+                 before={"status": BatchStatus.QUARANTINED.value},
+                 after={"status": BatchStatus.AVAILABLE.value})
     session.flush()
     return batch
 
@@ -428,3 +462,40 @@ def last_movements(session: Session, batch_id: int, limit: int = 50) -> list[Sto
     return list(session.scalars(select(StockMovement).where(StockMovement.batch_id == batch_id)
                                 .order_by(StockMovement.id.desc()).limit(limit)))
 
+
+def get_batch(session: Session, batch_id: int, *, pharmacy_id: int) -> StockBatch:
+    """One batch of this pharmacy (another pharmacy's is "not found", as a missing one)."""
+    batch = session.get(StockBatch, batch_id)
+    if batch is None or batch.pharmacy_id != pharmacy_id:
+        raise NotFound(f"No stock batch {batch_id}.")
+    return batch
+
+
+def find_batches(session: Session, *, pharmacy_id: int, text: str = "",
+                 limit: int = 50) -> list[StockBatch]:
+    """Batches whose medicine name or lot number contains ``text``, soonest expiry first."""
+    stmt = (select(StockBatch).join(Medicine, Medicine.id == StockBatch.medicine_id)
+            .where(StockBatch.pharmacy_id == pharmacy_id))
+    if text.strip():
+        escaped = text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        stmt = stmt.where(Medicine.name.ilike(pattern, escape="\\")
+                          | StockBatch.lot_number.ilike(pattern, escape="\\"))
+    return list(session.scalars(stmt.order_by(StockBatch.expiry_date, StockBatch.id)
+                                .limit(limit)))
+
+
+def receivable_medicines(session: Session) -> list[Medicine]:
+    """The formulary's active medicines, by name: what a delivery may be booked in as."""
+    return list(session.scalars(select(Medicine).where(Medicine.is_active)
+                                .order_by(Medicine.name, Medicine.id)))
+
+
+def outstanding_purchase_lines(session: Session, pharmacy_id: int) -> list[PurchaseOrderLine]:
+    """Lines of open (draft or sent) purchase orders with units still to come, oldest first."""
+    return list(session.scalars(
+        select(PurchaseOrderLine).join(PurchaseOrder)
+        .where(PurchaseOrder.pharmacy_id == pharmacy_id,
+               PurchaseOrder.status.in_([PurchaseOrderStatus.DRAFT, PurchaseOrderStatus.SENT]),
+               PurchaseOrderLine.quantity_received < PurchaseOrderLine.quantity)
+        .order_by(PurchaseOrder.id, PurchaseOrderLine.id)))

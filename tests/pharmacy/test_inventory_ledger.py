@@ -296,3 +296,75 @@ def test_a_delivery_quoting_a_purchase_order_counts_against_it(db) -> None:  # t
         AuditEvent.action == "purchase_order.received")).all()
     assert len(events) == 3 and events[-1].after["status"] == "received"
     assert ledger.ledger_discrepancies(db.session) == []
+
+
+def test_quarantine_and_release_are_ledger_lines_and_a_recall_is_never_released(db) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.models import AuditEvent, MovementKind
+
+    pharmacy, actor = PharmacyFactory(), UserFactory(role=Role.PHARMACIST)
+    medicine = MedicineFactory()
+    batch = ledger.receive(db.session, pharmacy=pharmacy, medicine=medicine, lot_number="Q1",
+                           expiry_date=TODAY + timedelta(days=200), quantity=30,
+                           supplier="AAH", reference="DN-Q", actor=actor)
+    with pytest.raises(DomainError, match="not quarantined"):
+        ledger.release_from_quarantine(db.session, batch.id, reason="checked", actor=actor)
+    ledger.quarantine(db.session, batch.id, reason="fridge alarm", actor=actor)
+    with pytest.raises(DomainError, match="Say why"):
+        ledger.release_from_quarantine(db.session, batch.id, reason=" ", actor=actor)
+    # Past its expiry date a quarantined batch is written off, not released.
+    with pytest.raises(DomainError, match="expired"):
+        ledger.release_from_quarantine(db.session, batch.id, reason="ok", actor=actor,
+                                       today=TODAY + timedelta(days=201))
+    ledger.release_from_quarantine(db.session, batch.id, reason="temperature log within range",
+                                   actor=actor)
+    assert batch.status is BatchStatus.AVAILABLE
+    kinds = [m.kind for m in db.session.scalars(select(StockMovement).where(
+        StockMovement.batch_id == batch.id).order_by(StockMovement.id))]
+    assert kinds == [MovementKind.RECEIVED, MovementKind.QUARANTINED, MovementKind.RELEASED]
+    released = db.session.scalar(select(AuditEvent).where(
+        AuditEvent.action == "stock.batch_released"))
+    assert released is not None and released.after == {"status": "available"}
+
+    ledger.recall_lot(db.session, medicine_id=medicine.id, lot_number="Q1", reason="alert",
+                      actor=actor)
+    with pytest.raises(DomainError, match="recalled"):
+        ledger.quarantine(db.session, batch.id, reason="downgrade", actor=actor)
+    with pytest.raises(DomainError, match="recalled"):
+        ledger.release_from_quarantine(db.session, batch.id, reason="x", actor=actor)
+    assert batch.status is BatchStatus.RECALLED
+    db.session.commit()
+    assert ledger.ledger_discrepancies(db.session) == []
+
+
+def test_outstanding_purchase_lines_and_batch_search(db) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.models import PurchaseOrder, PurchaseOrderLine, PurchaseOrderStatus
+
+    pharmacy, other = PharmacyFactory(), PharmacyFactory()
+    actor = UserFactory(role=Role.PHARMACIST)
+    first = MedicineFactory(name="Amoxicillin 500mg capsules")
+    second = MedicineFactory(name="Sertraline 50mg tablets")
+    purchase = PurchaseOrder(pharmacy_id=pharmacy.id, supplier="AAH", reference="PO-1",
+                             status=PurchaseOrderStatus.SENT)
+    purchase.lines = [PurchaseOrderLine(medicine_id=first.id, quantity=21, quantity_received=21),
+                      PurchaseOrderLine(medicine_id=second.id, quantity=28, quantity_received=7)]
+    closed = PurchaseOrder(pharmacy_id=pharmacy.id, supplier="AAH", reference="PO-2",
+                           status=PurchaseOrderStatus.CANCELLED)
+    closed.lines = [PurchaseOrderLine(medicine_id=first.id, quantity=5)]
+    db.session.add_all([purchase, closed])
+    for where, lot in ((pharmacy, "AMX_1"), (other, "AMX-2")):
+        ledger.receive(db.session, pharmacy=where, medicine=first, lot_number=lot,
+                       expiry_date=TODAY + timedelta(days=90), quantity=5, supplier="AAH",
+                       reference="DN", actor=actor)
+    db.session.flush()
+    due = ledger.outstanding_purchase_lines(db.session, pharmacy.id)
+    assert [(line.medicine_id, line.quantity - line.quantity_received) for line in due] == [
+        (second.id, 21)]
+    assert [b.lot_number for b in ledger.find_batches(
+        db.session, pharmacy_id=pharmacy.id, text="amoxi")] == ["AMX_1"]
+    # "_" and "%" are literal characters in the search, not wildcards.
+    assert ledger.find_batches(db.session, pharmacy_id=pharmacy.id, text="X%1") == []
+    assert [b.lot_number for b in ledger.find_batches(
+        db.session, pharmacy_id=pharmacy.id, text="x_1")] == ["AMX_1"]
+    with pytest.raises(DomainError):
+        ledger.get_batch(db.session, ledger.find_batches(
+            db.session, pharmacy_id=other.id)[0].id, pharmacy_id=pharmacy.id)
