@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from datetime import date
 from typing import Any
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 
 from ..errors import DomainError, InvalidRequest
 from ..extensions import db
-from ..models import PrescriptionStatus, Role
+from ..models import Medicine, Pharmacy, PrescriptionStatus, Role
 from ..services import dashboards, rx_view
+from ..services import inventory_ledger as ledger
 from ..services import prescriptions as rx_service
 from .forms import ActionForm
 from .session import require_role
@@ -19,8 +22,7 @@ bp = Blueprint("pharmacist", __name__, url_prefix="/pharmacist")
 bp.before_request(require_role(Role.PHARMACIST))
 
 _ID = "<int(max=2147483647):prescription_id>"
-
-
+_BATCH = "<int(max=2147483647):batch_id>"
 
 
 @bp.get("/")
@@ -144,34 +146,196 @@ def _pharmacy_id() -> int:
     return int(pharmacy_id)
 
 
+def _whole(raw: str, *, digits: int = 9) -> int | None:
+    """A whole number typed in a form (ASCII digits only: int() also takes '²' or '٣')."""
+    raw = raw.strip()
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= digits else None
+
+
 @bp.get("/stock")
 def stock() -> Any:
-    """Near-expiry batches, and the ledger check."""
-    from ..services import inventory_ledger as ledger
-
-    raw = request.args.get("days", "30")
-    days = min(int(raw), 365) if raw.isdigit() else 30
+    """Near-expiry batches, the ledger check, and a search for any batch."""
+    days = min(_whole(request.args.get("days", "")) or 30, 365)
+    q = request.args.get("q", "").strip()[:100]
     pharmacy_id = _pharmacy_id()
-    return render_template("pharmacist/stock.html", days=days, form=ActionForm(),
+    return render_template("pharmacist/stock.html", days=days, form=ActionForm(), q=q,
+                           found=(ledger.find_batches(db.session, pharmacy_id=pharmacy_id,
+                                                      text=q) if q else []),
                            near=ledger.near_expiry(db.session, pharmacy_id=pharmacy_id,
                                                    within_days=days),
                            discrepancies=ledger.ledger_discrepancies(db.session,
                                                                      pharmacy_id=pharmacy_id))
 
 
+# --- goods in -----------------------------------------------------------------------------------
+
+_RECEIPT_FIELDS = ("medicine_id", "lot_number", "expiry_date", "quantity", "supplier",
+                   "reference", "location")
+_MAX_UNITS = 1_000_000  # one delivery or count of one batch; more is a typing slip
+
+
+def _units(raw: str, label: str, problems: list[str], *, allow_zero: bool = False) -> int:
+    units = _whole(raw, digits=7)
+    if units is None or units > _MAX_UNITS or (units == 0 and not allow_zero):
+        least = "0" if allow_zero else "1"
+        problems.append(f"{label} must be a whole number of units from {least} to "
+                        f"{_MAX_UNITS:,}.")
+        return 0
+    return units
+
+
+def _text(values: Mapping[str, str], name: str, label: str, problems: list[str], *,
+          max_length: int, required: bool = True) -> str:
+    value = values.get(name, "").strip()
+    if required and not value:
+        problems.append(f"Give the {label}.")
+    elif len(value) > max_length:
+        problems.append(f"The {label} is too long: at most {max_length} characters.")
+    return value
+
+
+def _render_goods_in(values: Mapping[str, str], status: int = 200) -> Any:
+    return render_template(
+        "pharmacist/goods_in.html", form=ActionForm(), values=values,
+        medicines=ledger.receivable_medicines(db.session),
+        due=ledger.outstanding_purchase_lines(db.session, _pharmacy_id()),
+        today=_today_london()), status
+
+
+@bp.get("/stock/goods-in")
+def goods_in() -> Any:
+    """The goods-in form; an open purchase order's "book in" link fills it in."""
+    return _render_goods_in({k: request.args.get(k, "")[:200] for k in _RECEIPT_FIELDS})
+
+
+@bp.post("/stock/goods-in")
+def receive() -> Any:
+    """Book in a delivery; a wrong field shows the form again as typed, with the reason."""
+    form = ActionForm()
+    values = {k: request.form.get(k, "") for k in _RECEIPT_FIELDS}
+    if not form.validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return _render_goods_in(values, 400)
+    problems: list[str] = []
+    medicine_id = _whole(values["medicine_id"])
+    medicine = db.session.get(Medicine, medicine_id) if medicine_id is not None else None
+    if medicine is None or not medicine.is_active:
+        problems.append("Choose the medicine from the formulary.")
+    lot = _text(values, "lot_number", "lot number", problems, max_length=64)
+    expiry: date | None = None
+    try:
+        expiry = date.fromisoformat(values["expiry_date"].strip())
+    except ValueError:
+        problems.append("Give the expiry date as printed on the pack (day, month, year).")
+    quantity = _units(values["quantity"], "The quantity", problems)
+    supplier = _text(values, "supplier", "supplier", problems, max_length=200)
+    reference = _text(values, "reference", "delivery note or purchase order number", problems,
+                      max_length=100)
+    location = _text(values, "location", "location", problems, max_length=50, required=False)
+    if problems or medicine is None or expiry is None:
+        for problem in problems:
+            flash(problem, "error")
+        return _render_goods_in(values, 422)
+    try:
+        batch = ledger.receive(
+            db.session, pharmacy=db.session.get_one(Pharmacy, _pharmacy_id()),
+            medicine=medicine, lot_number=lot, expiry_date=expiry, quantity=quantity,
+            supplier=supplier, reference=reference, location=location or None, actor=g.user,
+            today=_today_london())
+    except DomainError as err:
+        db.session.rollback()
+        flash(err.detail, "error")
+        return _render_goods_in(values, err.status)
+    db.session.commit()
+    flash(f"Booked in {quantity} units of {medicine.name}, lot {lot}.", "info")
+    return redirect(url_for(".batch", batch_id=batch.id))
+
+
+# --- one batch: count, write off, quarantine, release ---------------------------------------
+
+def _render_batch(batch_id: int, values: Mapping[str, str] | None = None,
+                  status: int = 200) -> Any:
+    batch = ledger.get_batch(db.session, batch_id, pharmacy_id=_pharmacy_id())
+    return render_template("pharmacist/batch.html", batch=batch, form=ActionForm(),
+                           values=values or {},
+                           movements=ledger.last_movements(db.session, batch.id)), status
+
+
+@bp.get(f"/stock/batches/{_BATCH}")
+def batch(batch_id: int) -> Any:
+    return _render_batch(batch_id)
+
+
+_REASON_MAX = 500
+
+
+def _change_batch(action: str, batch_id: int, values: Mapping[str, str],
+                  problems: list[str]) -> str | None:
+    """Parse the action's fields and call its service; the message to show, or None."""
+    if action == "count":
+        counted = _units(values.get("counted", ""), "The count", problems, allow_zero=True)
+        note = _text(values, "note", "note", problems, max_length=_REASON_MAX, required=False)
+        if problems:
+            return None
+        movement = ledger.record_count(db.session, batch_id, counted, actor=g.user,
+                                       note=note or None)
+        if movement is None:
+            return f"Count recorded: {counted} units, as on the books."
+        change = movement.on_hand_change
+        return (f"Count recorded: {counted} units, {abs(change)} "
+                f"{'more' if change > 0 else 'fewer'} than on the books.")
+    reason = _text(values, "reason", "reason", problems, max_length=_REASON_MAX)
+    if action == "write-off":
+        quantity = _units(values.get("quantity", ""), "The quantity", problems)
+        if problems:
+            return None
+        ledger.write_off(db.session, batch_id, quantity, reason=reason, actor=g.user)
+        return f"Wrote off {quantity} units."
+    if problems:
+        return None
+    if action == "quarantine":
+        ledger.quarantine(db.session, batch_id, reason=reason, actor=g.user)
+        return "Batch quarantined: it will not be picked for orders until released."
+    ledger.release_from_quarantine(db.session, batch_id, reason=reason, actor=g.user,
+                                   today=_today_london())
+    return "Batch released from quarantine: it can be picked for orders again."
+
+
+@bp.post(f"/stock/batches/{_BATCH}/<any(count, 'write-off', quarantine, release):change>")
+def batch_action(batch_id: int, change: str) -> Any:
+    form = ActionForm()
+    values = {"action": change, **{k: v for k, v in request.form.items() if k != "csrf_token"}}
+    if not form.validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for(".batch", batch_id=batch_id))
+    ledger.get_batch(db.session, batch_id, pharmacy_id=_pharmacy_id())  # 404 if not ours
+    problems: list[str] = []
+    try:
+        done = _change_batch(change, batch_id, values, problems)
+    except DomainError as err:
+        db.session.rollback()
+        flash(err.detail, "error")
+        return _render_batch(batch_id, values, err.status)
+    if done is None:
+        for problem in problems:
+            flash(problem, "error")
+        return _render_batch(batch_id, values, 422)
+    db.session.commit()
+    flash(done, "info")
+    return redirect(url_for(".batch", batch_id=batch_id))
+
+
 @bp.post("/recalls")
 def recall() -> Any:
-    from ..services import inventory_ledger as ledger
-
     form = ActionForm()
-    medicine_id = request.form.get("medicine_id", "")
+    medicine_id = _whole(request.form.get("medicine_id", ""))
     lot = request.form.get("lot_number", "").strip()[:64]
     reason = request.form.get("reason", "").strip()
-    if not form.validate_on_submit() or not medicine_id.isdigit() or not lot or not reason:
+    if not form.validate_on_submit() or medicine_id is None or not lot or not reason:
         flash("Give the medicine, the lot number and the recall notice.", "error")
         return redirect(url_for(".stock"))
     try:
-        report = ledger.recall_lot(db.session, medicine_id=int(medicine_id), lot_number=lot,
+        report = ledger.recall_lot(db.session, medicine_id=medicine_id, lot_number=lot,
                                    reason=reason, actor=g.user)
     except DomainError as err:
         db.session.rollback()
@@ -195,7 +359,6 @@ def cd_registers() -> Any:
 def cd_register(register_id: int) -> Any:
     from ..errors import NotFound
     from ..models import CDRegister
-    from ..services import inventory_ledger as ledger
 
     register = db.session.get(CDRegister, register_id)
     if register is None:

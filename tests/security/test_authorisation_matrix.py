@@ -30,6 +30,7 @@ from pharmacy.models import (
     PrescriptionItem,
     PrescriptionStatus,
     Role,
+    StockBatch,
     Vehicle,
 )
 from pharmacy.services.photos import PhotoStore
@@ -135,6 +136,10 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("pharmacist.packing_list", "GET"): STAFF,
     ("pharmacist.stock", "GET"): STAFF,
     ("pharmacist.recall", "POST"): STAFF,
+    ("pharmacist.goods_in", "GET"): STAFF,
+    ("pharmacist.receive", "POST"): STAFF,
+    ("pharmacist.batch", "GET"): STAFF,
+    ("pharmacist.batch_action", "POST"): STAFF,
     ("pharmacist.cd_registers", "GET"): STAFF,
     ("pharmacist.cd_register", "GET"): STAFF,
     ("pharmacist.reorders", "GET"): STAFF,
@@ -231,12 +236,16 @@ def world(db):  # type: ignore[no-untyped-def]
                               recipient_name="R", photo_path=photo)
     db.session.add(attempt)
     db.session.add(CDRegister(pharmacy_id=pharmacy.id, medicine_id=medicine.id))
+    batch = StockBatch(pharmacy_id=pharmacy.id, medicine_id=medicine.id, lot_number="MATRIX",
+                       expiry_date=date.today() + timedelta(days=90))
+    db.session.add(batch)
     db.session.commit()
     ids = {"order_id": order.id, "prescription_id": rx.id, "item_id": rx.items[0].id,
            "medicine_id": medicine.id, "route_id": route.id, "stop_id": stop.id,
            "wave_id": wave.id, "slot_id": 999_999, "patient_id": patients["patient"].id,
            "register_id": db.session.scalar(select(CDRegister.id)), "job_id": "no-such-job",
-           "card_id": "pm_missing", "action": "reject", "attempt_id": attempt.id}
+           "card_id": "pm_missing", "action": "reject", "attempt_id": attempt.id,
+           "batch_id": batch.id, "change": "write-off"}
     return {"users": users, "ids": ids}
 
 

@@ -1,0 +1,214 @@
+"""Goods in and the per-batch actions (count, write-off, quarantine, release) as pages."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from pharmacy.models import (
+    AuditEvent,
+    BatchStatus,
+    CDRegisterEntry,
+    MovementKind,
+    PurchaseOrder,
+    PurchaseOrderLine,
+    PurchaseOrderStatus,
+    Role,
+    StockBatch,
+    StockMovement,
+)
+from pharmacy.services import inventory_ledger as ledger
+from tests.factories import DEFAULT_PASSWORD, MedicineFactory, PharmacyFactory, UserFactory
+from tests.pharmacy.helpers import csrf_token, web_login
+
+EXPIRY = (date.today() + timedelta(days=400)).isoformat()
+
+
+@pytest.fixture()
+def stock_world(client, db):  # type: ignore[no-untyped-def]
+    pharmacy, pharmacist = PharmacyFactory(), UserFactory(role=Role.PHARMACIST)
+    medicine = MedicineFactory(name="Sertraline 50mg tablets")
+    morphine = MedicineFactory(name="Morphine 10mg tablets", cd_schedule=2)
+    purchase = PurchaseOrder(pharmacy_id=pharmacy.id, supplier="AAH", reference="PO-123",
+                             status=PurchaseOrderStatus.SENT)
+    purchase.lines = [PurchaseOrderLine(medicine_id=medicine.id, quantity=56)]
+    db.session.add(purchase)
+    db.session.commit()
+    web_login(client, pharmacist.email, DEFAULT_PASSWORD)
+    return {"pharmacy": pharmacy, "pharmacist": pharmacist, "medicine": medicine,
+            "morphine": morphine, "purchase": purchase}
+
+
+def _receipt(client, **fields: str):  # type: ignore[no-untyped-def]
+    data = {"csrf_token": csrf_token(client, "/pharmacist/stock/goods-in"), "lot_number": "S1",
+            "expiry_date": EXPIRY, "quantity": "28", "supplier": "AAH", "reference": "PO-123",
+            "location": "shelf B", **fields}
+    return client.post("/pharmacist/stock/goods-in", data=data)
+
+
+def test_goods_in_books_the_batch_and_counts_against_the_purchase_order(  # type: ignore[no-untyped-def]
+        client, db, stock_world) -> None:
+    medicine, purchase = stock_world["medicine"], stock_world["purchase"]
+    page = client.get("/pharmacist/stock/goods-in").get_data(as_text=True)
+    assert "PO-123" in page and "Sertraline 50mg tablets" in page and ">56<" in page
+    assert client.get("/pharmacist/stock").get_data(as_text=True).count("Goods in") == 1
+
+    done = _receipt(client, medicine_id=str(medicine.id))
+    assert done.status_code == 302
+    batch = db.session.scalar(select(StockBatch))
+    assert done.headers["Location"].endswith(f"/pharmacist/stock/batches/{batch.id}")
+    assert (batch.lot_number, batch.quantity_on_hand, batch.location) == ("S1", 28, "shelf B")
+    movement = db.session.scalar(select(StockMovement))
+    assert (movement.kind, movement.on_hand_change, movement.reference) == (
+        MovementKind.RECEIVED, 28, "PO-123")
+    assert movement.actor_id == stock_world["pharmacist"].id
+    assert db.session.scalar(select(AuditEvent).where(AuditEvent.action == "stock.received"))
+    db.session.refresh(purchase)
+    assert purchase.lines[0].quantity_received == 28
+    page = client.get(done.headers["Location"]).get_data(as_text=True)
+    assert "Booked in 28 units of Sertraline 50mg tablets, lot S1." in page
+    due = client.get("/pharmacist/stock/goods-in").get_data(as_text=True)
+    assert ">28<" in due  # still due on the order
+
+
+def test_a_controlled_drug_received_through_the_page_is_in_its_register(  # type: ignore[no-untyped-def]
+        client, db, stock_world) -> None:
+    done = _receipt(client, medicine_id=str(stock_world["morphine"].id), lot_number="M1",
+                    quantity="100", reference="DN-55", supplier="Alliance")
+    assert done.status_code == 302
+    entry = db.session.scalar(select(CDRegisterEntry))
+    assert (entry.kind.value, entry.quantity, entry.running_balance, entry.counterparty,
+            entry.reference) == ("receipt", 100, 100, "Alliance", "DN-55")
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"medicine_id": "999999"}, "Choose the medicine from the formulary."),
+    ({"medicine_id": "abc"}, "Choose the medicine from the formulary."),
+    ({"quantity": "ten"}, "The quantity must be a whole number of units from 1"),
+    ({"quantity": "²"}, "The quantity must be a whole number of units from 1"),
+    ({"quantity": "0"}, "The quantity must be a whole number of units from 1"),
+    ({"quantity": "99999999999999999999"}, "The quantity must be a whole number"),
+    ({"expiry_date": "31/12/2030"}, "Give the expiry date"),
+    ({"lot_number": "x" * 65}, "The lot number is too long"),
+    ({"reference": " "}, "Give the delivery note or purchase order number."),
+])
+def test_bad_goods_in_is_a_readable_422_that_keeps_what_was_typed(  # type: ignore[no-untyped-def]
+        client, db, stock_world, fields, message) -> None:
+    response = _receipt(client, **{"medicine_id": str(stock_world["medicine"].id), **fields})
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert message in page
+    assert 'value="shelf B"' in page and 'value="AAH"' in page  # nothing typed is lost
+    assert db.session.scalar(select(StockBatch)) is None
+
+
+def test_goods_in_refused_by_the_ledger_shows_its_reason(client, db, stock_world) -> None:  # type: ignore[no-untyped-def]
+    medicine_id = str(stock_world["medicine"].id)
+    past = _receipt(client, medicine_id=medicine_id, expiry_date=date.today().isoformat())
+    assert past.status_code == 422
+    assert "already expired" in past.get_data(as_text=True)
+    assert _receipt(client, medicine_id=medicine_id).status_code == 302
+    clash = _receipt(client, medicine_id=medicine_id,
+                     expiry_date=(date.today() + timedelta(days=30)).isoformat())
+    assert clash.status_code == 409
+    assert "is on record with expiry" in clash.get_data(as_text=True)
+    assert 'value="S1"' in clash.get_data(as_text=True)
+
+
+def _batch(db, stock_world, quantity: int = 50) -> StockBatch:  # type: ignore[no-untyped-def]
+    batch = ledger.receive(db.session, pharmacy=stock_world["pharmacy"],
+                           medicine=stock_world["medicine"], lot_number="B1",
+                           expiry_date=date.today() + timedelta(days=100), quantity=quantity,
+                           supplier="AAH", reference="DN-1", actor=stock_world["pharmacist"])
+    db.session.commit()
+    return batch
+
+
+def _act(client, batch_id: int, action: str, **fields: str):  # type: ignore[no-untyped-def]
+    path = f"/pharmacist/stock/batches/{batch_id}"
+    return client.post(f"{path}/{action}", data={"csrf_token": csrf_token(client, path),
+                                                 **fields})
+
+
+def test_count_write_off_quarantine_and_release(client, db, stock_world) -> None:  # type: ignore[no-untyped-def]
+    batch = _batch(db, stock_world)
+    found = client.get("/pharmacist/stock?q=sertra").get_data(as_text=True)
+    assert f"/pharmacist/stock/batches/{batch.id}" in found
+
+    counted = _act(client, batch.id, "count", counted="47", note="shelf count")
+    assert counted.status_code == 302
+    page = client.get(counted.headers["Location"]).get_data(as_text=True)
+    assert "Count recorded: 47 units, 3 fewer than on the books." in page
+    assert _act(client, batch.id, "count", counted="47").status_code == 302
+
+    assert _act(client, batch.id, "write-off", quantity="2", reason="crushed box").status_code \
+        == 302
+    db.session.refresh(batch)
+    assert batch.quantity_on_hand == 45
+
+    assert _act(client, batch.id, "quarantine", reason="fridge alarm").status_code == 302
+    db.session.refresh(batch)
+    assert batch.status is BatchStatus.QUARANTINED
+    page = client.get(f"/pharmacist/stock/batches/{batch.id}").get_data(as_text=True)
+    assert "Release from quarantine" in page and "fridge alarm" in page
+    assert _act(client, batch.id, "release", reason="log within range").status_code == 302
+    db.session.refresh(batch)
+    assert batch.status is BatchStatus.AVAILABLE
+
+    actions = set(db.session.scalars(select(AuditEvent.action).where(
+        AuditEvent.entity_type == "stock_batch")))
+    assert {"stock.counted", "stock.written_off", "stock.batch_quarantined",
+            "stock.batch_released"} <= actions
+    changes = [m.on_hand_change for m in db.session.scalars(
+        select(StockMovement).order_by(StockMovement.id))]
+    assert changes == [50, -3, -2, 0, 0]
+    assert ledger.ledger_discrepancies(db.session) == []
+
+
+@pytest.mark.parametrize(("action", "fields", "status", "message"), [
+    ("count", {"counted": "-1"}, 422, "The count must be a whole number of units from 0"),
+    ("count", {"counted": ""}, 422, "The count must be a whole number"),
+    ("write-off", {"quantity": "5"}, 422, "Give the reason."),
+    ("write-off", {"quantity": "x", "reason": "broken"}, 422, "The quantity must be a whole"),
+    ("write-off", {"quantity": "51", "reason": "broken"}, 409, "more than the unreserved stock"),
+    ("quarantine", {"reason": ""}, 422, "Give the reason."),
+    ("release", {"reason": "checked"}, 409, "not quarantined"),
+])
+def test_bad_batch_actions_are_readable_and_change_nothing(  # type: ignore[no-untyped-def]
+        client, db, stock_world, action, fields, status, message) -> None:
+    batch = _batch(db, stock_world)
+    response = _act(client, batch.id, action, **fields)
+    assert response.status_code == status
+    page = response.get_data(as_text=True)
+    assert message in page
+    if action != "release":  # an available batch has no release form to fill in again
+        for value in filter(None, fields.values()):
+            assert f'value="{value}"' in page  # what was typed is still in the form
+    db.session.refresh(batch)
+    assert (batch.quantity_on_hand, batch.status) == (50, BatchStatus.AVAILABLE)
+
+
+def test_unknown_batch_is_404_and_other_roles_are_refused(client, db, stock_world) -> None:  # type: ignore[no-untyped-def]
+    batch = _batch(db, stock_world)
+    assert client.get("/pharmacist/stock/batches/999999").status_code == 404
+    assert _act(client, batch.id, "count", counted="1").status_code == 302  # pharmacist
+    no_csrf = client.post(f"/pharmacist/stock/batches/{batch.id}/write-off",
+                          data={"quantity": "1", "reason": "x"})
+    assert no_csrf.status_code == 400
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/pharmacist/stock")})
+    for role in (Role.PATIENT, Role.COURIER):
+        user = UserFactory(role=role)
+        db.session.commit()
+        web_login(client, user.email, DEFAULT_PASSWORD)
+        assert client.get("/pharmacist/stock/goods-in").status_code == 403
+        assert client.get(f"/pharmacist/stock/batches/{batch.id}").status_code == 403
+        token = csrf_token(client, "/login")
+        assert client.post("/pharmacist/stock/goods-in", data={"csrf_token": token}).status_code \
+            == 403
+        assert client.post(f"/pharmacist/stock/batches/{batch.id}/write-off", data={
+            "csrf_token": token, "quantity": "1", "reason": "x"}).status_code == 403
+        client.post("/logout", data={"csrf_token": token})
+    db.session.refresh(batch)
+    assert batch.quantity_on_hand == 1
