@@ -253,17 +253,33 @@ def record_count(session: Session, batch_id: int, counted: int, *, actor: User,
 
 
 def write_off(session: Session, batch_id: int, quantity: int, *, reason: str,
-              actor: User) -> StockMovement:
-    """Remove damaged, expired or destroyed units, with the reason."""
+              actor: User, witness: str | None = None,
+              register_schedules: Collection[int] = DEFAULT_REGISTER_SCHEDULES) -> StockMovement:
+    """Remove damaged, expired or destroyed units, with the reason.
+
+    A controlled drug kept in the register leaves stock only by witnessed destruction: the
+    authorised witness is named, and the register gets a destruction entry, so its balance
+    still agrees with the shelf.
+    """
     if quantity <= 0 or not reason.strip():
         raise InvalidRequest("Write off a positive quantity, with a reason.")
     batch = _batch_for_update(session, batch_id)
+    witness = (witness or "").strip()
+    in_register = needs_register(batch.medicine, register_schedules)
+    if in_register and not witness:
+        raise InvalidRequest("Destroying a controlled drug needs the name of the authorised "
+                             "person who witnessed it.")
     if quantity > batch.quantity_on_hand - batch.quantity_reserved:
         raise Conflict("That is more than the unreserved stock of this batch.")
     batch.quantity_on_hand -= quantity
     movement = StockMovement(batch=batch, kind=MovementKind.WRITTEN_OFF, on_hand_change=-quantity,
                              reason=reason.strip(), actor_id=actor.id)
     session.add(movement)
+    if in_register:
+        add_register_entry(session, pharmacy_id=batch.pharmacy_id, medicine_id=batch.medicine_id,
+                           kind=CDEntryKind.DESTRUCTION, quantity=-quantity,
+                           counterparty=f"destroyed, witnessed by {witness}", actor=actor,
+                           batch_id=batch.id, note=reason.strip())
     audit.record(session, action="stock.written_off", entity_type="stock_batch",
                  entity_id=batch.id, actor=actor, reason=reason.strip(),
                  after={"quantity": quantity, "on_hand": batch.quantity_on_hand})

@@ -258,6 +258,8 @@ def _render_batch(batch_id: int, values: Mapping[str, str] | None = None,
     batch = ledger.get_batch(db.session, batch_id, pharmacy_id=_pharmacy_id())
     return render_template("pharmacist/batch.html", batch=batch, form=ActionForm(),
                            values=values or {},
+                           in_register=ledger.needs_register(
+                               batch.medicine, ledger.DEFAULT_REGISTER_SCHEDULES),
                            movements=ledger.last_movements(db.session, batch.id)), status
 
 
@@ -287,9 +289,12 @@ def _change_batch(action: str, batch_id: int, values: Mapping[str, str],
     reason = _text(values, "reason", "reason", problems, max_length=_REASON_MAX)
     if action == "write-off":
         quantity = _units(values.get("quantity", ""), "The quantity", problems)
+        witness = _text(values, "witness", "witness name", problems, max_length=100,
+                        required=False)
         if problems:
             return None
-        ledger.write_off(db.session, batch_id, quantity, reason=reason, actor=g.user)
+        ledger.write_off(db.session, batch_id, quantity, reason=reason, actor=g.user,
+                         witness=witness or None)
         return f"Wrote off {quantity} units."
     if problems:
         return None

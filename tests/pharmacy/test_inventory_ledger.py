@@ -368,3 +368,21 @@ def test_outstanding_purchase_lines_and_batch_search(db) -> None:  # type: ignor
     with pytest.raises(DomainError):
         ledger.get_batch(db.session, ledger.find_batches(
             db.session, pharmacy_id=other.id)[0].id, pharmacy_id=pharmacy.id)
+
+
+def test_writing_off_a_controlled_drug_is_a_witnessed_destruction_in_the_register(db) -> None:  # type: ignore[no-untyped-def]
+    pharmacy, actor = PharmacyFactory(), UserFactory(role=Role.PHARMACIST)
+    morphine = MedicineFactory(cd_schedule=2)
+    batch = ledger.receive(db.session, pharmacy=pharmacy, medicine=morphine, lot_number="CD1",
+                           expiry_date=TODAY + timedelta(days=60), quantity=20, supplier="AAH",
+                           reference="DN-CD", actor=actor)
+    with pytest.raises(DomainError, match="witnessed"):
+        ledger.write_off(db.session, batch.id, 5, reason="expired", actor=actor)
+    ledger.write_off(db.session, batch.id, 5, reason="broken ampoules", actor=actor,
+                     witness="A. Inspector")
+    db.session.commit()
+    entry = db.session.scalars(select(CDRegisterEntry).order_by(CDRegisterEntry.id)).all()[-1]
+    assert (entry.kind.value, entry.quantity, entry.running_balance, entry.note) == (
+        "destruction", -5, 15, "broken ampoules")
+    assert "A. Inspector" in entry.counterparty
+    assert ledger.check_register(db.session, pharmacy.id, morphine.id).consistent

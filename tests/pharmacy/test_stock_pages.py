@@ -212,3 +212,21 @@ def test_unknown_batch_is_404_and_other_roles_are_refused(client, db, stock_worl
         client.post("/logout", data={"csrf_token": token})
     db.session.refresh(batch)
     assert batch.quantity_on_hand == 1
+
+
+def test_a_controlled_drug_write_off_asks_for_the_witness(client, db, stock_world) -> None:  # type: ignore[no-untyped-def]
+    batch = ledger.receive(db.session, pharmacy=stock_world["pharmacy"],
+                           medicine=stock_world["morphine"], lot_number="M2",
+                           expiry_date=date.today() + timedelta(days=100), quantity=10,
+                           supplier="AAH", reference="DN-2", actor=stock_world["pharmacist"])
+    db.session.commit()
+    page = client.get(f"/pharmacist/stock/batches/{batch.id}").get_data(as_text=True)
+    assert 'name="witness"' in page
+    refused = _act(client, batch.id, "write-off", quantity="2", reason="expired")
+    assert refused.status_code == 422
+    assert "name of the authorised person who witnessed it" in refused.get_data(as_text=True)
+    done = _act(client, batch.id, "write-off", quantity="2", reason="expired",
+                witness="A. Inspector")
+    assert done.status_code == 302
+    entry = db.session.scalars(select(CDRegisterEntry).order_by(CDRegisterEntry.id)).all()[-1]
+    assert (entry.kind.value, entry.quantity, entry.running_balance) == ("destruction", -2, 8)
