@@ -23,7 +23,7 @@ from ..schemas.orders import (
     SlotQuerySchema,
     TransitionSchema,
 )
-from ..services import checkout, orders, rebooking, slots
+from ..services import checkout, inventory_ledger, orders, rebooking, slots
 from .security import BEARER_DOC, current_api_user, require_roles, require_roles_per_view
 
 blp = Blueprint("api_orders", __name__, url_prefix="/api/v1/orders",
@@ -253,7 +253,9 @@ class OrderTransitions(MethodView):
         if target is OrderStatus.PACKED:
             supplied = {int(k): v for k, v in (body.get("supplied") or {}).items()
                         if k.isdigit()}
-            orders.pack(db.session, order, actor=user, supplied=supplied, request_id=rid)
+            orders.pack(db.session, order, actor=user, supplied=supplied, request_id=rid,
+                        register_schedules=inventory_ledger.register_schedules(
+                            current_app.config.get("CD_REGISTER_SCHEDULES")))
         elif target is OrderStatus.OUT_FOR_DELIVERY:
             checkout.dispatch(db.session, order, actor=user, request_id=rid)
         elif target is OrderStatus.REFUNDED:

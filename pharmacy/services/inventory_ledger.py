@@ -53,6 +53,14 @@ def _batch_for_update(session: Session, batch_id: int) -> StockBatch:
     return batch
 
 
+def register_schedules(setting: object) -> frozenset[int]:
+    """The schedules the CD_REGISTER_SCHEDULES setting names ("2", "2,3"): Schedule 2 always
+    (the law requires its register); 3-5 only if named; anything else is ignored."""
+    named = {int(part) for part in str(setting or "").replace(" ", "").split(",")
+             if part in {"3", "4", "5"}}
+    return frozenset({2} | named)
+
+
 def needs_register(medicine: Medicine, schedules: Collection[int]) -> bool:
     return medicine.cd_schedule is not None and medicine.cd_schedule in schedules
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from ..errors import DomainError, InvalidRequest
 from ..extensions import db
@@ -241,7 +241,9 @@ def receive() -> Any:
             db.session, pharmacy=db.session.get_one(Pharmacy, _pharmacy_id()),
             medicine=medicine, lot_number=lot, expiry_date=expiry, quantity=quantity,
             supplier=supplier, reference=reference, location=location or None, actor=g.user,
-            today=_today_london())
+            today=_today_london(),
+            register_schedules=ledger.register_schedules(
+                current_app.config.get("CD_REGISTER_SCHEDULES")))
     except DomainError as err:
         db.session.rollback()
         flash(err.detail, "error")
@@ -259,7 +261,8 @@ def _render_batch(batch_id: int, values: Mapping[str, str] | None = None,
     return render_template("pharmacist/batch.html", batch=batch, form=ActionForm(),
                            values=values or {},
                            in_register=ledger.needs_register(
-                               batch.medicine, ledger.DEFAULT_REGISTER_SCHEDULES),
+                               batch.medicine, ledger.register_schedules(
+                                   current_app.config.get("CD_REGISTER_SCHEDULES"))),
                            movements=ledger.last_movements(db.session, batch.id)), status
 
 
@@ -294,7 +297,9 @@ def _change_batch(action: str, batch_id: int, values: Mapping[str, str],
         if problems:
             return None
         ledger.write_off(db.session, batch_id, quantity, reason=reason, actor=g.user,
-                         witness=witness or None)
+                         witness=witness or None,
+                         register_schedules=ledger.register_schedules(
+                             current_app.config.get("CD_REGISTER_SCHEDULES")))
         return f"Wrote off {quantity} units."
     if problems:
         return None

@@ -386,3 +386,23 @@ def test_writing_off_a_controlled_drug_is_a_witnessed_destruction_in_the_registe
         "destruction", -5, 15, "broken ampoules")
     assert "A. Inspector" in entry.counterparty
     assert ledger.check_register(db.session, pharmacy.id, morphine.id).consistent
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("2", {2}), ("2,3", {2, 3}), (" 3 ", {2, 3}), ("", {2}), ("1,6,x", {2}),
+    ("3,4,5", {2, 3, 4, 5}),
+])
+def test_the_register_setting_always_keeps_schedule_2(setting: str, expected: set[int]) -> None:
+    assert ledger.register_schedules(setting) == expected
+
+
+def test_schedule_3_goes_in_the_register_when_the_setting_says_so(db) -> None:  # type: ignore[no-untyped-def]
+    pharmacy, actor = PharmacyFactory(), UserFactory(role=Role.PHARMACIST)
+    medicine = MedicineFactory(cd_schedule=3)
+    for setting, entries in (("2", 0), ("2,3", 1)):
+        ledger.receive(db.session, pharmacy=pharmacy, medicine=medicine, lot_number=f"S{setting}",
+                       expiry_date=TODAY + timedelta(days=200), quantity=10, supplier="AAH",
+                       reference="DN-3", actor=actor,
+                       register_schedules=ledger.register_schedules(setting))
+        assert db.session.scalar(select(func.count(CDRegisterEntry.id))) == entries
+    db.session.rollback()
