@@ -159,6 +159,7 @@ def stock() -> Any:
     q = request.args.get("q", "").strip()[:100]
     pharmacy_id = _pharmacy_id()
     return render_template("pharmacist/stock.html", days=days, form=ActionForm(), q=q,
+                           medicines=ledger.receivable_medicines(db.session),
                            found=(ledger.find_batches(db.session, pharmacy_id=pharmacy_id,
                                                       text=q) if q else []),
                            near=ledger.near_expiry(db.session, pharmacy_id=pharmacy_id,

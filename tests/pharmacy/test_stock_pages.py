@@ -230,3 +230,20 @@ def test_a_controlled_drug_write_off_asks_for_the_witness(client, db, stock_worl
     assert done.status_code == 302
     entry = db.session.scalars(select(CDRegisterEntry).order_by(CDRegisterEntry.id)).all()[-1]
     assert (entry.kind.value, entry.quantity, entry.running_balance) == ("destruction", -2, 8)
+
+
+def test_a_lot_is_recalled_from_its_batch_page_and_the_stock_page_lists_medicines(
+        client, db, stock_world) -> None:  # type: ignore[no-untyped-def]
+    stock = client.get("/pharmacist/stock").get_data(as_text=True)
+    assert f'<option value="{stock_world["medicine"].id}">Sertraline 50mg tablets' in stock
+    batch = _batch(db, stock_world)
+    path = f"/pharmacist/stock/batches/{batch.id}"
+    page = client.get(path).get_data(as_text=True)
+    assert "Recall this lot" in page
+    recalled = client.post("/pharmacist/recalls", data={
+        "csrf_token": csrf_token(client, path), "medicine_id": str(batch.medicine_id),
+        "lot_number": batch.lot_number, "reason": "MHRA class 2 recall"})
+    assert recalled.status_code == 200, recalled.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(StockBatch, batch.id).status is BatchStatus.RECALLED
+    assert "Recall this lot" not in client.get(path).get_data(as_text=True)
