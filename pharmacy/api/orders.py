@@ -164,8 +164,18 @@ class OrderItem(MethodView):
     @_document(blp)
     @blp.response(200, OrderOutSchema)
     def get(self, order_id: int) -> Any:
-        """One order, for tracking."""
-        return _body(_order_for_caller(order_id))
+        """One order, for tracking.
+
+        When the delivery needs a new slot (the planner could not fit it, or the courier
+        could not deliver), `rebook` says why; choose one of `GET /api/v1/slots` and send it
+        to `POST /api/v1/orders/{order_id}/delivery-slot`.
+        """
+        order = _order_for_caller(order_id)
+        body = _body(order)
+        reason = rebooking.rebook_reason(db.session, order)
+        body["rebook"] = ({"kind": reason.kind, "message": reason.message}
+                          if reason is not None else None)
+        return body
 
 
 @blp.route(f"/{_ID}/payment")

@@ -65,6 +65,11 @@ class PaymentOutSchema(Schema):
         "description": "For Stripe.js to finish 3-D Secure; only in the checkout answer"})
 
 
+class RebookOutSchema(Schema):
+    kind = fields.String(required=True, metadata={"enum": ["unserved", "failed"]})
+    message = fields.String(required=True, metadata={"description": "Why, in plain words"})
+
+
 class OrderOutSchema(Schema):
     id = fields.Integer(required=True)
     reference = fields.String(required=True)
@@ -80,6 +85,8 @@ class OrderOutSchema(Schema):
     lines = fields.List(fields.Nested(LineOutSchema), required=True)
     payment = fields.Nested(PaymentOutSchema, allow_none=True)
     cancel_reason = fields.String(allow_none=True)
+    rebook = fields.Nested(RebookOutSchema, allow_none=True, metadata={
+        "description": "On one order's page: why it needs a new delivery slot, else null"})
 
 
 class SlotQuerySchema(Schema):

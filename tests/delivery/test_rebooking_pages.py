@@ -27,6 +27,9 @@ def test_api_owner_states_and_errors(client, db) -> None:  # type: ignore[no-unt
     url = f"/api/v1/orders/{mine.id}/delivery-slot"
     mine_id = mine.id
 
+    # The order's own page says it needs a new slot, and why.
+    before = client.get(f"/api/v1/orders/{mine.id}", headers=headers).get_json()
+    assert before["rebook"]["kind"] == "unserved" and before["rebook"]["message"]
     assert client.post(f"/api/v1/orders/{other.id}/delivery-slot", headers=headers,
                        json={"slot_id": later.id}).status_code == 404
     bad = client.post(url, headers=headers, json={"slot_id": "soon"})
@@ -38,6 +41,7 @@ def test_api_owner_states_and_errors(client, db) -> None:  # type: ignore[no-unt
         later.starts_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M"))
     again = client.post(url, headers=headers, json={"slot_id": later.id})
     assert again.status_code == 200 and again.get_json() == done.get_json()
+    assert client.get(f"/api/v1/orders/{mine_id}", headers=headers).get_json()["rebook"] is None
 
     for status in (OrderStatus.PLACED, OrderStatus.OUT_FOR_DELIVERY, OrderStatus.DELIVERED,
                    OrderStatus.RETURNED):
