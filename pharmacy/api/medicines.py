@@ -25,7 +25,7 @@ blp.before_request(require_roles())
 logger = logging.getLogger(__name__)
 
 # Catalogue pages are the busiest read in the shop and change rarely: each process keeps the
-# finished JSON of recent searches (services.catalog.PageCache) for as long as the catalogue
+# finished JSON of recent searches (services.catalog.PAGES) for as long as the catalogue
 # version in Redis stands. Signing in and the role check still run on every request.
 
 
@@ -89,12 +89,12 @@ class MedicineList(MethodView):
         key = ((args.get("q") or "").lower(), args.get("prescription_only"), args["page"],
                args["page_size"])
         version = _version()
-        body = catalog.PAGES.get(key, version) if version is not None else None
+        body = catalog.PAGES.get((version, key)) if version is not None else None
         if body is None:
             page = catalog.search_medicines(db.session, **args).as_dict()
             body = json.dumps(page, separators=(",", ":")).encode()
             if version is not None:
-                catalog.PAGES.put(key, version, body)
+                catalog.PAGES.put((version, key), body)
         response = current_app.response_class(body, mimetype="application/json")
         response.add_etag()
         return response.make_conditional(request)

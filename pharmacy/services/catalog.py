@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +22,7 @@ CATALOGUE_COLUMNS = (
 )
 
 
-# Raised whenever a committed transaction changed a medicine (see PageCache).
+# Raised whenever a committed transaction changed a medicine (see PAGES).
 VERSION_KEY = "dispensary:catalogue:version"
 
 
@@ -70,48 +66,12 @@ def search_medicines(session: Session, *, q: str | None = None,
     return MedicinePage(items, page, page_size, total)
 
 
-class PageCache:
-    """Finished catalogue pages of this process, valid while the catalogue version stands.
-
-    The version is a counter kept in Redis and raised whenever a transaction that changed a
-    medicine commits (``catalogue_changed``), so every process drops its pages at once;
-    entries also expire after ``ttl_s``, which bounds how long a change made outside the
-    application (plain SQL) can go unseen. Least recently used pages are evicted beyond
-    ``max_entries``. Thread-safe.
-    """
-
-    def __init__(self, *, max_entries: int = 512, ttl_s: float = 60.0) -> None:
-        self.max_entries = max_entries
-        self.ttl_s = ttl_s
-        self._pages: OrderedDict[Hashable, tuple[object, float, bytes]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, version: object) -> bytes | None:
-        now = time.monotonic()
-        with self._lock:
-            entry = self._pages.get(key)
-            if entry is None:
-                return None
-            if entry[0] != version or entry[1] <= now:
-                del self._pages[key]
-                return None
-            self._pages.move_to_end(key)
-            return entry[2]
-
-    def put(self, key: Hashable, version: object, body: bytes) -> None:
-        with self._lock:
-            self._pages[key] = (version, time.monotonic() + self.ttl_s, body)
-            self._pages.move_to_end(key)
-            while len(self._pages) > self.max_entries:
-                self._pages.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._pages.clear()
-
-
-# This process's pages and its remembered catalogue version (for a second).
-PAGES = PageCache()
+# This process's finished catalogue pages, keyed by (catalogue version, query): the version
+# is a counter in Redis raised whenever a transaction that changed a medicine commits, so
+# every process stops serving its older pages at once; pages also expire after a minute,
+# which bounds how long a change made outside the application (plain SQL) goes unseen.
+PAGES: TtlCache[bytes] = TtlCache(ttl_s=60.0, max_entries=512)
+# This process's remembered catalogue version (for a second).
 VERSIONS: TtlCache[bytes] = TtlCache(ttl_s=1.0, max_entries=1)
 
 

@@ -2,7 +2,7 @@
 
 Token checks read the user's role, active flag and token generation from a Redis copy
 (services/principals.py); catalogue pages are kept per process under a version in Redis
-(services/catalog.PageCache). Both must follow a committed change at once.
+(services/catalog.PAGES). Both must follow a committed change at once.
 """
 
 from __future__ import annotations
