@@ -24,6 +24,7 @@ from ..schemas.orders import (
     TransitionSchema,
 )
 from ..services import checkout, inventory_ledger, orders, rebooking, slots
+from ..web.forms import whole_number
 from .security import BEARER_DOC, current_api_user, require_roles, require_roles_per_view
 
 blp = Blueprint("api_orders", __name__, url_prefix="/api/v1/orders",
@@ -261,8 +262,8 @@ class OrderTransitions(MethodView):
         target = OrderStatus(body["to"])
         rid = g.get("request_id")
         if target is OrderStatus.PACKED:
-            supplied = {int(k): v for k, v in (body.get("supplied") or {}).items()
-                        if k.isdigit()}
+            supplied = {line_id: v for k, v in (body.get("supplied") or {}).items()
+                        if (line_id := whole_number(k)) is not None}
             orders.pack(db.session, order, actor=user, supplied=supplied, request_id=rid,
                         register_schedules=inventory_ledger.register_schedules(
                             current_app.config.get("CD_REGISTER_SCHEDULES")))

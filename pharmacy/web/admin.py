@@ -10,7 +10,7 @@ from flask import Blueprint, render_template, request, url_for
 from ..extensions import db
 from ..models import Role
 from ..services import audit_log, dashboards
-from .forms import ActionForm
+from .forms import ActionForm, whole_number
 from .session import require_role
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -34,8 +34,8 @@ def _date(name: str, errors: list[str]) -> date | None:
 
 
 def _page() -> int:
-    raw = request.args.get("page", "1")
-    return min(max(int(raw), 1), 100_000) if raw.isdigit() else 1
+    page = whole_number(request.args.get("page", "1"))
+    return min(max(page, 1), 100_000) if page is not None else 1
 
 
 @bp.get("/audit")

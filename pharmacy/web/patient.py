@@ -25,7 +25,7 @@ from ..models import Pharmacy, Role
 from ..models.base import utcnow
 from ..services import basket as basket_service
 from ..services import checkout, dashboards, orders, prescriptions, rebooking, slots
-from .forms import ActionForm
+from .forms import ActionForm, whole_number
 from .session import require_role
 
 bp = Blueprint("patient", __name__, url_prefix="/patient")
@@ -99,7 +99,7 @@ def add_to_basket() -> Any:
     key = request.form.get("key", "")
     kind, _, raw_id = key.partition(":")
     quantity = request.form.get("quantity", "1")
-    if kind not in ("rx", "otc") or not raw_id.isdigit() or not quantity.isdigit():
+    if kind not in ("rx", "otc") or whole_number(raw_id) is None or whole_number(quantity) is None:
         flash("That item cannot be added.", "error")
         return redirect(url_for(".basket"))
     if kind == "otc" and not request.form.get("remove"):
@@ -147,7 +147,7 @@ def place() -> Any:
     patient = _patient()
     lines = basket_service.basket_lines(db.session, patient, _basket(), _pricing())
     address_id, slot_id = request.form.get("address_id", ""), request.form.get("slot_id", "")
-    if not lines or not address_id.isdigit() or not slot_id.isdigit():
+    if not lines or whole_number(address_id) is None or whole_number(slot_id) is None:
         flash("Choose an address and a delivery slot for a basket with items.", "error")
         return redirect(url_for(".basket"))
     try:
@@ -278,7 +278,8 @@ def rebook(order_id: int) -> Any:
         return back
     order = orders.get_patient_order(db.session, _patient(), order_id, lock=True)
     raw = request.form.get("slot_id", "")
-    if not raw.isdigit() or not 0 < int(raw) <= 2_147_483_647:
+    chosen = whole_number(raw)
+    if chosen is None or not 0 < chosen <= 2_147_483_647:
         flash("Choose one of the delivery slots offered.", "error")
         return back
     try:
@@ -346,9 +347,9 @@ def profile_update() -> Any:
         patients.update_profile(
             db.session, _patient(), actor=g.user, phone=values.get("phone"),
             charge_exemption=values.get("charge_exemption", ""),
-            sync_day=int(sync_day) if sync_day.isdigit() else None,
+            sync_day=whole_number(sync_day),
             uses_dose_pack=values.get("uses_dose_pack") == "yes",
-            nominated_pharmacy_id=int(pharmacy_id) if pharmacy_id.isdigit() else None)
+            nominated_pharmacy_id=whole_number(pharmacy_id))
     except DomainError as err:
         db.session.rollback()
         _flash_domain_error(err)
@@ -364,7 +365,7 @@ def allergy_add() -> Any:
 
     if ActionForm().validate_on_submit():
         try:
-            if request.form.get("remove", "").isdigit():
+            if whole_number(request.form.get("remove", "")) is not None:
                 patients.remove_allergy(db.session, _patient(), int(request.form["remove"]),
                                         actor=g.user)
             else:
@@ -406,7 +407,7 @@ def dose_calendar() -> Any:
     from ..services import dose_calendar as calendars
 
     raw = request.args.get("days", "28")
-    days = int(raw) if raw.isdigit() else 0
+    days = whole_number(raw) or 0
     patient = _patient()
     try:
         calendar = calendars.calendar_for_patient(db.session, patient, _today(), days)

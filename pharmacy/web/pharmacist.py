@@ -15,7 +15,7 @@ from ..models import Medicine, Pharmacy, PrescriptionStatus, Role
 from ..services import dashboards, rx_view
 from ..services import inventory_ledger as ledger
 from ..services import prescriptions as rx_service
-from .forms import ActionForm
+from .forms import ActionForm, whole_number
 from .session import require_role
 
 bp = Blueprint("pharmacist", __name__, url_prefix="/pharmacist")
@@ -124,7 +124,8 @@ def packing_list(patient_id: int) -> Any:
     if patient is None:
         raise NotFound(f"No patient {patient_id}.")
     raw = request.args.get("days", "7")
-    days = int(raw) if raw.isdigit() else 7
+    days = whole_number(raw)
+    days = 7 if days is None else days
     start = utcnow().astimezone(rx_service.LONDON).date()
     calendar = calendars.calendar_for_patient(db.session, patient, start, days)
     return render_template("pharmacist/packing.html", patient=patient,
@@ -147,9 +148,7 @@ def _pharmacy_id() -> int:
 
 
 def _whole(raw: str, *, digits: int = 9) -> int | None:
-    """A whole number typed in a form (ASCII digits only: int() also takes '²' or '٣')."""
-    raw = raw.strip()
-    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= digits else None
+    return whole_number(raw.strip(), digits=digits)
 
 
 @bp.get("/stock")
@@ -406,7 +405,7 @@ def reorders_accept() -> Any:
     from ..services import forecasting
 
     form = ActionForm()
-    ids = [int(v) for v in request.form.getlist("suggestion") if v.isdigit()]
+    ids = [n for n in map(whole_number, request.form.getlist("suggestion")) if n is not None]
     if not form.validate_on_submit():
         flash("The form expired; please try again.", "error")
         return redirect(url_for(".reorders"))

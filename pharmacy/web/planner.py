@@ -15,7 +15,7 @@ from ..models import Address, DeliverySlot, DeliveryWave, Order, Pharmacy, Role
 from ..models.base import utcnow
 from ..services import delivery, prescriptions
 from . import maps
-from .forms import ActionForm
+from .forms import ActionForm, whole_number
 from .session import require_role
 
 bp = Blueprint("planner", __name__, url_prefix="/planner")
@@ -117,9 +117,10 @@ def replan(wave_id: int) -> Any:
 @bp.post("/waves/<int(max=2147483647):wave_id>/moves")
 def move(wave_id: int) -> Any:
     stop_id, route_id = request.form.get("stop_id", ""), request.form.get("route_id", "")
-    if ActionForm().validate_on_submit() and stop_id.isdigit() and route_id.isdigit():
+    stop, route = whole_number(stop_id), whole_number(route_id)
+    if ActionForm().validate_on_submit() and stop is not None and route is not None:
         try:
-            delivery.move_stop(db.session, int(stop_id), int(route_id), actor=g.user)
+            delivery.move_stop(db.session, stop, route, actor=g.user)
             db.session.commit()
             flash("Stop moved.", "info")
         except DomainError as err:
