@@ -10,9 +10,9 @@ from flask import current_app, has_app_context, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from redis.exceptions import RedisError
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from ..caches import on_commit_of
 from ..extensions import cache_failed, cache_redis, db, get_redis
 from ..schemas.catalog import MedicinePageSchema, MedicineQuerySchema, MedicineSchema
 from ..services import catalog
@@ -51,16 +51,11 @@ def _version() -> bytes | None:
     return version
 
 
-@event.listens_for(Session, "after_flush")
-def _note_catalogue_change(session: Session, _context: Any) -> None:
-    if catalog.changes_medicines(session):
-        session.info["catalogue_changed"] = True
+def _catalogue_changes(session: Session) -> dict[str, bool] | None:
+    return {"medicines": True} if catalog.changes_medicines(session) else None
 
 
-@event.listens_for(Session, "after_commit")
-def _bump_catalogue_version(session: Session) -> None:
-    if not session.info.pop("catalogue_changed", False):
-        return
+def _bump_catalogue_version(_changes: dict[str, bool]) -> None:
     catalog.forget_locally()
     if has_app_context():
         try:
@@ -69,9 +64,7 @@ def _bump_catalogue_version(session: Session) -> None:
             logger.warning("could not raise the catalogue version in Redis")
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget_catalogue_change(session: Session) -> None:
-    session.info.pop("catalogue_changed", None)
+on_commit_of("catalogue", _catalogue_changes, _bump_catalogue_version)
 
 
 @blp.route("")

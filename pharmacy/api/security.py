@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from flask import current_app, g, has_app_context, request
 from redis.exceptions import RedisError
-from sqlalchemy import event
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import joinedload
 
+from ..caches import on_commit_of
 from ..errors import Forbidden, Unauthorised
 from ..extensions import cache_failed, cache_redis, db, get_redis
 from ..models import Role, User
@@ -72,19 +71,9 @@ def require_roles(*roles: Role) -> Callable[[], None]:
     return _check
 
 
-@event.listens_for(Session, "after_flush")
-def _note_principal_changes(session: Session, _context: Any) -> None:
-    changed = principals.principals_changed(session)
-    if changed:
-        session.info.setdefault("principals_changed", {}).update(changed)
-
-
-@event.listens_for(Session, "after_commit")
-def _publish_principal_changes(session: Session) -> None:
-    changed = session.info.pop("principals_changed", None)
-    if changed:
-        principals.forget_locally(changed)
-    if changed and has_app_context():
+def _publish_principal_changes(changed: dict[int, principals.Principal | None]) -> None:
+    principals.forget_locally(changed)
+    if has_app_context():
         try:
             principals.publish(get_redis(), changed)
         except RedisError:
@@ -92,9 +81,7 @@ def _publish_principal_changes(session: Session) -> None:
             logger.error("could not update %d signed-in users' copies in Redis", len(changed))
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget_principal_changes(session: Session) -> None:
-    session.info.pop("principals_changed", None)
+on_commit_of("principals", principals.principals_changed, _publish_principal_changes)
 
 
 def require_roles_per_view(rules: dict[tuple[str, str], tuple[Role, ...]]) -> Callable[[], None]:
