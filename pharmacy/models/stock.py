@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import enum
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, JSONType, TimestampMixin, str_enum, utcnow
 from .catalog import Medicine
+
+if TYPE_CHECKING:
+    from .users import User
 
 
 class BatchStatus(enum.StrEnum):
@@ -163,6 +166,7 @@ class CDRegisterEntry(Base):
     note: Mapped[str | None] = mapped_column(Text)
 
     register: Mapped[CDRegister] = relationship(back_populates="entries")
+    entered_by: Mapped[User | None] = relationship(foreign_keys=[entered_by_id])
 
 
 @event.listens_for(CDRegisterEntry, "before_update")

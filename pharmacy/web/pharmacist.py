@@ -287,6 +287,7 @@ def _change_batch(action: str, batch_id: int, values: Mapping[str, str],
         if movement is None:
             return f"Count recorded: {counted} units, as on the books."
         change = movement.on_hand_change
+        _warn_if_register_disagrees(movement.batch)
         return (f"Count recorded: {counted} units, {abs(change)} "
                 f"{'more' if change > 0 else 'fewer'} than on the books.")
     reason = _text(values, "reason", "reason", problems, max_length=_REASON_MAX)
@@ -309,6 +310,22 @@ def _change_batch(action: str, batch_id: int, values: Mapping[str, str],
     ledger.release_from_quarantine(db.session, batch_id, reason=reason, actor=g.user,
                                    today=_today_london())
     return "Batch released from quarantine: it can be picked for orders again."
+
+
+def _warn_if_register_disagrees(batch: Any) -> None:
+    """After a count of a register controlled drug, say (and audit) when the register's
+    balance no longer matches the shelf: the law wants the discrepancy investigated and
+    corrected in the register, never by editing the register's entries."""
+    schedules = ledger.register_schedules(current_app.config.get("CD_REGISTER_SCHEDULES"))
+    if not ledger.needs_register(batch.medicine, schedules):
+        return
+    check = ledger.check_register(db.session, batch.pharmacy_id, batch.medicine_id,
+                                  actor=g.user)
+    if not check.consistent:
+        flash(f"{check.medicine} is kept in the controlled-drug register, which now "
+              f"disagrees with the shelf: register {check.register_balance}, shelf "
+              f"{check.physical_stock}. Investigate, then record a correction on the "
+              "register.", "error")
 
 
 @bp.post(f"/stock/batches/{_BATCH}/<any(count, 'write-off', quarantine, release):change>")
@@ -373,10 +390,60 @@ def cd_register(register_id: int) -> Any:
     register = db.session.get(CDRegister, register_id)
     if register is None:
         raise NotFound(f"No register {register_id}.")
+    return _render_register(register)
+
+
+def _render_register(register: Any, values: Mapping[str, str] | None = None,
+                     status: int = 200) -> Any:
     check = ledger.check_register(db.session, register.pharmacy_id, register.medicine_id,
                                   actor=g.user)
     db.session.commit()  # a discrepancy is audited
-    return render_template("pharmacist/cd_register.html", register=register, check=check)
+    return render_template("pharmacist/cd_register.html", register=register, check=check,
+                           form=ActionForm(), values=values or {}), status
+
+
+@bp.post("/cd-registers/<int(max=2147483647):register_id>/corrections")
+def cd_register_correction(register_id: int) -> Any:
+    """A correction is a new entry that names the entry it corrects and why; the register's
+    existing entries are never changed."""
+    from ..errors import NotFound
+    from ..models import CDRegister, CDRegisterEntry
+
+    register = db.session.get(CDRegister, register_id)
+    if register is None:
+        raise NotFound(f"No register {register_id}.")
+    form = ActionForm()
+    values = {k: v for k, v in request.form.items() if k != "csrf_token"}
+    if not form.validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for(".cd_register", register_id=register_id))
+    problems: list[str] = []
+    entry_id = _whole(values.get("entry_id", ""))
+    entry = db.session.get(CDRegisterEntry, entry_id) if entry_id else None
+    if entry is None or entry.register_id != register.id:
+        problems.append("Choose the entry of this register that the correction is for.")
+    direction = values.get("direction", "")
+    if direction not in ("add", "remove"):
+        problems.append("Say whether the correction adds units to the balance or removes "
+                        "them.")
+    quantity = _units(values.get("quantity", ""), "The quantity", problems)
+    reason = _text(values, "reason", "reason", problems, max_length=_REASON_MAX)
+    if problems or entry is None:
+        for problem in problems:
+            flash(problem, "error")
+        return _render_register(register, values, 422)
+    delta = quantity if direction == "add" else -quantity
+    try:
+        added = ledger.correct_register_entry(db.session, entry.id, quantity_delta=delta,
+                                              reason=reason, actor=g.user)
+    except DomainError as err:
+        db.session.rollback()
+        flash(err.detail, "error")
+        return _render_register(register, values, err.status)
+    db.session.commit()
+    flash(f"Correction entered as entry {added.sequence}: balance {added.running_balance}.",
+          "info")
+    return redirect(url_for(".cd_register", register_id=register_id))
 
 
 @bp.get("/reorders")

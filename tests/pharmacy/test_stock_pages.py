@@ -247,3 +247,55 @@ def test_a_lot_is_recalled_from_its_batch_page_and_the_stock_page_lists_medicine
     db.session.expire_all()
     assert db.session.get(StockBatch, batch.id).status is BatchStatus.RECALLED
     assert "Recall this lot" not in client.get(path).get_data(as_text=True)
+
+
+def test_a_count_that_disagrees_with_the_cd_register_is_flagged_and_corrected_by_a_new_entry(  # type: ignore[no-untyped-def]
+        client, db, stock_world) -> None:
+    from pharmacy.models import CDRegister
+
+    pharmacist = stock_world["pharmacist"]
+    batch = ledger.receive(db.session, pharmacy=stock_world["pharmacy"],
+                           medicine=stock_world["morphine"], lot_number="M3",
+                           expiry_date=date.today() + timedelta(days=100), quantity=10,
+                           supplier="AAH", reference="DN-3", actor=pharmacist)
+    db.session.commit()
+    register = db.session.scalar(select(CDRegister))
+    receipt = register.entries[0]
+
+    counted = _act(client, batch.id, "count", counted="9", note="one ampoule short")
+    assert counted.status_code == 302
+    page = client.get(counted.headers["Location"]).get_data(as_text=True)
+    assert ("Morphine 10mg tablets is kept in the controlled-drug register, which now "
+            "disagrees with the shelf: register 10, shelf 9.") in page
+    assert db.session.scalar(select(AuditEvent).where(
+        AuditEvent.action == "cd_register.discrepancy"))
+    register_page = f"/pharmacist/cd-registers/{register.id}"
+    shown = client.get(register_page).get_data(as_text=True)
+    assert "Discrepancy: register 10, entries 10, physical stock 9." in shown
+    assert "Record a correction" in shown and pharmacist.full_name in shown
+
+    url = f"{register_page}/corrections"
+    token = csrf_token(client, register_page)
+    base = {"csrf_token": token, "entry_id": str(receipt.id), "direction": "remove",
+            "quantity": "1", "reason": "ampoule broken in the safe, found in sharps bin"}
+    for bad, message in (({"reason": ""}, "Give the reason."),
+                         ({"quantity": "²"}, "The quantity must be a whole number"),
+                         ({"direction": "sideways"}, "Say whether the correction adds"),
+                         ({"entry_id": "999999"}, "Choose the entry of this register"),
+                         ({"quantity": "11"}, "The register holds 10; 11 cannot be supplied.")):
+        refused = client.post(url, data={**base, **bad})
+        assert refused.status_code in (409, 422)
+        assert message in refused.get_data(as_text=True)
+    assert len(db.session.scalars(select(CDRegisterEntry)).all()) == 1
+
+    done = client.post(url, data=base)
+    assert done.status_code == 302
+    shown = client.get(done.headers["Location"]).get_data(as_text=True)
+    assert "Correction entered as entry 2: balance 9." in shown
+    assert "agrees with the entries and the stock on the shelf" in shown
+    assert "(corrects #1)" in shown and "found in sharps bin" in shown
+    entries = db.session.scalars(select(CDRegisterEntry).order_by(CDRegisterEntry.id)).all()
+    assert [(e.kind.value, e.quantity, e.running_balance, e.corrects_entry_id)
+            for e in entries] == [("receipt", 10, 10, None), ("correction", -1, 9, receipt.id)]
+    assert client.post(url, data={**base, "csrf_token": "stale"}).status_code == 400
+    assert len(db.session.scalars(select(CDRegisterEntry)).all()) == 2

@@ -142,6 +142,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("pharmacist.batch_action", "POST"): STAFF,
     ("pharmacist.cd_registers", "GET"): STAFF,
     ("pharmacist.cd_register", "GET"): STAFF,
+    ("pharmacist.cd_register_correction", "POST"): STAFF,
     ("pharmacist.reorders", "GET"): STAFF,
     ("pharmacist.reorders_accept", "POST"): STAFF,
     ("planner.waves", "GET"): frozenset({"pharmacist", "admin"}),
