@@ -10,8 +10,9 @@ receipt and supply, numbered without gaps under a lock on the register's head ro
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -41,6 +42,9 @@ from ..models import (
 )
 from ..models.base import utcnow
 from . import audit
+
+if TYPE_CHECKING:
+    from .orders import ShortOrder
 
 # Schedules whose movements go in the register. Schedule 3 is kept by setting.
 DEFAULT_REGISTER_SCHEDULES: frozenset[int] = frozenset({2})
@@ -328,15 +332,43 @@ def supply_controlled_drugs(session: Session, order: Order, *, actor: User | Non
 
 # --- quarantine, recalls and expiry ------------------------------------------------------------
 
+@dataclass(frozen=True)
+class OutOfUse:
+    """A batch taken out of use, and the orders whose reserved units no other batch could
+    take over (they can be packed only short, or cancelled)."""
+
+    batch: StockBatch
+    short_orders: list[ShortOrder]
+
+
+def _lock_medicine_batches(session: Session, batch_id: int) -> StockBatch:
+    """Lock every batch of this batch's medicine at its pharmacy, in ascending id order (the
+    order checkout locks them in, so the two cannot deadlock); returns the batch."""
+    found = session.execute(select(StockBatch.medicine_id, StockBatch.pharmacy_id)
+                            .where(StockBatch.id == batch_id)).one_or_none()
+    if found is None:
+        raise NotFound(f"No stock batch {batch_id}.")
+    session.scalars(select(StockBatch.id).where(StockBatch.medicine_id == found[0],
+                                                StockBatch.pharmacy_id == found[1])
+                    .order_by(StockBatch.id).with_for_update()).all()
+    return _batch_for_update(session, batch_id)
+
+
 def quarantine(session: Session, batch_id: int, *, reason: str, actor: User,
-               status: BatchStatus = BatchStatus.QUARANTINED) -> StockBatch:
-    """Take a batch out of use (it stays on the books until written off or returned)."""
+               status: BatchStatus = BatchStatus.QUARANTINED) -> OutOfUse:
+    """Take a batch out of use (it stays on the books until written off or returned).
+
+    Units it holds for orders not yet packed move to other usable batches at once, so a
+    quarantined or recalled lot is never packed for a patient.
+    """
+    from .orders import move_reservations
+
     if not reason.strip():
         raise InvalidRequest("Say why the batch is quarantined.")
-    batch = _batch_for_update(session, batch_id)
+    batch = _lock_medicine_batches(session, batch_id)
     before = batch.status
     if before is status:
-        return batch
+        return OutOfUse(batch, [])
     # A recall outranks every other status, and an expired batch can only be recalled:
     # quarantining either would let a later release put it back into use.
     if before is BatchStatus.RECALLED or (before is BatchStatus.EXPIRED
@@ -350,7 +382,9 @@ def quarantine(session: Session, batch_id: int, *, reason: str, actor: User,
                  entity_id=batch.id, actor=actor, reason=reason.strip(),
                  before={"status": before.value}, after={"status": status.value})
     session.flush()
-    return batch
+    short = move_reservations(session, batch, actor=actor,
+                              reason=f"lot {batch.lot_number} {status.value}")
+    return OutOfUse(batch, short)
 
 
 def release_from_quarantine(session: Session, batch_id: int, *, reason: str, actor: User,
@@ -393,6 +427,7 @@ class RecallReport:
     batches: list[StockBatch]
     received_by: list[RecallPatient]       # delivered: contact these patients
     undelivered_orders: list[Order]        # still with us or on the road: stop them
+    short_orders: list[ShortOrder] = field(default_factory=list)  # reservations not moved
 
 
 def recall_lot(session: Session, *, medicine_id: int, lot_number: str, reason: str,
@@ -403,10 +438,12 @@ def recall_lot(session: Session, *, medicine_id: int, lot_number: str, reason: s
         .order_by(StockBatch.id)))
     if not batches:
         raise NotFound(f"No stock of lot {lot_number} of that medicine is on record.")
+    short: list[ShortOrder] = []
     for batch in batches:
-        quarantine(session, batch.id, reason=f"recall: {reason}", actor=actor,
-                   status=BatchStatus.RECALLED)
-    return recall_report(session, [b.id for b in batches], batches)
+        short += quarantine(session, batch.id, reason=f"recall: {reason}", actor=actor,
+                            status=BatchStatus.RECALLED).short_orders
+    report = recall_report(session, [b.id for b in batches], batches)
+    return RecallReport(report.batches, report.received_by, report.undelivered_orders, short)
 
 
 def recall_report(session: Session, batch_ids: list[int],

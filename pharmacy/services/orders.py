@@ -14,7 +14,7 @@ import logging
 import secrets
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -324,33 +324,102 @@ def _reserve(session: Session, order: Order, *, slot_day: datetime, actor: User 
         candidates = sorted((b for b in batches if b.medicine_id == medicine_id),
                             key=lambda b: (b.expiry_date, b.id))
         for line in wanted[medicine_id]:
-            course_days = 28
-            if line.prescription_item_id is not None:
-                item = session.get(PrescriptionItem, line.prescription_item_id)
-                course_days = (item.supply_duration_days if item and item.supply_duration_days
-                               else 28)
-            must_last_until = delivery_day + timedelta(days=course_days)
-            needed = line.quantity
-            for batch in candidates:
-                if needed == 0:
-                    break
-                if (batch.status is not BatchStatus.AVAILABLE
-                        or batch.expiry_date < must_last_until):
-                    continue
-                take = min(needed, batch.quantity_available)
-                if take <= 0:
-                    continue
-                batch.quantity_reserved += take
-                needed -= take
-                session.add(StockAllocation(order_line=line, batch_id=batch.id, quantity=take))
-                session.add(StockMovement(batch=batch, kind=MovementKind.RESERVED,
-                                          reserved_change=take, reference=order.reference,
-                                          actor_id=actor.id if actor else None,
-                                          reason="reserved for order"))
+            needed = _reserve_from(session, line, line.quantity, candidates,
+                                   must_last_until=_course_end(session, line, delivery_day),
+                                   actor=actor, reason="reserved for order")
             if needed > 0:
                 raise OutOfStock(f"Not enough {line.medicine.name} in stock for this order.",
                                  medicine_id=medicine_id)
     session.flush()
+
+
+def _course_end(session: Session, line: OrderLine, delivery_day: date) -> date:
+    """The day the patient's supply runs out: no batch may expire before it."""
+    course_days = 28
+    if line.prescription_item_id is not None:
+        item = session.get(PrescriptionItem, line.prescription_item_id)
+        course_days = (item.supply_duration_days if item and item.supply_duration_days
+                       else 28)
+    return delivery_day + timedelta(days=course_days)
+
+
+def _reserve_from(session: Session, line: OrderLine, units: int,
+                  candidates: Sequence[StockBatch], *, must_last_until: date,
+                  actor: User | None, reason: str) -> int:
+    """Reserve up to ``units`` for ``line`` from locked ``candidates`` (earliest expiry
+    first), skipping batches out of use or expiring before the course ends; returns the
+    units still needed."""
+    needed = units
+    for batch in candidates:
+        if needed == 0:
+            break
+        if batch.status is not BatchStatus.AVAILABLE or batch.expiry_date < must_last_until:
+            continue
+        take = min(needed, batch.quantity_available)
+        if take <= 0:
+            continue
+        batch.quantity_reserved += take
+        needed -= take
+        session.add(StockAllocation(order_line=line, batch_id=batch.id, quantity=take))
+        session.add(StockMovement(batch=batch, kind=MovementKind.RESERVED,
+                                  reserved_change=take, reference=line.order.reference,
+                                  actor_id=actor.id if actor else None, reason=reason))
+    return needed
+
+
+@dataclass(frozen=True)
+class ShortOrder:
+    """An order whose reservation could not be moved off a batch taken out of use."""
+
+    order: Order
+    medicine: str
+    units: int
+
+
+def move_reservations(session: Session, batch: StockBatch, *, actor: User | None,
+                      reason: str) -> list[ShortOrder]:
+    """Move the units reserved on ``batch`` (just quarantined or recalled) to other usable
+    batches of the medicine, earliest expiry first and lasting the patient's course.
+
+    The caller holds the locks on every batch of the medicine at the pharmacy (ascending
+    id, the order checkout takes them in). Units no other batch can cover stay unreserved:
+    those orders are returned, and packing them supplies at most what is reserved.
+    """
+    allocations = list(session.scalars(
+        select(StockAllocation).where(StockAllocation.batch_id == batch.id,
+                                      StockAllocation.status == AllocationStatus.RESERVED)
+        .order_by(StockAllocation.id)))
+    if not allocations:
+        return []
+    others = session.scalars(
+        select(StockBatch).where(StockBatch.medicine_id == batch.medicine_id,
+                                 StockBatch.pharmacy_id == batch.pharmacy_id,
+                                 StockBatch.id != batch.id)
+        .order_by(StockBatch.id).with_for_update()).all()
+    candidates = sorted(others, key=lambda b: (b.expiry_date, b.id))
+    short: list[ShortOrder] = []
+    for allocation in allocations:
+        line = allocation.order_line
+        order = line.order
+        batch.quantity_reserved -= allocation.quantity
+        allocation.status = AllocationStatus.RELEASED
+        session.add(StockMovement(batch=batch, kind=MovementKind.RELEASED,
+                                  reserved_change=-allocation.quantity,
+                                  reference=order.reference,
+                                  reason=f"{reason}: reservation moved",
+                                  actor_id=actor.id if actor else None))
+        delivery_day = (order.delivery_window_start or utcnow()).astimezone(LONDON).date()
+        missing = _reserve_from(session, line, allocation.quantity, candidates,
+                                must_last_until=_course_end(session, line, delivery_day),
+                                actor=actor, reason=f"moved from lot {batch.lot_number}")
+        audit.record(session, action="order.reservation_moved", entity_type="order",
+                     entity_id=order.id, actor=actor, reason=reason,
+                     after={"batch": batch.id, "units": allocation.quantity,
+                            "not_covered": missing})
+        if missing:
+            short.append(ShortOrder(order, line.medicine.name, missing))
+    session.flush()
+    return short
 
 
 def _release_line(session: Session, line: OrderLine, *, reason: str,
@@ -481,6 +550,17 @@ def pack(session: Session, order: Order, *, actor: User,
         units = supplied.get(line.id, line.quantity)
         if not 0 <= units <= line.quantity:
             raise InvalidRequest(f"Line {line.id}: supply between 0 and {line.quantity}.")
+        held = [a for a in line.allocations if a.status is AllocationStatus.RESERVED]
+        for allocation in held:
+            batch = locked[allocation.batch_id]
+            if batch.status is not BatchStatus.AVAILABLE:
+                raise Conflict(f"Lot {batch.lot_number} of {line.medicine.name} is "
+                               f"{batch.status.value}: it must not be supplied.")
+        reserved = sum(a.quantity for a in held)
+        if units > reserved:
+            raise Conflict(f"Only {reserved} of {line.quantity} {line.medicine.name} are "
+                           "reserved for this order (a lot was taken out of use and no other "
+                           f"stock covers the course): supply at most {reserved}, or cancel.")
         remaining = units
         for allocation in sorted(line.allocations, key=lambda a: a.id):
             if allocation.status is not AllocationStatus.RESERVED:

@@ -305,11 +305,19 @@ def _change_batch(action: str, batch_id: int, values: Mapping[str, str],
     if problems:
         return None
     if action == "quarantine":
-        ledger.quarantine(db.session, batch_id, reason=reason, actor=g.user)
-        return "Batch quarantined: it will not be picked for orders until released."
+        taken = ledger.quarantine(db.session, batch_id, reason=reason, actor=g.user)
+        _flash_short_orders(taken.short_orders)
+        return ("Batch quarantined: it will not be picked for orders until released, and "
+                "what it held for orders has moved to other batches.")
     ledger.release_from_quarantine(db.session, batch_id, reason=reason, actor=g.user,
                                    today=_today_london())
     return "Batch released from quarantine: it can be picked for orders again."
+
+
+def _flash_short_orders(short_orders: list[Any]) -> None:
+    for short in short_orders:
+        flash(f"Order {short.order.reference}: no other usable batch covers "
+              f"{short.units} {short.medicine}; pack it short or cancel it.", "error")
 
 
 def _warn_if_register_disagrees(batch: Any) -> None:

@@ -12,9 +12,11 @@ from sqlalchemy.exc import DBAPIError
 
 from pharmacy.errors import DomainError
 from pharmacy.models import (
+    AuditEvent,
     BatchStatus,
     CDRegister,
     CDRegisterEntry,
+    MovementKind,
     Order,
     OrderStatus,
     Role,
@@ -189,13 +191,15 @@ def test_a_recall_finds_every_patient_who_received_the_lot(app: Flask, db, shop)
     from tests.pharmacy.test_orders_stock import _checkout
 
     delivered = [_checkout(app, shop) for _ in range(3)]
+    packed = _checkout(app, shop)
     pending = _checkout(app, shop)
     actor = UserFactory(role=Role.PHARMACIST)
-    for order_id in delivered:
+    for order_id in [*delivered, packed]:
         order = db.session.get(Order, order_id)
         order.status = OrderStatus.READY_TO_PICK
         orders.pack(db.session, order, actor=actor)
-        order.status = OrderStatus.DELIVERED
+        if order_id != packed:
+            order.status = OrderStatus.DELIVERED
     db.session.commit()
     batch = db.session.get(StockBatch, shop["batch_id"])
     report = ledger.recall_lot(db.session, medicine_id=batch.medicine_id,
@@ -204,12 +208,68 @@ def test_a_recall_finds_every_patient_who_received_the_lot(app: Flask, db, shop)
     db.session.commit()
     assert sorted(p.order.id for p in report.received_by) == sorted(delivered)
     assert all(p.email for p in report.received_by)
-    assert [o.id for o in report.undelivered_orders] == [pending]
+    # Packed units of the lot are in a parcel: stop it. Units only reserved move to other
+    # stock; here there is none, so the pending order is short and cannot be packed whole.
+    assert [o.id for o in report.undelivered_orders] == [packed]
+    assert [(s.order.id, s.units) for s in report.short_orders] == [(pending, 1)]
     assert db.session.get(StockBatch, batch.id).status is BatchStatus.RECALLED
+    order = db.session.get(Order, pending)
+    order.status = OrderStatus.READY_TO_PICK
+    with pytest.raises(DomainError, match="Only 0 of 1"):
+        orders.pack(db.session, order, actor=actor)
+    db.session.rollback()
     # A recalled batch is never allocated again.
     assert _checkout(app, shop) == "out_of_stock"
     assert db.session.scalar(select(func.count(StockMovement.id)).where(
         StockMovement.kind == "recalled")) == 1
+
+
+def test_quarantine_moves_reservations_to_another_lot_so_the_quarantined_one_is_never_packed(  # type: ignore[no-untyped-def]
+        app: Flask, db, shop) -> None:  # noqa: F811
+    from tests.pharmacy.test_orders_stock import _checkout
+
+    first = db.session.get(StockBatch, shop["batch_id"])
+    actor = UserFactory(role=Role.PHARMACIST)
+    from pharmacy.models import Pharmacy
+
+    later = ledger.receive(db.session, pharmacy=db.session.get(Pharmacy, first.pharmacy_id),
+                           medicine=first.medicine,
+                           lot_number="LATER", expiry_date=first.expiry_date + timedelta(days=90),
+                           quantity=5, supplier="AAH", reference="DN-9", actor=actor)
+    db.session.commit()
+    order_id = _checkout(app, shop)
+    order = db.session.get(Order, order_id)
+    assert [a.batch_id for a in order.lines[0].allocations] == [first.id]  # FEFO
+
+    taken = ledger.quarantine(db.session, first.id, reason="fridge alarm", actor=actor)
+    db.session.commit()
+    assert taken.short_orders == []
+    db.session.refresh(first)
+    db.session.refresh(later)
+    assert (first.quantity_reserved, later.quantity_reserved) == (0, 1)
+    order = db.session.get(Order, order_id)
+    order.status = OrderStatus.READY_TO_PICK
+    orders.pack(db.session, order, actor=actor)
+    db.session.commit()
+    picked = db.session.scalars(select(StockMovement).where(
+        StockMovement.kind == MovementKind.PICKED)).all()
+    assert [(m.batch_id, m.on_hand_change) for m in picked] == [(later.id, -1)]
+    assert db.session.scalar(select(AuditEvent).where(
+        AuditEvent.action == "order.reservation_moved", AuditEvent.entity_id == str(order_id)))
+    assert ledger.ledger_discrepancies(db.session) == []
+
+
+def test_packing_refuses_a_batch_taken_out_of_use_behind_its_back(  # type: ignore[no-untyped-def]
+        app: Flask, db, shop) -> None:  # noqa: F811
+    from tests.pharmacy.test_orders_stock import _checkout
+
+    order = db.session.get(Order, _checkout(app, shop))
+    batch = db.session.get(StockBatch, shop["batch_id"])
+    batch.status = BatchStatus.QUARANTINED  # as if set without the service
+    order.status = OrderStatus.READY_TO_PICK
+    db.session.commit()
+    with pytest.raises(DomainError, match="is quarantined: it must not be supplied"):
+        orders.pack(db.session, order, actor=UserFactory(role=Role.PHARMACIST))
 
 
 def test_near_expiry_report(db) -> None:  # type: ignore[no-untyped-def]
