@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
@@ -168,6 +168,47 @@ def check_register(session: Session, pharmacy_id: int, medicine_id: int, *,
                      after={"register": result.register_balance, "entries": result.entries_sum,
                             "physical": result.physical_stock})
     return result
+
+
+@dataclass(frozen=True)
+class Handover:
+    """How a supplied controlled drug reached the patient (from the proof of delivery)."""
+
+    recipient: str | None
+    at: datetime
+    id_checked: bool
+
+
+def register_handovers(session: Session, register_id: int) -> dict[int, Handover]:
+    """Per supply entry of the register (by entry id), its handover to the patient: the
+    register line is written when the drug leaves stock at packing, and the delivery's
+    proof (who received it, when, whether their ID was checked) is recorded with the
+    delivery. Entries not yet handed over are absent."""
+    from ..models import AttemptOutcome, DeliveryAttempt, DeliveryStop
+
+    rows = session.execute(
+        select(CDRegisterEntry.id, DeliveryAttempt.recipient_name,
+               DeliveryAttempt.attempted_at, DeliveryAttempt.id_checked)
+        .join(DeliveryStop, DeliveryStop.order_id == CDRegisterEntry.order_id)
+        .join(DeliveryAttempt, DeliveryAttempt.stop_id == DeliveryStop.id)
+        .where(CDRegisterEntry.register_id == register_id,
+               CDRegisterEntry.kind == CDEntryKind.SUPPLY,
+               DeliveryAttempt.outcome == AttemptOutcome.DELIVERED)
+        .order_by(DeliveryAttempt.attempted_at)).all()
+    return {entry_id: Handover(name, at, bool(checked)) for entry_id, name, at, checked in rows}
+
+
+def register_prescribers(session: Session, register_id: int) -> dict[int, str]:
+    """Prescriber name and registration per entry id, for the register's supply lines."""
+    from ..models import Prescriber
+
+    rows = session.execute(
+        select(CDRegisterEntry.id, Prescriber.given_name, Prescriber.family_name,
+               Prescriber.registration_body, Prescriber.registration_number)
+        .join(Prescriber, Prescriber.id == CDRegisterEntry.prescriber_id)
+        .where(CDRegisterEntry.register_id == register_id)).all()
+    return {entry_id: f"{given or ''} {family} ({body} {number})".strip()
+            for entry_id, given, family, body, number in rows}
 
 
 # --- the stock ledger ------------------------------------------------------------------------
@@ -327,6 +368,31 @@ def supply_controlled_drugs(session: Session, order: Order, *, actor: User | Non
                 actor=actor, batch_id=allocation.batch_id, patient_id=order.patient_id,
                 prescriber_id=prescriber_id, prescription_id=prescription_id,
                 order_id=order.id, reference=order.reference, id_checked=id_checked))
+    return entries
+
+
+def return_controlled_drugs(session: Session, order: Order, *, actor: User | None,
+                            reason: str) -> list[CDRegisterEntry]:
+    """Register entries for controlled drugs coming back into stock from an order (a packed
+    order cancelled, a parcel brought back): whatever the register supplied to the order,
+    per batch, and has not already taken back. Running it twice adds nothing."""
+    rows = session.execute(
+        select(CDRegister.pharmacy_id, CDRegister.medicine_id, CDRegisterEntry.batch_id,
+               func.sum(CDRegisterEntry.quantity))
+        .join(CDRegister, CDRegister.id == CDRegisterEntry.register_id)
+        .where(CDRegisterEntry.order_id == order.id,
+               CDRegisterEntry.kind.in_([CDEntryKind.SUPPLY, CDEntryKind.RETURN]))
+        .group_by(CDRegister.pharmacy_id, CDRegister.medicine_id, CDRegisterEntry.batch_id)
+        .order_by(CDRegister.medicine_id, CDRegisterEntry.batch_id)).all()
+    entries = []
+    for pharmacy_id, medicine_id, batch_id, net in rows:
+        if net is None or net >= 0:
+            continue
+        entries.append(add_register_entry(
+            session, pharmacy_id=pharmacy_id, medicine_id=medicine_id, kind=CDEntryKind.RETURN,
+            quantity=-int(net), counterparty=f"back into stock: {reason}"[:200], actor=actor,
+            batch_id=batch_id, patient_id=order.patient_id, order_id=order.id,
+            reference=order.reference))
     return entries
 
 

@@ -500,7 +500,7 @@ def cancel(session: Session, order: Order, *, actor: User | None, reason: str,
         raise InvalidOrderTransition("Only an order that has not left the pharmacy can be "
                                      "cancelled.", current_status=order.status.value)
     if order.status is O.PACKED:
-        _return_picked(session, order, actor=actor)
+        _return_picked(session, order, actor=actor, reason="order cancelled")
     release_stock(session, order, reason=f"order cancelled: {reason}", actor=actor)
     if order.delivery_slot_id is not None:
         slots.release(session, order.delivery_slot_id, needs_fridge=order.needs_fridge)
@@ -512,18 +512,28 @@ def cancel(session: Session, order: Order, *, actor: User | None, reason: str,
     return order
 
 
-def _return_picked(session: Session, order: Order, *, actor: User | None) -> None:
+def _return_picked(session: Session, order: Order, *, actor: User | None, reason: str) -> None:
+    """Picked units back on their batches (a packed order cancelled, a parcel brought back),
+    and the controlled drugs among them back into the register."""
+    from .inventory_ledger import return_controlled_drugs
+
+    batch_ids = sorted({a.batch_id for line in order.lines for a in line.allocations
+                        if a.status is AllocationStatus.PICKED})
+    locked = {b.id: b for b in session.scalars(
+        select(StockBatch).where(StockBatch.id.in_(batch_ids)).order_by(StockBatch.id)
+        .with_for_update())}
     for line in order.lines:
         for allocation in line.allocations:
             if allocation.status is AllocationStatus.PICKED:
-                batch = session.get(StockBatch, allocation.batch_id)
-                assert batch is not None
+                batch = locked[allocation.batch_id]
                 batch.quantity_on_hand += allocation.quantity
                 allocation.status = AllocationStatus.RELEASED
                 session.add(StockMovement(batch=batch, kind=MovementKind.RETURNED,
                                           on_hand_change=allocation.quantity,
-                                          reference=order.reference, reason="order cancelled",
+                                          reference=order.reference, reason=reason,
                                           actor_id=actor.id if actor else None))
+    session.flush()
+    return_controlled_drugs(session, order, actor=actor, reason=reason)
 
 
 def pack(session: Session, order: Order, *, actor: User,
@@ -610,8 +620,15 @@ def pack(session: Session, order: Order, *, actor: User,
 
 def advance(session: Session, order: Order, new: OrderStatus, *, actor: User | None,
             reason: str | None = None, request_id: str | None = None) -> Order:
-    """A plain transition (ready to pick, out for delivery, delivered, failed, returned...)."""
+    """A plain transition (ready to pick, out for delivery, delivered, failed, returned...).
+
+    A parcel returned to the pharmacy puts its units back on the books (and controlled drugs
+    back in the register); the pharmacist writes off whatever is not fit to supply again.
+    """
     _transition(session, order, new, actor=actor, reason=reason, request_id=request_id)
+    if new is O.RETURNED:
+        _return_picked(session, order, actor=actor,
+                       reason=f"parcel returned: {reason}" if reason else "parcel returned")
     session.flush()
     return order
 

@@ -407,6 +407,10 @@ def _render_register(register: Any, values: Mapping[str, str] | None = None,
                                   actor=g.user)
     db.session.commit()  # a discrepancy is audited
     return render_template("pharmacist/cd_register.html", register=register, check=check,
+                           handovers=ledger.register_handovers(db.session, register.id),
+                           prescribers=ledger.register_prescribers(db.session, register.id),
+                           returned_orders={e.order_id for e in register.entries
+                                            if e.kind.value == "return"},
                            form=ActionForm(), values=values or {}), status
 
 

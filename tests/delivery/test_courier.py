@@ -97,6 +97,21 @@ def test_a_controlled_drug_needs_the_id_check_and_a_failed_stop_needs_a_reason(
     client.post(f"/courier/routes/{route.id}/start", data={"csrf_token": token})
     cd_stop = next(s for s in route.stops if any(
         line.medicine.cd_schedule for line in db.session.get(Order, s.order_id).lines))
+    # The register's supply line is written at packing; the handover is the delivery's.
+    from pharmacy.models import CDEntryKind
+    from pharmacy.services import inventory_ledger as ledger
+
+    cd_order = db.session.get(Order, cd_stop.order_id)
+    cd_line = next(line for line in cd_order.lines if line.medicine.cd_schedule)
+    ledger.add_register_entry(db.session, pharmacy_id=cd_order.pharmacy_id,
+                              medicine_id=cd_line.medicine_id, kind=CDEntryKind.RECEIPT,
+                              quantity=10, counterparty="AAH", actor=None)
+    supply = ledger.add_register_entry(
+        db.session, pharmacy_id=cd_order.pharmacy_id, medicine_id=cd_line.medicine_id,
+        kind=CDEntryKind.SUPPLY, quantity=-1, counterparty="patient", actor=None,
+        order_id=cd_order.id, patient_id=cd_order.patient_id)
+    db.session.commit()
+    assert ledger.register_handovers(db.session, supply.register_id) == {}
     refused = _act(client, cd_stop.id, token, action="delivered", client_action_id="cd-1",
                    recipient_name="Pat Doe", signature=png_data_url())
     assert refused.status_code == 422
@@ -106,6 +121,8 @@ def test_a_controlled_drug_needs_the_id_check_and_a_failed_stop_needs_a_reason(
     done = _act(client, cd_stop.id, token, action="delivered", client_action_id="cd-2",
                 recipient_name="Pat Doe", signature=png_data_url(), id_checked="yes")
     assert done.status_code == 200
+    handover = ledger.register_handovers(db.session, supply.register_id)[supply.id]
+    assert (handover.recipient, handover.id_checked) == ("Pat Doe", True)
     other = next(s for s in route.stops if s.id != cd_stop.id)
     assert _act(client, other.id, token, action="failed", client_action_id="f-1",
                 failure_reason="teleported").status_code == 422

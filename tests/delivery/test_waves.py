@@ -167,6 +167,8 @@ def test_a_job_written_while_redis_is_down_runs_when_it_returns(
         order.status = OrderStatus.READY_TO_PICK
         for line in order.lines:
             line.quantity_supplied = None
+        # Reserved as checkout would, so packing has units to pick.
+        orders._reserve(db.session, order, slot_day=order.delivery_window_start, actor=None)
         db.session.commit()
         server.terminate()
         server.wait(10)  # Redis goes away just before the order is packed

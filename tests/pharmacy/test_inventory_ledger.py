@@ -187,6 +187,59 @@ def test_packing_a_schedule_2_order_writes_the_supply_in_the_register(  # noqa: 
     assert supply.order_id == order_id and supply.patient_id == order.patient_id
 
 
+def test_controlled_drugs_coming_back_from_an_order_go_back_into_the_register(  # type: ignore[no-untyped-def]
+        app: Flask, client, db, shop) -> None:  # noqa: F811
+    from tests.factories import DEFAULT_PASSWORD
+    from tests.pharmacy.helpers import web_login
+    from tests.pharmacy.test_orders_stock import _checkout
+
+    batch = db.session.get(StockBatch, shop["batch_id"])
+    batch.medicine.cd_schedule = 2
+    ledger.add_register_entry(db.session, pharmacy_id=batch.pharmacy_id,
+                              medicine_id=batch.medicine_id, kind=ledger.CDEntryKind.RECEIPT,
+                              quantity=batch.quantity_on_hand, counterparty="AAH", actor=None)
+    db.session.commit()
+    pharmacist = UserFactory(role=Role.PHARMACIST)
+    on_hand = batch.quantity_on_hand
+    cancelled, returned = _checkout(app, shop), _checkout(app, shop)
+    db.session.expire_all()  # the checkouts ran in their own sessions
+    for order_id in (cancelled, returned):
+        order = db.session.get(Order, order_id)
+        order.status = OrderStatus.READY_TO_PICK
+        orders.pack(db.session, order, actor=pharmacist)
+    db.session.commit()
+
+    orders.cancel(db.session, db.session.get(Order, cancelled), actor=pharmacist,
+                  reason="patient changed their mind")
+    parcel = db.session.get(Order, returned)
+    parcel.status = OrderStatus.FAILED  # out for delivery, nobody home, brought back
+    orders.advance(db.session, parcel, OrderStatus.RETURNED, actor=pharmacist,
+                   reason="not collected")
+    db.session.commit()
+    assert ledger.return_controlled_drugs(db.session, parcel, actor=pharmacist,
+                                          reason="again") == []  # nothing twice
+
+    db.session.refresh(batch)
+    assert batch.quantity_on_hand == on_hand
+    entries = db.session.scalars(select(CDRegisterEntry).order_by(CDRegisterEntry.sequence)).all()
+    assert [(e.kind.value, e.quantity, e.order_id) for e in entries] == [
+        ("receipt", on_hand, None), ("supply", -1, cancelled), ("supply", -1, returned),
+        ("return", 1, cancelled), ("return", 1, returned)]
+    assert entries[-1].running_balance == on_hand
+    check = ledger.check_register(db.session, batch.pharmacy_id, batch.medicine_id)
+    assert check.consistent
+    assert ledger.ledger_discrepancies(db.session) == []
+    returned_moves = db.session.scalars(select(StockMovement).where(
+        StockMovement.kind == MovementKind.RETURNED).order_by(StockMovement.id)).all()
+    assert [m.reason for m in returned_moves] == ["order cancelled",
+                                                  "parcel returned: not collected"]
+    db.session.commit()
+    web_login(client, pharmacist.email, DEFAULT_PASSWORD)
+    page = client.get(f"/pharmacist/cd-registers/{entries[0].register_id}").get_data(
+        as_text=True)
+    assert page.count("came back (see the return entry)") == 2
+
+
 def test_a_recall_finds_every_patient_who_received_the_lot(app: Flask, db, shop) -> None:  # type: ignore[no-untyped-def] # noqa: F811
     from tests.pharmacy.test_orders_stock import _checkout
 
