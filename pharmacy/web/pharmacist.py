@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
 
@@ -497,5 +497,92 @@ def reorders_accept() -> Any:
         flash(err.detail, "error")
         return redirect(url_for(".reorders"))
     db.session.commit()
-    flash(f"Purchase order {order.reference} drafted with {len(order.lines)} line(s).", "info")
-    return redirect(url_for(".reorders"))
+    flash(f"Purchase order {order.reference} drafted with {len(order.lines)} line(s). Check "
+          "it, then mark it sent when it has gone to the wholesaler.", "info")
+    return redirect(url_for(".purchase_order", order_id=order.id))
+
+
+# --- purchase orders ----------------------------------------------------------------------------
+
+_PO = "<int(max=2147483647):order_id>"
+
+
+@bp.get("/purchase-orders")
+def purchase_orders() -> Any:
+    from ..services import purchase_orders as po
+
+    everything = request.args.get("all") == "1"
+    return render_template("pharmacist/purchase_orders.html", everything=everything,
+                           orders=po.list_orders(db.session, _pharmacy_id(),
+                                                 open_only=not everything))
+
+
+def _render_purchase_order(order_id: int, values: Mapping[str, str] | None = None,
+                           status: int = 200) -> Any:
+    from ..services import purchase_orders as po
+
+    order = po.get_order(db.session, order_id, pharmacy_id=_pharmacy_id())
+    return render_template("pharmacist/purchase_order.html", order=order, form=ActionForm(),
+                           values=values or {}), status
+
+
+@bp.get(f"/purchase-orders/{_PO}")
+def purchase_order(order_id: int) -> Any:
+    return _render_purchase_order(order_id)
+
+
+def _change_purchase_order(order_id: int, change: Callable[[Any, Mapping[str, str]], str]) -> Any:
+    """Run ``change(order, form values)`` on the locked purchase order; its message is
+    flashed. A refusal shows the page again with what was typed (404 stays a 404)."""
+    from ..services import purchase_orders as po
+
+    values = {k: v for k, v in request.form.items() if k != "csrf_token"}
+    if not ActionForm().validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for(".purchase_order", order_id=order_id))
+    try:
+        order = po.get_order(db.session, order_id, pharmacy_id=_pharmacy_id(), lock=True)
+        done = change(order, values)
+    except DomainError as err:
+        db.session.rollback()
+        if err.status == 404:
+            raise
+        flash(err.detail, "error")
+        return _render_purchase_order(order_id, values, err.status)
+    db.session.commit()
+    flash(done, "info")
+    return redirect(url_for(".purchase_order", order_id=order_id))
+
+
+@bp.post(f"/purchase-orders/{_PO}/<any(send, cancel):po_change>")
+def purchase_order_action(order_id: int, po_change: str) -> Any:
+    from ..services import purchase_orders as po
+
+    def send(order: Any, values: Mapping[str, str]) -> str:
+        po.mark_sent(db.session, order, actor=g.user)
+        return f"{order.reference} marked as sent to {order.supplier}."
+
+    def cancel(order: Any, values: Mapping[str, str]) -> str:
+        reason = values.get("reason", "").strip()
+        if len(reason) > _REASON_MAX:
+            raise InvalidRequest(f"The reason is too long: at most {_REASON_MAX} characters.")
+        po.cancel(db.session, order, reason=reason, actor=g.user)
+        return f"{order.reference} cancelled: it no longer counts as stock on order."
+
+    return _change_purchase_order(order_id, send if po_change == "send" else cancel)
+
+
+@bp.post(f"/purchase-orders/{_PO}/lines/<int(max=2147483647):line_id>")
+def purchase_order_line(order_id: int, line_id: int) -> Any:
+    from ..services import purchase_orders as po
+
+    def set_quantity(order: Any, values: Mapping[str, str]) -> str:
+        problems: list[str] = []
+        quantity = _units(values.get("quantity", ""), "The quantity", problems,
+                          allow_zero=True)
+        if problems:
+            raise InvalidRequest(problems[0])
+        line = po.set_line_quantity(db.session, order, line_id, quantity, actor=g.user)
+        return f"Line set to {line.quantity} units." if line else "Line removed."
+
+    return _change_purchase_order(order_id, set_quantity)

@@ -299,3 +299,61 @@ def test_a_count_that_disagrees_with_the_cd_register_is_flagged_and_corrected_by
             for e in entries] == [("receipt", 10, 10, None), ("correction", -1, 9, receipt.id)]
     assert client.post(url, data={**base, "csrf_token": "stale"}).status_code == 400
     assert len(db.session.scalars(select(CDRegisterEntry)).all()) == 2
+
+
+def test_a_drafted_purchase_order_is_checked_changed_sent_and_cancelled(  # type: ignore[no-untyped-def]
+        client, db, stock_world) -> None:
+    from pharmacy.services import forecasting
+
+    medicine, purchase = stock_world["medicine"], stock_world["purchase"]
+    medicine.pack_size = 28
+    purchase.status = PurchaseOrderStatus.DRAFT
+    db.session.commit()
+    url = f"/pharmacist/purchase-orders/{purchase.id}"
+    listed = client.get("/pharmacist/purchase-orders").get_data(as_text=True)
+    assert "PO-123" in listed and "draft" in listed
+    page = client.get(url).get_data(as_text=True)
+    assert "Sertraline 50mg tablets" in page and "Mark as sent to AAH" in page
+    line = purchase.lines[0]
+    token = csrf_token(client, url)
+
+    for bad, status, message in (("30", 422, "whole packs of 28"), ("x", 422, "whole number"),
+                                 ("0", 409, "only line: cancel the order instead")):
+        refused = client.post(f"{url}/lines/{line.id}", data={"csrf_token": token,
+                                                              "quantity": bad})
+        assert refused.status_code == status
+        assert message in refused.get_data(as_text=True)
+    assert client.post(f"{url}/lines/999999", data={"csrf_token": token,
+                                                    "quantity": "28"}).status_code == 404
+    changed = client.post(f"{url}/lines/{line.id}", data={"csrf_token": token,
+                                                          "quantity": "84"})
+    assert changed.status_code == 302
+    db.session.refresh(line)
+    assert line.quantity == 84
+    stock = forecasting.stock_inputs(db.session, stock_world["pharmacy"].id, [medicine.id])
+    assert stock[medicine.id].on_order == 84
+
+    assert client.post(f"{url}/send", data={"csrf_token": token}).status_code == 302
+    assert client.post(f"{url}/send", data={"csrf_token": token}).status_code == 302  # again
+    db.session.refresh(purchase)
+    assert purchase.status is PurchaseOrderStatus.SENT
+    locked = client.post(f"{url}/lines/{line.id}", data={"csrf_token": token, "quantity": "28"})
+    assert locked.status_code == 409
+    assert "Only a draft purchase order can be changed" in locked.get_data(as_text=True)
+
+    no_reason = client.post(f"{url}/cancel", data={"csrf_token": token, "reason": " "})
+    assert no_reason.status_code == 422
+    cancelled = client.post(f"{url}/cancel", data={"csrf_token": token,
+                                                   "reason": "wholesaler out of stock"})
+    assert cancelled.status_code == 302
+    page = client.get(cancelled.headers["Location"]).get_data(as_text=True)
+    assert "no longer counts as stock on order" in page
+    stock = forecasting.stock_inputs(db.session, stock_world["pharmacy"].id, [medicine.id])
+    assert stock[medicine.id].on_order == 0
+    assert "PO-123" not in client.get("/pharmacist/purchase-orders").get_data(as_text=True)
+    assert "PO-123" in client.get("/pharmacist/purchase-orders?all=1").get_data(as_text=True)
+    actions = [a for a in db.session.scalars(select(AuditEvent.action).where(
+        AuditEvent.entity_type == "purchase_order").order_by(AuditEvent.id))]
+    assert actions == ["purchase_order.line_changed", "purchase_order.sent",
+                       "purchase_order.cancelled"]
+    assert client.get("/pharmacist/purchase-orders/999999").status_code == 404

@@ -143,6 +143,10 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("pharmacist.cd_registers", "GET"): STAFF,
     ("pharmacist.cd_register", "GET"): STAFF,
     ("pharmacist.cd_register_correction", "POST"): STAFF,
+    ("pharmacist.purchase_orders", "GET"): STAFF,
+    ("pharmacist.purchase_order", "GET"): STAFF,
+    ("pharmacist.purchase_order_action", "POST"): STAFF,
+    ("pharmacist.purchase_order_line", "POST"): STAFF,
     ("pharmacist.reorders", "GET"): STAFF,
     ("pharmacist.reorders_accept", "POST"): STAFF,
     ("planner.waves", "GET"): frozenset({"pharmacist", "admin"}),
@@ -246,7 +250,7 @@ def world(db):  # type: ignore[no-untyped-def]
            "wave_id": wave.id, "slot_id": 999_999, "patient_id": patients["patient"].id,
            "register_id": db.session.scalar(select(CDRegister.id)), "job_id": "no-such-job",
            "card_id": "pm_missing", "action": "reject", "attempt_id": attempt.id,
-           "batch_id": batch.id, "change": "write-off"}
+           "batch_id": batch.id, "change": "write-off", "po_change": "send", "line_id": 1}
     return {"users": users, "ids": ids}
 
 
