@@ -39,6 +39,16 @@ def _parse_int(name: str, raw: str) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _parse_fraction(name: str, raw: str, low: float, high: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be a number from {low} to {high}, got {raw!r}")
+    return value
+
+
 def _default_sqlite_url() -> str:
     return f"sqlite:///{PROJECT_ROOT / 'instance' / 'dispensary.sqlite3'}"
 
@@ -179,6 +189,10 @@ class Config:
                           "MAX_CONTENT_LENGTH": "MAX_CONTENT_LENGTH"}.items():
             if var in env:
                 values[attr] = _parse_int(var, env[var])
+        if "REORDER_SERVICE_LEVEL" in env:
+            # A cycle service level: 50% means no safety stock, 100% infinite stock.
+            values["REORDER_SERVICE_LEVEL"] = _parse_fraction(
+                "REORDER_SERVICE_LEVEL", env["REORDER_SERVICE_LEVEL"], 0.5, 0.999)
         if "RATELIMIT_ENABLED" in env:
             values["RATELIMIT_ENABLED"] = parse_bool("RATELIMIT_ENABLED", env["RATELIMIT_ENABLED"])
         if "SMTP_STARTTLS" in env:

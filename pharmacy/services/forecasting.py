@@ -86,14 +86,12 @@ def stock_inputs(session: Session, pharmacy_id: int,
                  medicine_ids: Sequence[int]) -> dict[int, StockInputs]:
     batches = session.execute(
         select(StockBatch.medicine_id, func.sum(StockBatch.quantity_on_hand),
-               func.sum(StockBatch.quantity_reserved),
-               func.max(StockBatch.expiry_date - func.date(StockBatch.received_at))
-               if session.get_bind().dialect.name == "postgresql" else func.max(0))
+               func.sum(StockBatch.quantity_reserved))
         .where(StockBatch.pharmacy_id == pharmacy_id, StockBatch.medicine_id.in_(medicine_ids),
                StockBatch.status == BatchStatus.AVAILABLE)
         .group_by(StockBatch.medicine_id)).all()
-    by_medicine = {m: (int(on or 0), int(res or 0), int(life) if life else None)
-                   for m, on, res, life in batches}
+    life = _shelf_life_days(session, pharmacy_id, medicine_ids)
+    by_medicine = {m: (int(on or 0), int(res or 0)) for m, on, res in batches}
     on_order = dict(session.execute(
         select(PurchaseOrderLine.medicine_id,
                func.sum(PurchaseOrderLine.quantity - PurchaseOrderLine.quantity_received))
@@ -105,9 +103,25 @@ def stock_inputs(session: Session, pharmacy_id: int,
                                  .where(Medicine.id.in_(medicine_ids))).all())
     out = {}
     for medicine_id in medicine_ids:
-        on_hand, reserved, life = by_medicine.get(medicine_id, (0, 0, None))
+        on_hand, reserved = by_medicine.get(medicine_id, (0, 0))
         out[medicine_id] = StockInputs(medicine_id, int(packs.get(medicine_id) or 1), on_hand,
-                                       reserved, int(on_order.get(medicine_id) or 0), life)
+                                       reserved, int(on_order.get(medicine_id) or 0),
+                                       life.get(medicine_id))
+    return out
+
+
+def _shelf_life_days(session: Session, pharmacy_id: int,
+                     medicine_ids: Sequence[int]) -> dict[int, int]:
+    """Days from receipt to expiry of each medicine's most recent delivery (any status: the
+    stock may be sold out, quarantined or gone): what the next delivery is likely to have,
+    which caps an order at what can be sold before it expires."""
+    rows = session.execute(
+        select(StockBatch.medicine_id, StockBatch.expiry_date, StockBatch.received_at)
+        .where(StockBatch.pharmacy_id == pharmacy_id, StockBatch.medicine_id.in_(medicine_ids))
+        .order_by(StockBatch.medicine_id, StockBatch.received_at, StockBatch.id)).all()
+    out: dict[int, int] = {}
+    for medicine_id, expiry, received in rows:  # the last row per medicine wins
+        out[medicine_id] = max(0, (expiry - received.date()).days)
     return out
 
 
@@ -267,17 +281,27 @@ class ExpiryRisk:
     at_risk_units: int
 
 
+#: Batches without any forecast demand are listed when they expire within this many days:
+#: stock that nothing suggests will sell (no sales in the forecast's history).
+DEAD_STOCK_HORIZON_DAYS = 365
+
+
 def expiry_risk(session: Session, pharmacy_id: int, *, today: date) -> list[ExpiryRisk]:
     """Stock projected to expire before it sells, at the latest forecast's daily demand.
 
     Batches of a medicine sell first-expiry-first-out: each batch gets the demand left over
-    by the batches that expire before it.
+    by the batches that expire before it. The rate is the medicine's most recent forecast,
+    whatever became of its suggestion (accepting one does not make the stock sell faster);
+    a medicine with no forecast at all sells nothing, so its batches expiring within
+    `DEAD_STOCK_HORIZON_DAYS` are wholly at risk.
     """
+    latest = (select(func.max(ReorderSuggestion.id))
+              .where(ReorderSuggestion.pharmacy_id == pharmacy_id)
+              .group_by(ReorderSuggestion.medicine_id))
     rates: dict[int, float] = {}
-    for s in open_suggestions(session, pharmacy_id):
+    for s in session.scalars(select(ReorderSuggestion).where(ReorderSuggestion.id.in_(latest))):
         points = s.chart.get("forecast") or []
-        if points:
-            rates[s.medicine_id] = sum(p[1] for p in points) / len(points)
+        rates[s.medicine_id] = sum(p[1] for p in points) / len(points) if points else 0.0
     batches = session.scalars(select(StockBatch).where(
         StockBatch.pharmacy_id == pharmacy_id, StockBatch.status == BatchStatus.AVAILABLE,
         StockBatch.quantity_on_hand > 0).order_by(StockBatch.medicine_id,
@@ -291,7 +315,7 @@ def expiry_risk(session: Session, pharmacy_id: int, *, today: date) -> list[Expi
         sells = min(float(batch.quantity_on_hand), demand)
         used[batch.medicine_id] += sells
         left = int(batch.quantity_on_hand - math.floor(sells))
-        if left > 0 and batch.medicine_id in rates:
+        if left > 0 and (batch.medicine_id in rates or days <= DEAD_STOCK_HORIZON_DAYS):
             out.append(ExpiryRisk(batch, sells, left))
     return sorted(out, key=lambda r: (r.batch.expiry_date, r.batch.id))
 

@@ -56,3 +56,11 @@ def test_integer_settings_are_checked() -> None:
     with pytest.raises(ConfigError):
         Config.from_env({"API_TOKEN_TTL_S": "an hour"})
     assert Config.from_env({"API_TOKEN_TTL_S": "60"}).API_TOKEN_TTL_S == 60
+
+
+def test_the_reorder_service_level_is_read_and_checked() -> None:
+    assert Config.from_env({}).REORDER_SERVICE_LEVEL == 0.95
+    assert Config.from_env({"REORDER_SERVICE_LEVEL": "0.98"}).REORDER_SERVICE_LEVEL == 0.98
+    for bad in ("98", "0.3", "1", "nan", "high"):
+        with pytest.raises(ConfigError, match="REORDER_SERVICE_LEVEL"):
+            Config.from_env({"REORDER_SERVICE_LEVEL": bad})

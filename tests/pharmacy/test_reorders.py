@@ -59,6 +59,12 @@ def test_nightly_refresh_suggests_whole_packs_and_accepting_drafts_an_order(clie
     db.session.add(StockBatch(pharmacy_id=pharmacy.id, medicine=idle, lot_number="I1",
                               expiry_date=TODAY + timedelta(days=40), quantity_on_hand=500,
                               received_at=datetime.now(UTC) - timedelta(days=300)))
+    # Never sold, so never forecast: dead stock, listed when it expires within a year.
+    dead = MedicineFactory(name="Dead 1mg tablets", pack_size=30)
+    for lot, days in (("D1", 200), ("D2", 800)):
+        db.session.add(StockBatch(pharmacy_id=pharmacy.id, medicine=dead, lot_number=lot,
+                                  expiry_date=TODAY + timedelta(days=days), quantity_on_hand=30,
+                                  received_at=datetime.now(UTC) - timedelta(days=30)))
     db.session.commit()
 
     stored = forecasting.refresh_suggestions(db.session, pharmacy.id,
@@ -75,8 +81,9 @@ def test_nightly_refresh_suggests_whole_packs_and_accepting_drafts_an_order(clie
     assert idle_s.suggested_quantity == 0  # 500 in stock
     # The idle medicine's batch cannot sell before it expires.
     risks = forecasting.expiry_risk(db.session, pharmacy.id, today=TODAY)
-    assert [r.batch.lot_number for r in risks] == ["I1"]
+    assert [r.batch.lot_number for r in risks] == ["I1", "D1"]
     assert risks[0].at_risk_units > 400
+    assert (risks[1].expected_sales, risks[1].at_risk_units) == (0.0, 30)
 
     # A rerun supersedes, never duplicates, the open suggestions.
     forecasting.refresh_suggestions(db.session, pharmacy.id,
@@ -102,6 +109,14 @@ def test_nightly_refresh_suggests_whole_packs_and_accepting_drafts_an_order(clie
     # The drafted order now counts as stock on order for the next run.
     inputs = forecasting.stock_inputs(db.session, pharmacy.id, [busy.id])
     assert inputs[busy.id].on_order == by_medicine[busy.id].suggested_quantity
+    # Accepting a suggestion does not make its medicine's stock sell faster.
+    for suggestion in db.session.scalars(select(ReorderSuggestion).where(
+            ReorderSuggestion.medicine_id == idle.id)):
+        suggestion.status = SuggestionStatus.DISMISSED
+    db.session.commit()
+    assert forecasting.open_suggestions(db.session, pharmacy.id) == []
+    assert [r.batch.lot_number for r in forecasting.expiry_risk(
+        db.session, pharmacy.id, today=TODAY)] == ["I1", "D1"]
 
 
 def test_chart_svg_has_history_forecast_and_bands() -> None:
@@ -122,3 +137,30 @@ def test_the_nightly_job_refreshes_every_pharmacy(db) -> None:  # type: ignore[n
     assert refresh_reorder_suggestions() == 1
     assert refresh_reorder_suggestions() == 1
     assert len(forecasting.open_suggestions(db.session, pharmacy.id)) == 1
+
+
+def test_an_order_is_capped_at_what_sells_before_the_last_deliverys_shelf_life_runs_out(  # type: ignore[no-untyped-def]
+        db) -> None:
+    from pharmacy.models import BatchStatus
+
+    pharmacy = PharmacyFactory()
+    short = MedicineFactory(name="Short-dated 5ml oral solution", pack_size=5)
+    _history(db, pharmacy, short, daily=6)
+    # The last delivery had 5 days of shelf life; it is out of use now, so nothing is on
+    # hand, yet it still says what the next one will bring.
+    db.session.add(StockBatch(pharmacy_id=pharmacy.id, medicine=short, lot_number="S1",
+                              expiry_date=TODAY + timedelta(days=2), quantity_on_hand=0,
+                              status=BatchStatus.QUARANTINED,
+                              received_at=datetime.now(UTC) - timedelta(days=3)))
+    db.session.commit()
+    inputs = forecasting.stock_inputs(db.session, pharmacy.id, [short.id])[short.id]
+    assert (inputs.on_hand, inputs.shelf_life_days) == (0, 5)
+    forecasting.refresh_suggestions(db.session, pharmacy.id,
+                                    settings=forecasting.PolicySettings())
+    db.session.commit()
+    suggestion = forecasting.open_suggestions(db.session, pharmacy.id)[0]
+    # About 6 a day: the order-up-to level covers 9 days and more (~60 units), but only
+    # about 5 days' demand (~30) sells before a new batch would expire.
+    assert suggestion.order_up_to > 50
+    assert 0 < suggestion.suggested_quantity <= 40
+    assert suggestion.suggested_quantity % 5 == 0
