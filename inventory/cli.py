@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,16 @@ class ProgressBar:
         self.stream.flush()
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage mistakes exit 2 with one line on stderr, like unreadable input does."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for `python -m inventory`."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="python -m inventory", description="Demand forecasts and reorder policy."
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -77,3 +77,21 @@ def test_missing_input_file_exits_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("forecast", "--input", "h.csv", "--horizon", "x", "--output", "o.csv"),
+         "--horizon: invalid int value: 'x'"),
+        (("forecast", "--input", "h.csv", "--output", "o.csv"), "required: --horizon"),
+        (("forecast", "--input", "h.csv", "--horizon", "3", "--output", "o.csv", "--freq", "Q"),
+         "--freq: invalid choice: 'Q'"),
+        ((), "required: command"),
+    ],
+)
+def test_a_usage_mistake_exits_2_with_one_line(args: tuple[str, ...], message: str) -> None:
+    done = run_cli(*args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "--help" in lines[0]
