@@ -23,6 +23,15 @@ class Medicine(TimestampMixin, Base):
         CheckConstraint(
             "max_daily_dose_mg IS NULL OR max_daily_dose_mg > 0", name="max_dose_positive"
         ),
+        CheckConstraint(
+            "reorder_service_level IS NULL OR "
+            "(reorder_service_level >= 0.5 AND reorder_service_level <= 0.999)",
+            name="reorder_service_level_range",
+        ),
+        CheckConstraint(
+            "minimum_order_quantity IS NULL OR minimum_order_quantity > 0",
+            name="minimum_order_quantity_positive",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -46,6 +55,11 @@ class Medicine(TimestampMixin, Base):
     unit_price_minor: Mapped[int] = mapped_column(default=0)
     is_active: Mapped[bool] = mapped_column(default=True)
     source: Mapped[str | None] = mapped_column(Text)
+    # Reorder policy for this medicine: the cycle service level its safety stock aims at
+    # (None: the pharmacy's REORDER_SERVICE_LEVEL) and the smallest order the supplier
+    # takes, in units (None: any whole number of packs).
+    reorder_service_level: Mapped[float | None]
+    minimum_order_quantity: Mapped[int | None]
 
     previous_codes: Mapped[list[MedicineCodeHistory]] = relationship(back_populates="medicine")
 

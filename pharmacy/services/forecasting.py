@@ -63,6 +63,8 @@ class StockInputs:
     reserved: int
     on_order: int          # open purchase orders
     shelf_life_days: int | None
+    service_level: float | None = None       # the medicine's own; None: the pharmacy's
+    minimum_order_quantity: int | None = None
 
 
 def sales_history(session: Session, pharmacy_id: int, *, since: date) -> list[dict[str, Any]]:
@@ -99,14 +101,16 @@ def stock_inputs(session: Session, pharmacy_id: int,
                                    PurchaseOrder.status.in_([PurchaseOrderStatus.DRAFT,
                                                              PurchaseOrderStatus.SENT]))
         .group_by(PurchaseOrderLine.medicine_id)).all())
-    packs = dict(session.execute(select(Medicine.id, Medicine.pack_size)
-                                 .where(Medicine.id.in_(medicine_ids))).all())
+    policy = {m: (pack, level, moq) for m, pack, level, moq in session.execute(
+        select(Medicine.id, Medicine.pack_size, Medicine.reorder_service_level,
+               Medicine.minimum_order_quantity).where(Medicine.id.in_(medicine_ids))).all()}
     out = {}
     for medicine_id in medicine_ids:
         on_hand, reserved = by_medicine.get(medicine_id, (0, 0))
-        out[medicine_id] = StockInputs(medicine_id, int(packs.get(medicine_id) or 1), on_hand,
-                                       reserved, int(on_order.get(medicine_id) or 0),
-                                       life.get(medicine_id))
+        pack, level, moq = policy.get(medicine_id, (None, None, None))
+        out[medicine_id] = StockInputs(medicine_id, int(pack or 1), on_hand, reserved,
+                                       int(on_order.get(medicine_id) or 0),
+                                       life.get(medicine_id), level, moq)
     return out
 
 
@@ -142,8 +146,11 @@ def compute_suggestions(history: list[dict[str, Any]], stock: dict[int, StockInp
     """Forecast each medicine's daily demand and turn it into an order-up-to suggestion.
 
     Pure computation (no database): the forecast's 80% band gives the protection-period
-    sigma; S = mean + z * sigma at the service level; the order is whole packs, capped at
-    what can be sold before a new batch would expire (by the shelf life seen on receipt).
+    sigma; S = mean + z * sigma at the medicine's service level (the pharmacy's when it
+    has none); the order is whole packs, at least the medicine's minimum order quantity,
+    capped at what can be sold before a new batch would expire (by the shelf life of the
+    last delivery); an order that would have to be below the minimum to avoid waste is
+    not made.
     """
     import pandas as pd
 
@@ -178,7 +185,6 @@ def compute_suggestions(history: list[dict[str, Any]], stock: dict[int, StockInp
     classes = classify_demand(frame).set_index("unique_id")["demand_class"]
     protection = protection_demand(forecast, lead_time=settings.lead_time_days,
                                    review_period=settings.review_days).set_index("unique_id")
-    z = safety_factor(settings.service_level)
     out = []
     for uid, row in protection.iterrows():
         medicine_id = int(uid)
@@ -187,6 +193,7 @@ def compute_suggestions(history: list[dict[str, Any]], stock: dict[int, StockInp
             continue
         series = forecast[forecast["unique_id"] == uid].sort_values("ds")
         position = inputs.on_hand - inputs.reserved + inputs.on_order
+        z = safety_factor(inputs.service_level or settings.service_level)
         level = order_up_to_level(float(row["mean"]), float(row["sigma"]), z)
         max_sellable = None
         if inputs.shelf_life_days:
@@ -195,6 +202,7 @@ def compute_suggestions(history: list[dict[str, Any]], stock: dict[int, StockInp
                 settings.lead_time_days:settings.lead_time_days + inputs.shelf_life_days]
             max_sellable = float(window.sum()) - max(0, position)
         quantity = order_quantity(level, position, pack_size=inputs.pack_size,
+                                  min_order_qty=inputs.minimum_order_quantity or 0,
                                   max_sellable=max_sellable)
         past = frame[frame["unique_id"] == uid].sort_values("ds").tail(90)
         chart = {
@@ -237,6 +245,27 @@ def refresh_suggestions(session: Session, pharmacy_id: int, *, settings: PolicyS
     session.flush()
     logger.info("stored %d reorder suggestions for pharmacy %s", len(suggestions), pharmacy_id)
     return len(suggestions)
+
+
+def set_reorder_settings(session: Session, medicine: Medicine, *,
+                         service_level: float | None, minimum_order_quantity: int | None,
+                         actor: User) -> None:
+    """A medicine's own service level (0.5-0.999) and minimum order (units), or None for
+    the pharmacy's default and no minimum; used from the next refresh of suggestions."""
+    if service_level is not None and not 0.5 <= service_level <= 0.999:
+        raise InvalidRequest("The service level must be from 50% to 99.9%.")
+    if minimum_order_quantity is not None and minimum_order_quantity <= 0:
+        raise InvalidRequest("The minimum order must be at least one unit.")
+    before = {"service_level": medicine.reorder_service_level,
+              "minimum_order_quantity": medicine.minimum_order_quantity}
+    after = {"service_level": service_level, "minimum_order_quantity": minimum_order_quantity}
+    if before == after:
+        return
+    medicine.reorder_service_level = service_level
+    medicine.minimum_order_quantity = minimum_order_quantity
+    audit.record(session, action="medicine.reorder_settings_changed", entity_type="medicine",
+                 entity_id=medicine.id, actor=actor, before=before, after=after)
+    session.flush()
 
 
 def open_suggestions(session: Session, pharmacy_id: int) -> list[ReorderSuggestion]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Any
@@ -460,6 +461,10 @@ def cd_register_correction(register_id: int) -> Any:
 
 @bp.get("/reorders")
 def reorders() -> Any:
+    return _render_reorders()
+
+
+def _render_reorders(status: int = 200) -> Any:
     from markupsafe import Markup
 
     from ..services import forecasting
@@ -470,7 +475,9 @@ def reorders() -> Any:
     charts = {s.id: Markup(forecasting.chart_svg(s.chart)) for s in suggestions}
     risks = forecasting.expiry_risk(db.session, pharmacy_id, today=_today_london())
     return render_template("pharmacist/reorders.html", suggestions=suggestions, charts=charts,
-                           risks=risks, form=ActionForm())
+                           risks=risks, form=ActionForm(),
+                           default_level=current_app.config.get("REORDER_SERVICE_LEVEL",
+                                                                0.95)), status
 
 
 def _today_london() -> Any:
@@ -500,6 +507,45 @@ def reorders_accept() -> Any:
     flash(f"Purchase order {order.reference} drafted with {len(order.lines)} line(s). Check "
           "it, then mark it sent when it has gone to the wholesaler.", "info")
     return redirect(url_for(".purchase_order", order_id=order.id))
+
+
+_PERCENT = re.compile(r"[0-9]{1,2}(?:\.[0-9])?")
+
+
+@bp.post("/medicines/<int(max=2147483647):medicine_id>/reorder-settings")
+def reorder_settings(medicine_id: int) -> Any:
+    """A medicine's own service level and minimum order, from the reorders page."""
+    from ..errors import NotFound
+    from ..services import forecasting
+
+    medicine = db.session.get(Medicine, medicine_id)
+    if medicine is None:
+        raise NotFound(f"No medicine {medicine_id}.")
+    if not ActionForm().validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for(".reorders"))
+    raw_level = request.form.get("service_level", "").strip().removesuffix("%").strip()
+    raw_minimum = request.form.get("minimum_order_quantity", "").strip()
+    problems = []
+    level = None
+    if raw_level:
+        if _PERCENT.fullmatch(raw_level) and 50 <= float(raw_level) <= 99.9:
+            level = round(float(raw_level) / 100, 4)
+        else:
+            problems.append("The service level is a percentage from 50 to 99.9, or empty for "
+                            "the pharmacy's default.")
+    minimum = None
+    if raw_minimum:
+        minimum = _units(raw_minimum, "The minimum order", problems)
+    if problems:
+        for problem in problems:
+            flash(f"{medicine.name}: {problem}", "error")
+        return _render_reorders(422)
+    forecasting.set_reorder_settings(db.session, medicine, service_level=level,
+                                     minimum_order_quantity=minimum, actor=g.user)
+    db.session.commit()
+    flash(f"{medicine.name}: reorder settings saved; tonight's suggestions use them.", "info")
+    return redirect(url_for(".reorders"))
 
 
 # --- purchase orders ----------------------------------------------------------------------------

@@ -164,3 +164,62 @@ def test_an_order_is_capped_at_what_sells_before_the_last_deliverys_shelf_life_r
     assert suggestion.order_up_to > 50
     assert 0 < suggestion.suggested_quantity <= 40
     assert suggestion.suggested_quantity % 5 == 0
+
+
+def test_a_medicines_service_level_and_minimum_order_shape_its_suggestion() -> None:
+    rng = random.Random(4)
+    history = [{"unique_id": "7", "ds": TODAY - timedelta(days=120 - n),
+                "y": float(sum(rng.random() < 0.5 for _ in range(12)))} for n in range(120)]
+
+    def suggest(level: float | None, moq: int | None) -> forecasting.Suggestion:
+        stock = {7: forecasting.StockInputs(7, 10, 40, 0, 0, None, level, moq)}
+        return forecasting.compute_suggestions(
+            history, stock, settings=forecasting.PolicySettings(), today=TODAY)[0]
+
+    default, higher = suggest(None, None), suggest(0.995, None)
+    assert higher.order_up_to > default.order_up_to  # more safety stock
+    assert default.quantity % 10 == 0 and 0 < default.quantity < 500
+    assert suggest(None, 500).quantity == 500  # at least the supplier's minimum
+
+
+def test_reorder_settings_are_set_on_the_reorders_page(client, db) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.models import AuditEvent
+
+    pharmacy = PharmacyFactory()
+    medicine = MedicineFactory(name="Busy 10mg tablets", pack_size=28)
+    _history(db, pharmacy, medicine, daily=6)
+    db.session.commit()
+    forecasting.refresh_suggestions(db.session, pharmacy.id,
+                                    settings=forecasting.PolicySettings())
+    pharmacist = UserFactory(role=Role.PHARMACIST)
+    db.session.commit()
+    web_login(client, pharmacist.email, DEFAULT_PASSWORD)
+    page = client.get("/pharmacist/reorders").get_data(as_text=True)
+    assert f'form="settings-{medicine.id}" name="service_level"' in page
+    url = f"/pharmacist/medicines/{medicine.id}/reorder-settings"
+    token = csrf_token(client, "/pharmacist/reorders")
+    for level, minimum, message in (("99.99", "", "percentage from 50 to 99.9"),
+                                     ("40", "", "percentage from 50 to 99.9"),
+                                     ("٩٥", "", "percentage from 50 to 99.9"),
+                                     ("", "0", "The minimum order must be a whole number")):
+        refused = client.post(url, data={"csrf_token": token, "service_level": level,
+                                         "minimum_order_quantity": minimum})
+        assert refused.status_code == 422
+        assert message in refused.get_data(as_text=True)
+    saved = client.post(url, data={"csrf_token": token, "service_level": "98.5%",
+                                   "minimum_order_quantity": "56"})
+    assert saved.status_code == 302
+    db.session.refresh(medicine)
+    assert (medicine.reorder_service_level, medicine.minimum_order_quantity) == (0.985, 56)
+    assert 'value="98.5"' in client.get("/pharmacist/reorders").get_data(as_text=True)
+    inputs = forecasting.stock_inputs(db.session, pharmacy.id, [medicine.id])[medicine.id]
+    assert (inputs.service_level, inputs.minimum_order_quantity) == (0.985, 56)
+    cleared = client.post(url, data={"csrf_token": token, "service_level": "",
+                                     "minimum_order_quantity": ""})
+    assert cleared.status_code == 302
+    db.session.refresh(medicine)
+    assert (medicine.reorder_service_level, medicine.minimum_order_quantity) == (None, None)
+    assert len(db.session.scalars(select(AuditEvent).where(
+        AuditEvent.action == "medicine.reorder_settings_changed")).all()) == 2
+    assert client.post("/pharmacist/medicines/999999/reorder-settings",
+                       data={"csrf_token": token}).status_code == 404

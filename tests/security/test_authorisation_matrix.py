@@ -144,6 +144,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("pharmacist.cd_register", "GET"): STAFF,
     ("pharmacist.cd_register_correction", "POST"): STAFF,
     ("pharmacist.purchase_orders", "GET"): STAFF,
+    ("pharmacist.reorder_settings", "POST"): STAFF,
     ("pharmacist.purchase_order", "GET"): STAFF,
     ("pharmacist.purchase_order_action", "POST"): STAFF,
     ("pharmacist.purchase_order_line", "POST"): STAFF,
