@@ -378,7 +378,30 @@ def recall() -> Any:
         flash(err.detail, "error")
         return redirect(url_for(".stock"))
     db.session.commit()
-    return render_template("pharmacist/recall.html", report=report, lot=lot, reason=reason)
+    _flash_short_orders(report.short_orders)
+    return redirect(url_for(".recall_report", batch_id=report.batches[0].id))
+
+
+@bp.get(f"/recalls/{_BATCH}")
+def recall_report(batch_id: int) -> Any:
+    """The recall of a batch's lot, to come back to: who received it, what still holds it."""
+    from sqlalchemy import select
+
+    from ..errors import NotFound
+    from ..models import BatchStatus, MovementKind, StockBatch, StockMovement
+
+    batch = ledger.get_batch(db.session, batch_id, pharmacy_id=_pharmacy_id())
+    if batch.status is not BatchStatus.RECALLED:
+        raise NotFound("This batch has not been recalled.")
+    lot = list(db.session.scalars(select(StockBatch).where(
+        StockBatch.medicine_id == batch.medicine_id,
+        StockBatch.lot_number == batch.lot_number).order_by(StockBatch.id)))
+    notice = db.session.scalar(select(StockMovement.reason).where(
+        StockMovement.batch_id == batch.id, StockMovement.kind == MovementKind.RECALLED)
+        .order_by(StockMovement.id.desc()).limit(1)) or ""
+    report = ledger.recall_report(db.session, [b.id for b in lot], lot)
+    return render_template("pharmacist/recall.html", report=report, lot=batch.lot_number,
+                           medicine=batch.medicine, reason=notice.removeprefix("recall: "))
 
 
 @bp.get("/cd-registers")

@@ -243,10 +243,21 @@ def test_a_lot_is_recalled_from_its_batch_page_and_the_stock_page_lists_medicine
     recalled = client.post("/pharmacist/recalls", data={
         "csrf_token": csrf_token(client, path), "medicine_id": str(batch.medicine_id),
         "lot_number": batch.lot_number, "reason": "MHRA class 2 recall"})
-    assert recalled.status_code == 200, recalled.get_data(as_text=True)
+    assert recalled.status_code == 302
+    assert recalled.headers["Location"].endswith(f"/pharmacist/recalls/{batch.id}")
     db.session.expire_all()
     assert db.session.get(StockBatch, batch.id).status is BatchStatus.RECALLED
-    assert "Recall this lot" not in client.get(path).get_data(as_text=True)
+    page = client.get(path).get_data(as_text=True)
+    assert "Recall this lot" not in page and f"/pharmacist/recalls/{batch.id}" in page
+    report = client.get(f"/pharmacist/recalls/{batch.id}").get_data(as_text=True)
+    assert "Recall of Sertraline 50mg tablets, lot B1" in report
+    assert "MHRA class 2 recall" in report and "Nobody has received this lot" in report
+    other = ledger.receive(db.session, pharmacy=stock_world["pharmacy"],
+                           medicine=stock_world["medicine"], lot_number="S2",
+                           expiry_date=date.today() + timedelta(days=300), quantity=5,
+                           supplier="AAH", reference="DN-7", actor=stock_world["pharmacist"])
+    db.session.commit()
+    assert client.get(f"/pharmacist/recalls/{other.id}").status_code == 404  # not recalled
 
 
 def test_a_count_that_disagrees_with_the_cd_register_is_flagged_and_corrected_by_a_new_entry(  # type: ignore[no-untyped-def]

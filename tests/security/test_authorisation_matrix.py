@@ -136,6 +136,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("pharmacist.packing_list", "GET"): STAFF,
     ("pharmacist.stock", "GET"): STAFF,
     ("pharmacist.recall", "POST"): STAFF,
+    ("pharmacist.recall_report", "GET"): STAFF,
     ("pharmacist.goods_in", "GET"): STAFF,
     ("pharmacist.receive", "POST"): STAFF,
     ("pharmacist.batch", "GET"): STAFF,
