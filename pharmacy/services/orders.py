@@ -536,6 +536,19 @@ def _return_picked(session: Session, order: Order, *, actor: User | None, reason
     return_controlled_drugs(session, order, actor=actor, reason=reason)
 
 
+def _record_dispensed(session: Session, order: Order, *, actor: User | None) -> None:
+    """The batch ledger's last word on picked units: handed to the patient. No quantity
+    moves (the units left stock when picked); the line says which order took which lot."""
+    for line in order.lines:
+        for allocation in line.allocations:
+            if allocation.status is AllocationStatus.PICKED:
+                session.add(StockMovement(batch_id=allocation.batch_id,
+                                          kind=MovementKind.DISPENSED,
+                                          order_line_id=line.id, reference=order.reference,
+                                          reason=f"delivered: {allocation.quantity} units",
+                                          actor_id=actor.id if actor else None))
+
+
 def pack(session: Session, order: Order, *, actor: User,
          supplied: Mapping[int, int] | None = None, request_id: str | None = None,
          register_schedules: Collection[int] = frozenset({2})) -> Order:
@@ -626,6 +639,8 @@ def advance(session: Session, order: Order, new: OrderStatus, *, actor: User | N
     back in the register); the pharmacist writes off whatever is not fit to supply again.
     """
     _transition(session, order, new, actor=actor, reason=reason, request_id=request_id)
+    if new is O.DELIVERED:
+        _record_dispensed(session, order, actor=actor)
     if new is O.RETURNED:
         _return_picked(session, order, actor=actor,
                        reason=f"parcel returned: {reason}" if reason else "parcel returned")

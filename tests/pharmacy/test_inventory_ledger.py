@@ -312,6 +312,28 @@ def test_quarantine_moves_reservations_to_another_lot_so_the_quarantined_one_is_
     assert ledger.ledger_discrepancies(db.session) == []
 
 
+def test_a_delivered_order_closes_its_lots_ledger_with_a_dispensed_line(  # type: ignore[no-untyped-def]
+        app: Flask, db, shop) -> None:  # noqa: F811
+    from tests.pharmacy.test_orders_stock import _checkout
+
+    order = db.session.get(Order, _checkout(app, shop))
+    actor = UserFactory(role=Role.PHARMACIST)
+    order.status = OrderStatus.READY_TO_PICK
+    orders.pack(db.session, order, actor=actor)
+    order.status = OrderStatus.OUT_FOR_DELIVERY
+    orders.advance(db.session, order, OrderStatus.DELIVERED, actor=actor)
+    db.session.commit()
+    kinds = [(m.kind, m.on_hand_change, m.reference) for m in db.session.scalars(
+        select(StockMovement).where(StockMovement.batch_id == shop["batch_id"])
+        .order_by(StockMovement.id))]
+    assert kinds[-2:] == [(MovementKind.PICKED, -1, order.reference),
+                          (MovementKind.DISPENSED, 0, order.reference)]
+    dispensed = db.session.scalar(select(StockMovement).where(
+        StockMovement.kind == MovementKind.DISPENSED))
+    assert dispensed.order_line_id == order.lines[0].id
+    assert ledger.ledger_discrepancies(db.session) == []
+
+
 def test_packing_refuses_a_batch_taken_out_of_use_behind_its_back(  # type: ignore[no-untyped-def]
         app: Flask, db, shop) -> None:  # noqa: F811
     from tests.pharmacy.test_orders_stock import _checkout
