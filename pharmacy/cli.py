@@ -81,7 +81,32 @@ def clear_caches_command() -> None:
     click.echo(f"caches cleared ({dropped} signed-in users' copies dropped)")
 
 
+@click.command("reset-two-factor")
+@click.argument("email")
+@click.option("--reason", required=True, help="Why, e.g. 'phone lost, identity checked'.")
+@click.option("--operator", required=True, help="Who is doing this (name).")
+@with_appcontext
+def reset_two_factor_command(email: str, reason: str, operator: str) -> None:
+    """Turn off a user's two-step sign-in (lost phone) and end their sessions; audited."""
+    from sqlalchemy import func, select
+
+    from .errors import DomainError
+    from .models import User
+    from .services import totp
+
+    user = db.session.scalar(select(User).where(func.lower(User.email) == email.lower()))
+    if user is None:
+        raise click.ClickException(f"no user {email}")
+    try:
+        changed = totp.reset(db.session, user, reason=reason, operator=operator)
+    except DomainError as err:
+        raise click.ClickException(err.detail) from None
+    db.session.commit()  # the cached principal follows the commit (caches.on_commit_of)
+    click.echo(f"two-step sign-in reset for {user.email}; they must set it up again"
+               if changed else f"{user.email} had no two-step sign-in; nothing changed")
+
+
 def register_cli(app: Flask) -> None:
     for command in (seed_demo_command, rq_worker_command, enqueue_expire_stock_command,
-                    audit_verify_command, clear_caches_command):
+                    audit_verify_command, clear_caches_command, reset_two_factor_command):
         app.cli.add_command(command)

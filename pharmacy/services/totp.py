@@ -111,3 +111,21 @@ def turn_off(session: Session, user: User) -> None:
     user.totp_last_counter = None
     audit.record(session, action="user.totp_disabled", entity_type="user", entity_id=user.id,
                  actor=user)
+
+
+def reset(session: Session, user: User, *, reason: str, operator: str) -> bool:
+    """An administrator's reset for someone who lost their authenticator: two-step sign-in
+    goes off, every session and API token of the account ends, and the account must enrol
+    again. Returns False when it was not on. Audited with who asked and why."""
+    if not reason.strip() or not operator.strip():
+        raise InvalidRequest("Say who is resetting two-step sign-in, and why.")
+    if not is_enrolled(user) and not user.totp_secret:
+        return False
+    user.totp_secret = None
+    user.totp_enabled_at = None
+    user.totp_last_counter = None
+    user.token_generation += 1
+    audit.record(session, action="user.totp_reset", entity_type="user", entity_id=user.id,
+                 reason=reason.strip(), after={"operator": operator.strip()[:200]})
+    return True
+
