@@ -22,7 +22,7 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, DomainError, InvalidRequest, NotFound
+from ..errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
 from ..models import (
     Address,
     AllocationStatus,
@@ -35,6 +35,7 @@ from ..models import (
     PatientProfile,
     PrescriptionItem,
     PrescriptionStatus,
+    Role,
     StockAllocation,
     StockBatch,
     StockMovement,
@@ -64,6 +65,9 @@ ORDERABLE_RX = (PrescriptionStatus.AWAITING_VERIFICATION, PrescriptionStatus.AWA
                 PrescriptionStatus.VERIFIED)
 ACTIVE_ORDER = (O.PLACED, O.AWAITING_VERIFICATION, O.READY_TO_PICK, O.PACKED,
                 O.OUT_FOR_DELIVERY, O.FAILED)
+# A prescription item on one of these orders is being or has been supplied: it cannot be
+# ordered again (a returned, refunded or cancelled order gives it back).
+HOLDS_ITEM = (*ACTIVE_ORDER, O.DELIVERED)
 MAX_OTC_PACKS = 2           # per product per order: a sales limit for pharmacy products
 MAX_LINES = 30
 LONDON = ZoneInfo("Europe/London")
@@ -262,7 +266,8 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
                 continue
             if item.id in seen_items or on_active_order(session, item.id):
                 errors.append({"field": f"{where}.prescription_item_id",
-                               "message": "This item is already on an order."})
+                               "message": "This item is already on an order, or has been "
+                               "supplied."})
                 continue
             seen_items.add(item.id)
             units = int(item.quantity or 0)
@@ -298,10 +303,73 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
 
 
 def on_active_order(session: Session, prescription_item_id: int) -> bool:
+    """Whether the item is on an order in progress or already delivered."""
     return session.scalar(
         select(OrderLine.id).join(Order).where(
             OrderLine.prescription_item_id == prescription_item_id,
-            Order.status.in_(ACTIVE_ORDER)).limit(1)) is not None
+            Order.status.in_(HOLDS_ITEM)).limit(1)) is not None
+
+
+def prescription_problems(session: Session, order: Order) -> list[str]:
+    """Why the order's prescription items may not be picked now (empty: they may): each
+    item's prescription must be verified (second-checked where the law asks) and still
+    within its legal validity today."""
+    from .prescriptions import lapsed
+
+    problems = []
+    checked: dict[int, str | None] = {}
+    for line in order.lines:
+        if line.prescription_item_id is None:
+            continue
+        item = session.get(PrescriptionItem, line.prescription_item_id)
+        assert item is not None
+        rx = item.prescription
+        name = item.medication_display or line.medicine.name
+        if rx.status is not PrescriptionStatus.VERIFIED:
+            problems.append(f"{name}: its prescription is "
+                            f"{rx.status.value.replace('_', ' ')}, not verified.")
+            continue
+        if rx.id not in checked:
+            checked[rx.id] = lapsed(session, rx)
+        if checked[rx.id]:
+            problems.append(f"{name}: {checked[rx.id]}")
+    return problems
+
+
+def _release_check(session: Session, order: Order, actor: User | None) -> None:
+    """Prescription items leave for picking only on a pharmacist's say and when every
+    prescription on the order may still be supplied."""
+    if not any(line.prescription_item_id is not None for line in order.lines):
+        return
+    if actor is None or actor.role is not Role.PHARMACIST:
+        raise Forbidden("Only a pharmacist releases an order with prescription items.")
+    problems = prescription_problems(session, order)
+    if problems:
+        raise Conflict("This order cannot be picked: " + " ".join(problems))
+
+
+def _dispense_supplied_prescriptions(session: Session, order: Order, actor: User) -> None:
+    """A prescription whose every item is now packed, out or delivered is dispensed: it
+    cannot be ordered again, and a repeat batch's next issue counts from today."""
+    from .prescriptions import mark_dispensed
+
+    seen: set[int] = set()
+    for line in order.lines:
+        if line.prescription_item_id is None or not line.quantity_supplied:
+            continue
+        item = session.get(PrescriptionItem, line.prescription_item_id)
+        assert item is not None
+        rx = item.prescription
+        if rx.id in seen or rx.status is not PrescriptionStatus.VERIFIED:
+            continue
+        seen.add(rx.id)
+        supplied = set(session.scalars(
+            select(OrderLine.prescription_item_id).join(Order).where(
+                OrderLine.prescription_item_id.in_([i.id for i in rx.items]),
+                OrderLine.quantity_supplied > 0,
+                Order.status.in_((O.PACKED, O.OUT_FOR_DELIVERY, O.DELIVERED)))))
+        if supplied >= {i.id for i in rx.items}:
+            mark_dispensed(session, rx, actor)
 
 
 def _reserve(session: Session, order: Order, *, slot_day: datetime, actor: User | None) -> None:
@@ -560,6 +628,7 @@ def pack(session: Session, order: Order, *, actor: User,
     if order.status is not O.READY_TO_PICK:
         raise InvalidOrderTransition("Only an order ready to pick can be packed.",
                                      current_status=order.status.value)
+    _release_check(session, order, actor)
     supplied = dict(supplied or {})
     unknown = set(supplied) - {line.id for line in order.lines}
     if unknown:
@@ -620,6 +689,7 @@ def pack(session: Session, order: Order, *, actor: User,
                 reason=None if all(ln.status == "packed" for ln in order.lines)
                 else "partial supply")
     session.flush()
+    _dispense_supplied_prescriptions(session, order, actor)
     # Controlled drugs leave stock here, so their register entries are written here too.
     from .inventory_ledger import supply_controlled_drugs
 
@@ -638,6 +708,8 @@ def advance(session: Session, order: Order, new: OrderStatus, *, actor: User | N
     A parcel returned to the pharmacy puts its units back on the books (and controlled drugs
     back in the register); the pharmacist writes off whatever is not fit to supply again.
     """
+    if new is O.READY_TO_PICK and order.status is O.AWAITING_VERIFICATION:
+        _release_check(session, order, actor)
     _transition(session, order, new, actor=actor, reason=reason, request_id=request_id)
     if new is O.DELIVERED:
         _record_dispensed(session, order, actor=actor)

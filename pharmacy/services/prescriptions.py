@@ -444,6 +444,7 @@ def verify(session: Session, rx: Prescription, pharmacist: User,
     if rx.status is not S.AWAITING_VERIFICATION:
         raise InvalidTransition(f"Only a prescription awaiting verification can be verified "
                                 f"(this one is {rx.status.value.replace('_', ' ')}).")
+    _refuse_if_lapsed(session, rx, now)
     warnings = warnings_of(rx)
     missing = [w for w in warnings if not (decisions.get(w.key) or "").strip()]
     unknown = sorted(set(decisions) - {w.key for w in warnings})
@@ -485,6 +486,7 @@ def second_check(session: Session, rx: Prescription, pharmacist: User, *,
     if rx.first_checked_by_id == pharmacist.id:
         raise Forbidden("A pharmacist may not double-check their own verification; "
                         "another pharmacist must do the second check.")
+    _refuse_if_lapsed(session, rx, now or utcnow())
     before = _transition(rx, S.VERIFIED)
     rx.decided_by_id, rx.decided_at, rx.decision_reason = pharmacist.id, now or utcnow(), note
     _review(session, rx, pharmacist, ReviewAction.SECOND_CHECKED, note)
@@ -515,13 +517,37 @@ def reject(session: Session, rx: Prescription, pharmacist: User, reason: str, *,
     audit.record(session, action="prescription.rejected", entity_type="prescription",
                  entity_id=rx.id, actor=pharmacist, request_id=request_id, reason=text,
                  before={"status": before.value}, after={"status": rx.status.value})
+    cancelled = _cancel_orders_waiting_for(session, rx, pharmacist,
+                                           reason=f"prescription rejected: {text}")
     if rx.patient is not None:
         _notify_patient(session, rx.patient, "prescription.rejected",
                         "Your prescription could not be dispensed",
                         "Our pharmacist could not dispense a prescription sent for you and has "
-                        "contacted your prescriber. You do not need to do anything now.")
+                        "contacted your prescriber. You do not need to do anything now."
+                        + (" The order waiting for it has been cancelled and any payment "
+                           "released." if cancelled else ""))
     session.flush()
     return rx
+
+
+def _cancel_orders_waiting_for(session: Session, rx: Prescription, actor: User, *,
+                               reason: str) -> int:
+    """Cancel the unpacked orders that hold this prescription's items: their card holds are
+    voided, their stock and delivery places released. (A packed order cannot hold one: only
+    verified prescriptions are packed, and a verified one is not rejected.)"""
+    from ..models import Order, OrderLine, OrderStatus
+    from .checkout import cancel_order
+
+    waiting = session.scalars(
+        select(Order).where(Order.id.in_(
+            select(OrderLine.order_id).where(
+                OrderLine.prescription_item_id.in_([i.id for i in rx.items]))),
+            Order.status.in_([OrderStatus.PLACED, OrderStatus.AWAITING_VERIFICATION,
+                              OrderStatus.READY_TO_PICK]))
+        .order_by(Order.id).with_for_update()).all()
+    for order in waiting:
+        cancel_order(session, order, actor=actor, reason=reason)
+    return len(waiting)
 
 
 def query(session: Session, rx: Prescription, pharmacist: User, question: str, *,
@@ -555,6 +581,33 @@ def answer_query(session: Session, rx: Prescription, pharmacist: User, answer: s
     return rx
 
 
+#: Findings that mean the prescription may no longer be supplied at all, whatever a
+#: pharmacist decided when it arrived.
+LAPSED_RULES = frozenset({"expired", "cd-expired"})
+
+
+def lapsed(session: Session, rx: Prescription, *, now: datetime | None = None) -> str | None:
+    """Why a prescription can no longer legally be supplied today (its 6-month, 28-day or
+    stated validity has run out), or None.
+
+    The intake check is re-run on the stored bundle at today's date. A later issue of a
+    repeat batch is governed by the batch's own validity (see `repeat_status`), not by the
+    original's dispensing window.
+    """
+    if rx.original_id is not None or not rx.source_bundle:
+        return None
+    report = validate(session, rx.source_bundle, now=now)
+    reasons = [f.diagnostics for f in report.findings if f.rule in LAPSED_RULES]
+    return " ".join(reasons) or None
+
+
+def _refuse_if_lapsed(session: Session, rx: Prescription, now: datetime) -> None:
+    reason = lapsed(session, rx, now=now)
+    if reason:
+        raise InvalidTransition(f"This prescription can no longer be supplied: {reason} "
+                                "Reject it and ask the prescriber for a new one.")
+
+
 # Called once per item when a prescription is dispensed; the controlled-drug register
 # (inventory issue) subscribes here. Each hook gets (session, prescription, item, actor).
 DispenseHook = Callable[[Session, Prescription, PrescriptionItem, User], None]
@@ -568,6 +621,7 @@ def mark_dispensed(session: Session, rx: Prescription, pharmacist: User, *,
     if rx.status is not S.VERIFIED:
         raise InvalidTransition(f"Only a verified prescription can be dispensed (this one is "
                                 f"{rx.status.value.replace('_', ' ')}).")
+    _refuse_if_lapsed(session, rx, now or utcnow())
     before = _transition(rx, S.DISPENSED)
     rx.dispensed_at = now or utcnow()
     for item in rx.items:
@@ -613,7 +667,10 @@ def repeat_status(session: Session, item: PrescriptionItem, today: date) -> Repe
     assert original is not None
     issues = _issues(session, original)
     latest = issues[-1]
-    remaining = max(0, original.repeats_allowed + 1 - len(issues))
+    # Each item has its own numberOfRepeatsAllowed; the batch's is the largest of them.
+    source = next((i for i in original.items if i.line_id == item.line_id), None)
+    allowed = source.repeats_allowed if source is not None else 0
+    remaining = max(0, allowed + 1 - len(issues))
 
     def no(reason: str, earliest: date | None = None) -> RepeatStatus:
         return RepeatStatus(item, False, earliest, reason, remaining)
@@ -621,7 +678,7 @@ def repeat_status(session: Session, item: PrescriptionItem, today: date) -> Repe
     if item.cd_schedule in SECOND_CHECK_SCHEDULES:
         return no("Schedule 2 and 3 controlled drugs cannot be repeated; ask your prescriber "
                   "for a new prescription.")
-    if original.prescription_type != "repeat" or original.repeats_allowed == 0:
+    if original.prescription_type != "repeat" or allowed == 0:
         return no("This was a one-off prescription; ask your prescriber for a new one.")
     if remaining == 0:
         return no("All repeats on this prescription have been used; ask your prescriber to "
@@ -641,6 +698,13 @@ def repeat_status(session: Session, item: PrescriptionItem, today: date) -> Repe
         return no(f"You can order this from {earliest:%-d %B %Y}, 7 days before your current "
                   f"supply runs out on {due:%-d %B %Y}.", earliest)
     return RepeatStatus(item, True, earliest, "You can order this now.", remaining)
+
+
+def repeatable_items(original: Prescription, issue_number: int) -> list[PrescriptionItem]:
+    """The original's items that issue ``issue_number`` (2 = the first repeat) carries."""
+    return [i for i in original.items
+            if i.repeats_allowed + 1 >= issue_number
+            and i.cd_schedule not in SECOND_CHECK_SCHEDULES]
 
 
 def request_repeat(session: Session, patient: PatientProfile, item_id: int, *,
@@ -675,7 +739,8 @@ def request_repeat(session: Session, patient: PatientProfile, item_id: int, *,
         original_id=original.id, issue_number=issue_number,
         source_bundle=original.source_bundle, validation_outcome=original.validation_outcome,
     )
-    for source in original.items:
+    # Only the items whose own repeats reach this issue, never a Schedule 2/3 drug.
+    for source in repeatable_items(original, issue_number):
         new.items.append(PrescriptionItem(
             line_id=source.line_id, medicine_id=source.medicine_id,
             medication_code=source.medication_code, medication_display=source.medication_display,
