@@ -26,6 +26,12 @@ def release_unpaid_orders() -> int:
         if order.status.value != "placed":  # paid or cancelled meanwhile
             db.session.rollback()
             continue
+        payment = checkout.latest_payment(order)
+        if payment is not None and payment.status.value == "authorised":
+            # Paid (3-D Secure finished) but never confirmed: move on, do not cancel.
+            orders.mark_paid(db.session, order, actor=None)
+            db.session.commit()
+            continue
         try:
             checkout.release_unpaid(db.session, order)
             db.session.commit()

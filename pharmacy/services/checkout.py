@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ..errors import DomainError
+from ..errors import Conflict, DomainError
 from ..models import (
     Order,
     OrderStatus,
@@ -51,7 +51,14 @@ def latest_payment(order: Order) -> Payment | None:
 def authorise(session: Session, order: Order, *, actor: User | None,
               payment_method: str | None, save_card: bool = False,
               return_url: str | None = None, request_id: str | None = None) -> CheckoutResult:
-    """Authorise the order's total on the card; a paid order moves on to the pharmacy."""
+    """Authorise the order's total on the card; a paid order moves on to the pharmacy.
+
+    A cancelled order (not paid within its hold, or cancelled by the patient) is never
+    authorised: nothing would ever release the hold on the card.
+    """
+    if order.status in (OrderStatus.CANCELLED, OrderStatus.REFUNDED):
+        raise Conflict(f"This order was {order.status.value} and can no longer be paid for; "
+                       "nothing was charged. Please place it again.")
     if order.total_minor == 0:
         orders.mark_paid(session, order, actor=actor, request_id=request_id)
         return CheckoutResult(order, False, None, message="Nothing to pay.")

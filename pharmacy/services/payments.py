@@ -31,7 +31,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, DomainError, InvalidRequest, NotFound
-from ..models import Order, PatientProfile, Payment, PaymentStatus, User, WebhookEvent
+from ..models import (
+    Order,
+    OrderStatus,
+    PatientProfile,
+    Payment,
+    PaymentStatus,
+    User,
+    WebhookEvent,
+)
 from ..models.base import utcnow
 from . import audit
 
@@ -943,7 +951,23 @@ def _apply_event(session: Session, event_type: str, obj: Mapping[str, Any],
                        payment.id)
         return _Applied("ignored", payment.id)
     changed = _apply(session, payment, pi, source=f"webhook:{event_type}")
+    if payment.status is PaymentStatus.AUTHORISED:
+        _move_paid_order_on(session, payment)
     return _Applied("processed" if changed else "unchanged", payment.id)
+
+
+def _move_paid_order_on(session: Session, payment: Payment) -> None:
+    """The card was authorised (3-D Secure finished) but the page never came back to say
+    so: move the order on as its own confirmation would, instead of letting the unpaid-hold
+    sweep cancel a paid order. An order another request holds is left to that request
+    (skip locked: the webhook never waits on an order lock while holding the payment's)."""
+    from .orders import mark_paid
+
+    order = session.scalar(select(Order).where(Order.id == payment.order_id,
+                                               Order.status == OrderStatus.PLACED)
+                           .with_for_update(skip_locked=True))
+    if order is not None:
+        mark_paid(session, order, actor=None)
 
 
 def payment_intent_count(session: Session, order: Order) -> int:

@@ -306,3 +306,16 @@ def test_not_configured_is_a_503(app, db, make_order, monkeypatch) -> None:
     monkeypatch.setitem(app.config, "STRIPE_API_KEY", "")
     with pytest.raises(payments.PaymentProviderUnavailable):
         payments.authorise(db.session, make_order())
+
+
+def test_a_cancelled_order_is_never_authorised(db, make_order, card, stripe_client) -> None:
+    from pharmacy.errors import Conflict
+    from pharmacy.models import OrderStatus
+    from pharmacy.services import checkout
+
+    order = make_order(total_minor=700)
+    order.status = OrderStatus.CANCELLED  # its hold ran out before the page was submitted
+    db.session.commit()
+    with pytest.raises(Conflict, match="can no longer be paid for"):
+        checkout.authorise(db.session, order, actor=None, payment_method=card(VISA))
+    assert intents_for(stripe_client, order) == []

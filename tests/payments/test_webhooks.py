@@ -252,3 +252,43 @@ def test_real_delivery_from_localstripe(db, api_client, make_order, card, stripe
             "events[]": ["none.none"]})
         server.shutdown()
         thread.join(5)
+
+
+def test_a_3ds_authorisation_known_only_by_webhook_moves_the_order_on(
+        db, make_order, card, stripe_client, localstripe_url,
+) -> None:
+    """The page closed after 3-D Secure: the webhook says the card is authorised, and the
+    order goes on to the pharmacy instead of being cancelled as unpaid."""
+    from pharmacy.models import OrderStatus
+
+    order = make_order(total_minor=1800)
+    payment = payments.authorise(db.session, order, payment_method=card(THREE_D_SECURE)).payment
+    db.session.commit()
+    assert order.status is OrderStatus.PLACED
+    pass_three_d_secure(localstripe_url, payment.provider_payment_id,
+                        _pi(stripe_client, payment)["client_secret"])
+    event = event_for(_pi(stripe_client, payment), "payment_intent.amount_capturable_updated")
+    assert _deliver(db, event).outcome == "processed"
+    db.session.refresh(order)
+    assert order.status is OrderStatus.READY_TO_PICK
+    assert _deliver(db, event).outcome == "duplicate"  # a replay moves nothing
+    assert order.status is OrderStatus.READY_TO_PICK
+
+
+def test_the_unpaid_sweep_moves_an_authorised_order_on_instead_of_cancelling_it(
+        app, db, make_order, card) -> None:
+    from datetime import timedelta
+
+    from pharmacy.jobs.orders import release_unpaid_orders
+    from pharmacy.models import OrderStatus
+    from pharmacy.models.base import utcnow
+
+    order = make_order(total_minor=900)
+    payments.authorise(db.session, order, payment_method=card(VISA))  # the page never confirmed
+    order.status = OrderStatus.PLACED
+    order.reserved_until = utcnow() - timedelta(minutes=1)
+    db.session.commit()
+    with app.app_context():
+        assert release_unpaid_orders() == 0
+    db.session.expire_all()
+    assert db.session.get(type(order), order.id).status is OrderStatus.READY_TO_PICK
