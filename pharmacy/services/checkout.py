@@ -117,7 +117,11 @@ def dispatch(session: Session, order: Order, *, actor: User | None,
     orders.advance(session, order, OrderStatus.OUT_FOR_DELIVERY, actor=actor,
                    request_id=request_id)
     if payment is not None and payment.status is PaymentStatus.AUTHORISED:
-        _payments().capture(session, order, amount_minor=order.total_minor, actor=actor)
+        if order.total_minor > 0:
+            _payments().capture(session, order, amount_minor=order.total_minor, actor=actor)
+        else:  # nothing was supplied that costs anything: release the hold, take nothing
+            _payments().cancel(session, order, reason="nothing to charge after packing",
+                               actor=actor)
     patient = session.get(PatientProfile, order.patient_id)
     if patient is not None:
         from . import notify

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, Forbidden, InvalidRequest, NotFound
+from ..errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
 from ..models import (
     Address,
     AttemptOutcome,
@@ -341,12 +341,25 @@ def start_route(session: Session, route: DeliveryRoute, *, actor: User,
     route.status = "started"
     if route.wave.status is WaveStatus.PLANNED:
         route.wave.status = WaveStatus.DISPATCHED
-    for stop in route.stops:
+    held = []
+    for stop in list(route.stops):
         order = session.get(Order, stop.order_id)
-        if order is not None and order.status is OrderStatus.PACKED:
-            checkout.dispatch(session, order, actor=actor)
+        if order is None or order.status is not OrderStatus.PACKED:
+            continue
+        # Each capture is its own step: money taken at Stripe for one parcel is never
+        # undone in the database because another parcel's payment failed.
+        try:
+            with session.begin_nested():
+                checkout.dispatch(session, order, actor=actor)
+        except DomainError as err:
+            route.stops.remove(stop)
+            stop.status, stop.sequence = StopStatus.UNSERVED, None
+            stop.unserved_reason = f"kept at the pharmacy: {err.detail}"[:500]
+            held.append(order.id)
+            audit.record(session, action="delivery.stop_held_back", entity_type="order",
+                         entity_id=order.id, actor=actor, reason=err.detail)
     audit.record(session, action="delivery.route_started", entity_type="delivery_route",
-                 entity_id=route.id, actor=actor)
+                 entity_id=route.id, actor=actor, after={"held_back": held} if held else None)
     session.flush()
     return route
 
@@ -405,6 +418,11 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
         return ActionResult(stop, None, False)
     if stop.status in (StopStatus.DELIVERED, StopStatus.FAILED):
         raise Conflict(f"This stop is already {stop.status.value}.")
+    cancelled = session.get(Order, stop.order_id)
+    if cancelled is not None and cancelled.status in (OrderStatus.CANCELLED,
+                                                      OrderStatus.REFUNDED):
+        raise Conflict(f"This order was {cancelled.status.value}: do not hand it over; bring "
+                       "the parcel back to the pharmacy.")
     if photo is not None and action != "delivered":
         raise InvalidRequest("A photo goes with a delivery only.",
                              errors=[{"field": "photo", "message": "Only for 'delivered'."}])

@@ -246,6 +246,7 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
     lines: list[OrderLine] = []
     errors: list[dict[str, str]] = []
     seen_items: set[int] = set()
+    packs_of: dict[int, int] = {}  # over-the-counter packs per product, over all lines
     for n, req in enumerate(requested):
         where = f"lines.{n}"
         if (req.prescription_item_id is None) == (req.medicine_id is None):
@@ -289,10 +290,12 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
                 errors.append({"field": f"{where}.medicine_id",
                                "message": f"{medicine.name} needs a prescription."})
                 continue
-            if not 1 <= req.quantity <= MAX_OTC_PACKS:
+            if req.quantity < 1 or packs_of.get(medicine.id, 0) + req.quantity > MAX_OTC_PACKS:
                 errors.append({"field": f"{where}.quantity",
-                               "message": f"Between 1 and {MAX_OTC_PACKS} packs."})
+                               "message": f"Between 1 and {MAX_OTC_PACKS} packs of "
+                               f"{medicine.name} per order, over all lines."})
                 continue
+            packs_of[medicine.id] = packs_of.get(medicine.id, 0) + req.quantity
             units = req.quantity * (medicine.pack_size or 1)
             lines.append(OrderLine(medicine=medicine, medicine_id=medicine.id, quantity=units,
                                    unit_price_minor=medicine.unit_price_minor,
@@ -569,6 +572,7 @@ def cancel(session: Session, order: Order, *, actor: User | None, reason: str,
                                      "cancelled.", current_status=order.status.value)
     if order.status is O.PACKED:
         _return_picked(session, order, actor=actor, reason="order cancelled")
+        _drop_delivery_stops(session, order)
     release_stock(session, order, reason=f"order cancelled: {reason}", actor=actor)
     if order.delivery_slot_id is not None:
         slots.release(session, order.delivery_slot_id, needs_fridge=order.needs_fridge)
@@ -578,6 +582,18 @@ def cancel(session: Session, order: Order, *, actor: User | None, reason: str,
     _transition(session, order, O.CANCELLED, actor=actor, reason=reason, request_id=request_id)
     session.flush()
     return order
+
+
+def _drop_delivery_stops(session: Session, order: Order) -> None:
+    """A cancelled parcel leaves the delivery plan: its stops that no courier has acted on
+    go (it is packed, so no route carrying it has started)."""
+    from ..models import DeliveryStop, StopStatus
+
+    for stop in session.scalars(select(DeliveryStop).where(
+            DeliveryStop.order_id == order.id,
+            DeliveryStop.status.in_([StopStatus.PENDING, StopStatus.UNSERVED]))):
+        if not stop.attempts:
+            session.delete(stop)
 
 
 def _return_picked(session: Session, order: Order, *, actor: User | None, reason: str) -> None:

@@ -191,3 +191,24 @@ def test_replanning_a_dispatched_wave_keeps_started_routes_with_their_vans(
     assert db.session.get(DeliveryWave, wave_id).status is WaveStatus.DISPATCHED
     sequences = [s.sequence for s in after.stops]
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+
+
+def test_a_cancelled_parcel_leaves_the_route_and_cannot_be_handed_over(  # type: ignore[no-untyped-def]
+        client, db, planned) -> None:
+    from pharmacy.services import orders
+
+    route = planned[0]
+    stop = route.stops[0]
+    order = db.session.get(Order, stop.order_id)
+    assert order.status is OrderStatus.PACKED
+    stop_id = stop.id
+    orders.cancel(db.session, order, actor=None, reason="patient went into hospital")
+    db.session.commit()
+    assert db.session.get(DeliveryStop, stop_id) is None
+    _login_courier(client, db, route)
+    page = client.get(f"/courier/routes/{route.id}").get_data(as_text=True)
+    assert f"/courier/stops/{stop_id}" not in page
+    token = csrf_token(client, f"/courier/routes/{route.id}")
+    handed = _act(client, stop_id, token, action="delivered", client_action_id="gone-1",
+                  recipient_name="Pat", signature=png_data_url(), id_checked="yes")
+    assert handed.status_code == 404

@@ -232,3 +232,18 @@ def test_partial_supply_lowers_the_total(client, db, world) -> None:  # type: ig
     assert packed.status_code == 200, packed.get_json()
     assert packed.get_json()["total_minor"] == 349
     assert packed.get_json()["lines"][0]["quantity_supplied"] == 30
+
+
+def test_the_pharmacy_medicine_sales_limit_counts_every_line_of_a_product(  # type: ignore[no-untyped-def]
+        client, db, world) -> None:
+    headers = _auth(client, world["patient"])
+    otc = world["otc"].id
+    response = client.post("/api/v1/orders", json={
+        "lines": [{"medicine_id": otc, "quantity": 2}, {"medicine_id": otc, "quantity": 1}],
+        "address_id": _address(db, world["patient"]), "slot_id": _slot(client, headers)},
+        headers=headers)
+    assert response.status_code == 422
+    errors = response.get_json()["errors"]
+    assert [e["field"] for e in errors] == ["lines.1.quantity"]
+    assert "over all lines" in errors[0]["message"]
+    assert db.session.scalar(select(func.count(Order.id))) == 0
