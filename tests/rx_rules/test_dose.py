@@ -54,6 +54,9 @@ def test_mg_per_ml() -> None:
     ({"unit": "tablet"}, "500mg", None),
     ({"value": -1, "unit": "tablet"}, "500mg", None),
     ({"value": 5, "code": "MG", "system": "http://unitsofmeasure.org"}, "500mg", 2500),
+    # Unit text as typed: "G" and "Grams" are grams, as the unit's kind already said.
+    ({"value": 1, "unit": "G"}, None, 1000),
+    ({"value": 2, "unit": "Grams"}, None, 2000),
 ])
 def test_dose_mg(quantity, strength, expected) -> None:
     result = dose_mg(quantity, parse_strength(strength))

@@ -633,6 +633,22 @@ def test_schedule_5_uses_six_months(check) -> None:
                        now=now)) == []
 
 
+@pytest.mark.parametrize("authored,now,expired", [
+    ("2026-03", datetime(2026, 9, 30, 12, tzinfo=UTC), False),  # from 31 March at the latest
+    ("2026-03", datetime(2026, 10, 1, 12, tzinfo=UTC), True),
+    ("2019", datetime(2026, 11, 26, 12, tzinfo=UTC), True),
+])
+def test_a_date_given_as_a_month_or_a_year_counts_from_its_last_day(
+        check, authored: str, now: datetime, expired: bool) -> None:
+    found = rules(check(rx(item(authored=authored)), now=now))
+    assert ("expired" in found) is expired
+
+
+def test_a_controlled_drug_dated_only_by_month_still_expires(check) -> None:
+    mr = _cd2(authored="2019-03")
+    assert "cd-expired" in rules(check(rx(mr)))
+
+
 def test_no_dates_no_expiry(check) -> None:
     assert rules(check(rx(item(authored=None)), now=datetime(2030, 1, 1, tzinfo=UTC))) == []
 

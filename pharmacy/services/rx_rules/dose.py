@@ -164,9 +164,11 @@ def _factor(quantity: Mapping[str, Any]) -> Decimal:
     if quantity.get("system") == SNOMED_SYSTEM and isinstance(code, str):
         code = code.strip()
         return _SNOMED_MASS_MG.get(code) or _SNOMED_VOLUME_ML.get(code) or Decimal(1)
-    for candidate in (code, unit):
+    # A UCUM code is case-sensitive; unit text is what a person typed ("G", "Grams"), read
+    # in lower case as `_unit_key` reads it, so a unit's kind and its factor agree.
+    for candidate, fold in ((code, False), (unit, True)):
         if isinstance(candidate, str):
-            candidate = candidate.strip()
+            candidate = candidate.strip().lower() if fold else candidate.strip()
             if candidate in _MASS_MG:
                 return _MASS_MG[candidate]
             if candidate.lower() in _VOLUME_ML:

@@ -396,10 +396,12 @@ class _Check:
                      f"{item.label} is not valid until {_first_day(start).isoformat()}.",
                      item.path("dispenseRequest.validityPeriod.start"), item)
 
-        # The appropriate date: the later of authoredOn and validityPeriod.start.
-        starts = [(d.london_date, where) for d, where in (
+        # The appropriate date: the later of authoredOn and validityPeriod.start. A date
+        # given only as a year or a month counts from its last day: the latest it can mean,
+        # so a prescription is never called expired early, and never escapes the check.
+        starts = [(_last_day(d), where) for d, where in (
             (authored, "authoredOn"), (start, "dispenseRequest.validityPeriod.start"))
-            if d is not None and d.london_date is not None]
+            if d is not None]
         appropriate, appropriate_path = max(starts) if starts else (None, "authoredOn")
         reasons: list[str] = []
         if appropriate is not None and item.schedule in CD_28_DAY_SCHEDULES:
