@@ -43,6 +43,7 @@ blp.before_request(require_roles_per_view({
     ("VerificationResource", "POST"): _PHARMACIST,
     ("SecondCheckResource", "POST"): _PHARMACIST,
     ("RejectionResource", "POST"): _PHARMACIST,
+    ("WithdrawalResource", "POST"): _PHARMACIST,
     ("QueryResource", "POST"): _PHARMACIST,
     ("QueryAnswerResource", "POST"): _PHARMACIST,
     ("DispensingResource", "POST"): _PHARMACIST,
@@ -256,6 +257,18 @@ class RejectionResource(MethodView):
     def post(self, body: dict[str, Any], prescription_id: int) -> Any:
         """Reject with a reason for the prescriber; the patient is notified."""
         return _act(prescription_id, lambda rx, who: rx_service.reject(
+            db.session, rx, who, body["reason"], request_id=g.get("request_id")))
+
+
+@blp.route(f"/{_ID}/withdrawal")
+class WithdrawalResource(MethodView):
+    @_document_errors
+    @blp.arguments(ReasonSchema)
+    @blp.response(200, PrescriptionDetailSchema)
+    def post(self, body: dict[str, Any], prescription_id: int) -> Any:
+        """Withdraw a prescription not yet dispensed (verified ones too), with the reason;
+        orders waiting for it are cancelled and the patient is notified."""
+        return _act(prescription_id, lambda rx, who: rx_service.withdraw(
             db.session, rx, who, body["reason"], request_id=g.get("request_id")))
 
 

@@ -126,6 +126,7 @@ class ReviewAction(enum.StrEnum):
     REJECTED = "rejected"
     QUERIED = "queried"
     QUERY_ANSWERED = "query_answered"
+    WITHDRAWN = "withdrawn"  # cancelled by a pharmacist after or instead of verifying
 
 
 class PrescriptionReview(Base):

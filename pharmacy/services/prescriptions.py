@@ -550,6 +550,32 @@ def _cancel_orders_waiting_for(session: Session, rx: Prescription, actor: User, 
     return len(waiting)
 
 
+def withdraw(session: Session, rx: Prescription, pharmacist: User, reason: str, *,
+             now: datetime | None = None, request_id: str | None = None) -> Prescription:
+    """Stop a prescription that is not yet dispensed, verified ones included (a problem
+    found after the check, the prescriber cancelling it): it can no longer be ordered or
+    supplied, the unpacked orders waiting for it are cancelled, and the patient is told."""
+    _require_pharmacist(pharmacist)
+    text = _required_reason(reason, "reason for withdrawing")
+    before = _transition(rx, S.CANCELLED)
+    rx.decided_by_id, rx.decided_at, rx.decision_reason = pharmacist.id, now or utcnow(), text
+    _review(session, rx, pharmacist, ReviewAction.WITHDRAWN, text)
+    audit.record(session, action="prescription.withdrawn", entity_type="prescription",
+                 entity_id=rx.id, actor=pharmacist, request_id=request_id, reason=text,
+                 before={"status": before.value}, after={"status": rx.status.value})
+    cancelled = _cancel_orders_waiting_for(session, rx, pharmacist,
+                                           reason=f"prescription withdrawn: {text}")
+    if rx.patient is not None:
+        _notify_patient(session, rx.patient, "prescription.withdrawn",
+                        "A prescription of yours has been stopped",
+                        "Our pharmacist has stopped a prescription sent for you and will "
+                        "contact you or your prescriber if anything is needed."
+                        + (" The order waiting for it has been cancelled and any payment "
+                           "released." if cancelled else ""))
+    session.flush()
+    return rx
+
+
 def query(session: Session, rx: Prescription, pharmacist: User, question: str, *,
           request_id: str | None = None) -> Prescription:
     """Put the prescription on hold with a question for the prescriber."""

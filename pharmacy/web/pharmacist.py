@@ -77,13 +77,16 @@ _ACTIONS = {
         db.session, rx, who, form.get("answer", ""), request_id=g.get("request_id")),
     "dispense": lambda rx, who, form: rx_service.mark_dispensed(
         db.session, rx, who, request_id=g.get("request_id")),
+    "withdraw": lambda rx, who, form: rx_service.withdraw(
+        db.session, rx, who, form.get("withdraw-reason", ""), request_id=g.get("request_id")),
 }
 
 _DONE = {"verify": "Recorded your check.", "second-check": "Second check recorded: verified.",
          "reject": "Rejected; the prescriber and patient will be told.",
          "query": "Query recorded; the prescription is on hold.",
          "answer": "Answer recorded; the prescription is back in the queue.",
-         "dispense": "Recorded as dispensed."}
+         "dispense": "Recorded as dispensed.",
+         "withdraw": "Withdrawn; orders waiting for it were cancelled and the patient told."}
 
 
 _ANY_ACTION = ",".join(repr(a) for a in _ACTIONS)

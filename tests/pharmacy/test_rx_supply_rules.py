@@ -174,3 +174,30 @@ def test_a_repeat_issue_carries_only_the_items_whose_repeats_reach_it(  # type: 
     assert issue is not None and issue.issue_number == 2
     assert [i.medication_display for i in issue.items] == [AMLODIPINE_5.display]
     assert status.remaining == 2
+
+
+def test_a_verified_prescription_is_withdrawn_and_its_waiting_order_cancelled(  # type: ignore[no-untyped-def]
+        client, db, world) -> None:  # noqa: F811
+    from pharmacy.models import Notification, PrescriptionReview
+    from tests.factories import DEFAULT_PASSWORD
+    from tests.pharmacy.helpers import api_token
+
+    order = _order_for(client, db, world, OrderStatus.READY_TO_PICK)
+    rx_id = world["rx_item"].prescription_id
+    staff = {"Authorization": "Bearer " + api_token(client, world["pharmacist"].email,
+                                                    DEFAULT_PASSWORD)}
+    url = f"/api/v1/prescriptions/{rx_id}/withdrawal"
+    assert client.post(url, json={"reason": " "}, headers=staff).status_code == 422
+    done = client.post(url, json={"reason": "GP stopped amlodipine: ankle swelling"},
+                       headers=staff)
+    assert done.status_code == 200, done.get_json()
+    assert done.get_json()["status"] == "cancelled"
+    db.session.expire_all()
+    assert db.session.get(Order, order.id).status is OrderStatus.CANCELLED
+    review = db.session.scalar(select(PrescriptionReview).where(
+        PrescriptionReview.prescription_id == rx_id))
+    assert review.action.value == "withdrawn" and "ankle" in review.reason
+    assert db.session.scalar(select(Notification).where(
+        Notification.kind == "prescription.withdrawn"))
+    again = client.post(url, json={"reason": "twice"}, headers=staff)
+    assert again.status_code == 409  # a cancelled prescription stays cancelled

@@ -104,6 +104,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("api_prescriptions.VerificationResource", "POST"): STAFF,
     ("api_prescriptions.SecondCheckResource", "POST"): STAFF,
     ("api_prescriptions.RejectionResource", "POST"): STAFF,
+    ("api_prescriptions.WithdrawalResource", "POST"): STAFF,
     ("api_prescriptions.QueryResource", "POST"): STAFF,
     ("api_prescriptions.QueryAnswerResource", "POST"): STAFF,
     ("api_prescriptions.DispensingResource", "POST"): STAFF,
