@@ -509,23 +509,32 @@ def _required_reason(reason: str | None, what: str) -> str:
 def reject(session: Session, rx: Prescription, pharmacist: User, reason: str, *,
            now: datetime | None = None, request_id: str | None = None) -> Prescription:
     """Reject: the reason goes back to the prescriber, and the patient is told."""
+    return _stop(session, rx, pharmacist, reason, S.REJECTED, ReviewAction.REJECTED,
+                 what="rejecting", now=now, request_id=request_id,
+                 subject="Your prescription could not be dispensed",
+                 body="Our pharmacist could not dispense a prescription sent for you and has "
+                      "contacted your prescriber. You do not need to do anything now.")
+
+
+def _stop(session: Session, rx: Prescription, pharmacist: User, reason: str,
+          new: PrescriptionStatus, action: ReviewAction, *, what: str, subject: str,
+          body: str, now: datetime | None, request_id: str | None) -> Prescription:
+    """Reject or withdraw: the decision with its reason, audited; the unpacked orders
+    waiting for the prescription cancelled; the patient told."""
     _require_pharmacist(pharmacist)
-    text = _required_reason(reason, "reason for rejecting")
-    before = _transition(rx, S.REJECTED)
+    text = _required_reason(reason, f"reason for {what}")
+    before = _transition(rx, new)
     rx.decided_by_id, rx.decided_at, rx.decision_reason = pharmacist.id, now or utcnow(), text
-    _review(session, rx, pharmacist, ReviewAction.REJECTED, text)
-    audit.record(session, action="prescription.rejected", entity_type="prescription",
+    _review(session, rx, pharmacist, action, text)
+    audit.record(session, action=f"prescription.{action.value}", entity_type="prescription",
                  entity_id=rx.id, actor=pharmacist, request_id=request_id, reason=text,
                  before={"status": before.value}, after={"status": rx.status.value})
     cancelled = _cancel_orders_waiting_for(session, rx, pharmacist,
-                                           reason=f"prescription rejected: {text}")
+                                           reason=f"prescription {action.value}: {text}")
     if rx.patient is not None:
-        _notify_patient(session, rx.patient, "prescription.rejected",
-                        "Your prescription could not be dispensed",
-                        "Our pharmacist could not dispense a prescription sent for you and has "
-                        "contacted your prescriber. You do not need to do anything now."
-                        + (" The order waiting for it has been cancelled and any payment "
-                           "released." if cancelled else ""))
+        _notify_patient(session, rx.patient, f"prescription.{action.value}", subject,
+                        body + (" The order waiting for it has been cancelled and any payment "
+                                "released." if cancelled else ""))
     session.flush()
     return rx
 
@@ -555,25 +564,11 @@ def withdraw(session: Session, rx: Prescription, pharmacist: User, reason: str, 
     """Stop a prescription that is not yet dispensed, verified ones included (a problem
     found after the check, the prescriber cancelling it): it can no longer be ordered or
     supplied, the unpacked orders waiting for it are cancelled, and the patient is told."""
-    _require_pharmacist(pharmacist)
-    text = _required_reason(reason, "reason for withdrawing")
-    before = _transition(rx, S.CANCELLED)
-    rx.decided_by_id, rx.decided_at, rx.decision_reason = pharmacist.id, now or utcnow(), text
-    _review(session, rx, pharmacist, ReviewAction.WITHDRAWN, text)
-    audit.record(session, action="prescription.withdrawn", entity_type="prescription",
-                 entity_id=rx.id, actor=pharmacist, request_id=request_id, reason=text,
-                 before={"status": before.value}, after={"status": rx.status.value})
-    cancelled = _cancel_orders_waiting_for(session, rx, pharmacist,
-                                           reason=f"prescription withdrawn: {text}")
-    if rx.patient is not None:
-        _notify_patient(session, rx.patient, "prescription.withdrawn",
-                        "A prescription of yours has been stopped",
-                        "Our pharmacist has stopped a prescription sent for you and will "
-                        "contact you or your prescriber if anything is needed."
-                        + (" The order waiting for it has been cancelled and any payment "
-                           "released." if cancelled else ""))
-    session.flush()
-    return rx
+    return _stop(session, rx, pharmacist, reason, S.CANCELLED, ReviewAction.WITHDRAWN,
+                 what="withdrawing", now=now, request_id=request_id,
+                 subject="A prescription of yours has been stopped",
+                 body="Our pharmacist has stopped a prescription sent for you and will "
+                      "contact you or your prescriber if anything is needed.")
 
 
 def query(session: Session, rx: Prescription, pharmacist: User, question: str, *,
