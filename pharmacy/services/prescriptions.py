@@ -707,6 +707,10 @@ def repeat_status(session: Session, item: PrescriptionItem, today: date) -> Repe
     if original.issued_on and today > original.issued_on + timedelta(days=ERD_BATCH_VALIDITY_DAYS):
         return no("This repeat prescription is more than 12 months old; ask your prescriber "
                   "to renew it.")
+    ends = _validity_end(session, original, item.line_id)
+    if ends is not None and today > ends:
+        return no(f"Your prescriber made this prescription valid until {ends:%-d %B %Y}; ask "
+                  "them to renew it.")
     if latest.status in OPEN_STATUSES or latest.status is S.VERIFIED:
         return no("Your last issue is still being prepared.")
     if latest.status is not S.DISPENSED or latest.dispensed_at is None:
@@ -726,6 +730,16 @@ def repeatable_items(original: Prescription, issue_number: int) -> list[Prescrip
     return [i for i in original.items
             if i.repeats_allowed + 1 >= issue_number
             and i.cd_schedule not in SECOND_CHECK_SCHEDULES]
+
+
+def _validity_end(session: Session, original: Prescription, line_id: str) -> date | None:
+    """The last day the prescriber allowed for this item (validityPeriod.end), if stated."""
+    if not original.source_bundle:
+        return None
+    parsed = validate(session, original.source_bundle).parsed
+    if parsed is None:
+        return None
+    return next((i.validity_end for i in parsed.items if i.line_id == line_id), None)
 
 
 def request_repeat(session: Session, patient: PatientProfile, item_id: int, *,

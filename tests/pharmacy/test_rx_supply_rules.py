@@ -201,3 +201,23 @@ def test_a_verified_prescription_is_withdrawn_and_its_waiting_order_cancelled(  
         Notification.kind == "prescription.withdrawn"))
     again = client.post(url, json={"reason": "twice"}, headers=staff)
     assert again.status_code == 409  # a cancelled prescription stays cancelled
+
+
+def test_a_repeat_is_not_issued_after_the_prescribers_validity_end(  # type: ignore[no-untyped-def]
+        client, db, people) -> None:
+    repeating = Item(AMLODIPINE_5.code, AMLODIPINE_5.display, 28, repeats=3)
+    document = bundle(repeating, course="continuous-repeat-dispensing")
+    ends = date.today() + timedelta(days=40)
+    request = next(e["resource"] for e in document["entry"]
+                   if e["resource"]["resourceType"] == "MedicationRequest")
+    request["dispenseRequest"]["validityPeriod"] = {"start": date.today().isoformat(),
+                                                    "end": ends.isoformat()}
+    rx = _receive(client, db, people, document)
+    rx_service.verify(db.session, rx, people["ph1"],
+                      {w.key: "checked" for w in rx_service.warnings_of(rx)})
+    rx_service.mark_dispensed(db.session, rx, people["ph1"])
+    db.session.commit()
+    item = rx.items[0]
+    assert rx_service.repeat_status(db.session, item, ends - timedelta(days=1)).can_order
+    late = rx_service.repeat_status(db.session, item, ends + timedelta(days=1))
+    assert not late.can_order and "valid until" in late.reason
