@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -181,6 +182,21 @@ def receive_prescription(session: Session, document: Any, *, actor: User,
 
     parsed = report.parsed
     patient = _link_patient(session, parsed, report) if parsed is not None else None
+    if patient is not None:
+        # Check against what the pharmacy knows too: the allergies and current medicines on
+        # its own record of the patient, which a prescribing system's bundle rarely carries.
+        known = with_patient_record(session, document, patient, now=now)
+        if known is not document:
+            with_record = validate(session, known, now=now)
+            # Only ever more findings: the record's additions must not break the bundle.
+            if {f.rule for f in report.findings} <= {f.rule for f in with_record.findings} \
+                    and "bundle-invalid" not in {f.rule for f in with_record.findings} - {
+                        f.rule for f in report.findings}:
+                report = with_record
+                parsed = report.parsed or parsed
+            else:
+                logger.warning("the patient record made prescription %s unreadable; "
+                               "validated the bundle alone", key)
     prescriber = _link_prescriber(session, parsed, report) if parsed is not None else None
     items = list(parsed.items) if parsed is not None else []
     rx = Prescription(
@@ -236,6 +252,81 @@ def receive_prescription(session: Session, document: Any, *, actor: User,
                             "prescriber why; they will send a corrected one.")
     session.flush()
     return Intake(rx, True)
+
+
+#: A patient's other prescriptions count as current medicines for this long after they
+#: arrived (a typical repeat is 28 days; three months covers a late or longer supply).
+CURRENT_PRESCRIPTION_DAYS = 90
+_ATC_CODE = re.compile(r"[A-Z][0-9]{2}(?:[A-Z](?:[A-Z](?:[0-9]{2})?)?)?")
+
+
+def with_patient_record(session: Session, document: Any, patient: PatientProfile, *,
+                        now: datetime) -> Any:
+    """The bundle with the pharmacy's record of the patient added for the checks: recorded
+    allergies as AllergyIntolerance, recorded current medicines and the items of their
+    other live prescriptions as MedicationStatement. The bundle itself is stored verbatim;
+    this copy is only validated. Returns ``document`` itself when there is nothing to add.
+    """
+    from .rx_rules.fhir import ATC_SYSTEM
+
+    if not isinstance(document, dict) or not isinstance(document.get("entry"), list):
+        return document
+    subject = next((e.get("fullUrl") for e in document["entry"] if isinstance(e, dict)
+                    and isinstance(e.get("resource"), dict)
+                    and e["resource"].get("resourceType") == "Patient"), None)
+    if not isinstance(subject, str):
+        return document
+    reference = {"reference": subject}
+    present = {json.dumps(e.get("resource", {}).get("code"), sort_keys=True).lower()
+               for e in document["entry"] if isinstance(e, dict)
+               and isinstance(e.get("resource"), dict)
+               and e["resource"].get("resourceType") == "AllergyIntolerance"}
+    added: list[dict[str, Any]] = []
+    for allergy in patient.allergies:
+        substance = allergy.substance.strip()
+        code: dict[str, Any] = ({"coding": [{"system": ATC_SYSTEM, "code": substance}]}
+                                if _ATC_CODE.fullmatch(substance) else {"text": substance})
+        if json.dumps(code, sort_keys=True).lower() in present:
+            continue
+        added.append({"resourceType": "AllergyIntolerance", "code": code,
+                      "patient": reference,
+                      "clinicalStatus": {"coding": [{
+                          "system": "http://terminology.hl7.org/CodeSystem/"
+                                    "allergyintolerance-clinical", "code": "active"}]}})
+    medicines = [(m.medicine.code if m.medicine else None,
+                  m.medicine.name if m.medicine else m.description)
+                 for m in patient.current_medications]
+    since = now - timedelta(days=CURRENT_PRESCRIPTION_DAYS)
+    for item in session.scalars(
+            select(PrescriptionItem).join(Prescription).where(
+                Prescription.patient_id == patient.id,
+                Prescription.status.in_([*OPEN_STATUSES, S.VERIFIED, S.DISPENSED]),
+                Prescription.received_at >= since)):
+        medicines.append((item.medication_code, item.medication_display))
+    # The medicine being prescribed again is a continuation, not a second current therapy.
+    prescribed = set()
+    for entry in document["entry"]:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "MedicationRequest":
+            concept = resource.get("medicationCodeableConcept")
+            codings = concept.get("coding") if isinstance(concept, dict) else None
+            prescribed |= {c.get("code") for c in codings or [] if isinstance(c, dict)}
+    for code_value, name in dict.fromkeys(medicines):
+        if code_value and code_value in prescribed:
+            continue
+        concept: dict[str, Any] = {"text": name} if name else {}
+        if code_value:
+            concept["coding"] = [{"system": "http://snomed.info/sct", "code": code_value,
+                                  "display": name}]
+        if concept:
+            added.append({"resourceType": "MedicationStatement", "status": "active",
+                          "subject": reference, "medicationCodeableConcept": concept})
+    if not added:
+        return document
+    extended = dict(document)
+    extended["entry"] = [*document["entry"], *(
+        {"fullUrl": f"urn:pharmacy-record:{n}", "resource": r} for n, r in enumerate(added))]
+    return extended
 
 
 def _same_or_conflict(existing: Prescription, document: Any) -> Intake:

@@ -221,3 +221,30 @@ def test_a_repeat_is_not_issued_after_the_prescribers_validity_end(  # type: ign
     assert rx_service.repeat_status(db.session, item, ends - timedelta(days=1)).can_order
     late = rx_service.repeat_status(db.session, item, ends + timedelta(days=1))
     assert not late.can_order and "valid until" in late.reason
+
+
+def test_intake_checks_the_pharmacys_own_record_of_the_patient(  # type: ignore[no-untyped-def]
+        client, db, people) -> None:
+    from pharmacy.models import Allergy
+    from tests.pharmacy.fhir_factory import CLARITHROMYCIN_500
+
+    nhs = "9434765919"
+    first = _receive(client, db, people, bundle(SIMVASTATIN_40, nhs=nhs))
+    db.session.add(Allergy(patient_id=first.patient_id, substance="clarithromycin",
+                           recorded_at=utcnow()))
+    db.session.commit()
+    # The prescribing system sends neither the allergy nor the simvastatin.
+    second = _receive(client, db, people, bundle(CLARITHROMYCIN_500, nhs=nhs))
+    assert second.patient_id == first.patient_id
+    rules = sorted({w.rule for w in rx_service.warnings_of(second)})
+    assert rules == ["allergy", "interaction"]
+    assert second.source_bundle == bundle_without_record(second)  # stored verbatim
+    # The same medicine again is not a duplicate of itself.
+    third = _receive(client, db, people, bundle(SIMVASTATIN_40, nhs=nhs))
+    assert "duplicate-therapy" not in {w.rule for w in rx_service.warnings_of(third)}
+
+
+def bundle_without_record(rx: Prescription) -> dict:  # type: ignore[type-arg]
+    assert not any(str(e.get("fullUrl", "")).startswith("urn:pharmacy-record:")
+                   for e in rx.source_bundle["entry"])
+    return rx.source_bundle
