@@ -267,6 +267,7 @@ def with_patient_record(session: Session, document: Any, patient: PatientProfile
     other live prescriptions as MedicationStatement. The bundle itself is stored verbatim;
     this copy is only validated. Returns ``document`` itself when there is nothing to add.
     """
+    from .rx_rules.clinical import ALLERGY_CLASSES
     from .rx_rules.fhir import ATC_SYSTEM
 
     if not isinstance(document, dict) or not isinstance(document.get("entry"), list):
@@ -286,6 +287,9 @@ def with_patient_record(session: Session, document: Any, patient: PatientProfile
         substance = allergy.substance.strip()
         code: dict[str, Any] = ({"coding": [{"system": ATC_SYSTEM, "code": substance}]}
                                 if _ATC_CODE.fullmatch(substance) else {"text": substance})
+        groups = ALLERGY_CLASSES.get(substance.casefold(), ())
+        if groups:
+            code["coding"] = [{"system": ATC_SYSTEM, "code": g} for g in groups]
         if json.dumps(code, sort_keys=True).lower() in present:
             continue
         added.append({"resourceType": "AllergyIntolerance", "code": code,

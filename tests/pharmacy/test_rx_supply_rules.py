@@ -248,3 +248,19 @@ def bundle_without_record(rx: Prescription) -> dict:  # type: ignore[type-arg]
     assert not any(str(e.get("fullUrl", "")).startswith("urn:pharmacy-record:")
                    for e in rx.source_bundle["entry"])
     return rx.source_bundle
+
+
+def test_an_allergy_recorded_as_a_drug_class_flags_its_members(  # type: ignore[no-untyped-def]
+        client, db, people) -> None:
+    from pharmacy.models import Allergy
+    from tests.pharmacy.fhir_factory import Item as RxItem
+
+    nhs = "9434765919"
+    first = _receive(client, db, people, bundle(AMLODIPINE_5, nhs=nhs))
+    db.session.add(Allergy(patient_id=first.patient_id, substance="Penicillins",
+                           recorded_at=utcnow()))
+    db.session.commit()
+    amoxicillin = RxItem("39732411000001106", "Amoxicillin 500mg capsules", 21, per_day=3,
+                         supply_days=7)
+    second = _receive(client, db, people, bundle(amoxicillin, nhs=nhs))
+    assert [w.rule for w in rx_service.warnings_of(second)] == ["allergy"]

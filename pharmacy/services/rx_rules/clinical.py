@@ -154,6 +154,31 @@ def check_pairs(items: Sequence[Medicine], current: Sequence[Medicine],
     return findings
 
 
+#: Drug classes an allergy is often recorded as, by name, with their ATC groups (WHO
+#: Collaborating Centre for Drug Statistics Methodology, ATC index; class names as in the
+#: BNF). The pharmacy's own record codes such an allergy with these ATC groups, so that a
+#: "penicillins" allergy flags amoxicillin (a bundle's allergy matches by name or ATC code
+#: only, as the validation spec says).
+ALLERGY_CLASSES: dict[str, tuple[str, ...]] = {
+    "penicillin": ("J01C",), "penicillins": ("J01C",),
+    "beta-lactam": ("J01C", "J01D"), "beta-lactams": ("J01C", "J01D"),
+    "cephalosporin": ("J01DB", "J01DC", "J01DD", "J01DE", "J01DI"),
+    "cephalosporins": ("J01DB", "J01DC", "J01DD", "J01DE", "J01DI"),
+    "carbapenems": ("J01DH",), "macrolide": ("J01FA",), "macrolides": ("J01FA",),
+    "tetracycline": ("J01AA",), "tetracyclines": ("J01AA",),
+    "sulfonamide": ("J01E",), "sulfonamides": ("J01E",), "sulphonamides": ("J01E",),
+    "quinolone": ("J01M",), "quinolones": ("J01M",), "fluoroquinolones": ("J01MA",),
+    "aminoglycosides": ("J01G",),
+    "nsaid": ("M01A",), "nsaids": ("M01A",),
+    "non-steroidal anti-inflammatory drugs": ("M01A",),
+    "opioid": ("N02A", "N07BC", "R05DA"), "opioids": ("N02A", "N07BC", "R05DA"),
+    "opiates": ("N02A",),
+    "statin": ("C10AA",), "statins": ("C10AA",),
+    "ace inhibitor": ("C09A", "C09B"), "ace inhibitors": ("C09A", "C09B"),
+    "benzodiazepine": ("N05BA", "N05CD"), "benzodiazepines": ("N05BA", "N05CD"),
+}
+
+
 def check_allergies(items: Sequence[Medicine], allergies: Sequence[Entry]) -> list[Finding]:
     """``allergy`` warnings: an item's ingredient or ATC class matches an AllergyIntolerance.
 
