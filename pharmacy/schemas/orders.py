@@ -66,7 +66,7 @@ class PaymentOutSchema(Schema):
 
 
 class RebookOutSchema(Schema):
-    kind = fields.String(required=True, metadata={"enum": ["unserved", "failed"]})
+    kind = fields.String(required=True, metadata={"enum": ["unserved", "failed", "missed"]})
     message = fields.String(required=True, metadata={"description": "Why, in plain words"})
 
 

@@ -53,6 +53,8 @@ FAILURE_WORDS = {
     "unsafe": "Our courier could not deliver safely.",
 }
 UNSERVED_WORDS = "We could not fit your delivery into the time you chose."
+MISSED_WORDS = ("Your order was ready after the van for the time you chose had left; please "
+                "choose another time.")
 
 
 class NotRebookable(Conflict):
@@ -96,7 +98,23 @@ def rebook_reason(session: Session, order: Order) -> RebookReason | None:
         if stop is not None and stop.status is StopStatus.UNSERVED:
             # The planner's reason is technical (vans, windows); the patient gets plain words.
             return RebookReason("unserved", UNSERVED_WORDS, stop)
+        if (stop is None or stop.status not in (StopStatus.PENDING, StopStatus.ARRIVED)) \
+                and _missed_its_wave(session, order):
+            return RebookReason("missed", MISSED_WORDS, None)
     return None
+
+
+def _missed_its_wave(session: Session, order: Order) -> bool:
+    """Packed after its slot's van left (the wave was dispatched without it) or after the
+    slot ended: no plan will ever carry it unless it moves to another slot."""
+    if order.delivery_window_start is None:
+        return False
+    if order.delivery_window_end is not None and order.delivery_window_end <= utcnow():
+        return True
+    wave = session.scalar(select(DeliveryWave).where(
+        DeliveryWave.pharmacy_id == order.pharmacy_id,
+        DeliveryWave.window_start == order.delivery_window_start))
+    return wave is not None and wave.status in (WaveStatus.DISPATCHED, WaveStatus.COMPLETED)
 
 
 def _cd_last_day(session: Session, order: Order) -> date | None:

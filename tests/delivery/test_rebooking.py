@@ -203,3 +203,27 @@ def test_a_controlled_drug_is_not_moved_past_its_prescriptions_28_days(db) -> No
     db.session.rollback()
     rebooking.rebook_delivery(db.session, order, same_day.id, actor=None)
     db.session.commit()
+
+
+def test_an_order_packed_after_its_van_left_can_move_to_another_slot(db) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.models import DeliveryStop, Order, OrderStatus, WaveStatus
+    from tests.delivery.conftest import make_wave_orders
+
+    slot = make_wave_orders(db, 1, fridge_every=0)
+    order = db.session.scalar(select(Order).where(Order.status == OrderStatus.PACKED))
+    assert rebooking.rebook_reason(db.session, order) is None  # waiting for its wave
+    wave = delivery.close_wave(db.session, slot)
+    db.session.flush()
+    # It was packed too late for the plan: the van left without it.
+    for stop in db.session.scalars(select(DeliveryStop).where(DeliveryStop.order_id == order.id)):
+        db.session.delete(stop)
+    wave.status = WaveStatus.DISPATCHED
+    db.session.commit()
+    reason = rebooking.rebook_reason(db.session, order)
+    assert reason is not None and reason.kind == "missed"
+    assert "van" in reason.message
+    other = next(v.slot for v in rebooking.bookable_slots(db.session, order))
+    rebooking.rebook_delivery(db.session, order, other.id, actor=None)
+    db.session.commit()
+    assert order.delivery_slot_id == other.id and order.status is OrderStatus.PACKED
+    assert rebooking.rebook_reason(db.session, order) is None
