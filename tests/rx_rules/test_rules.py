@@ -752,8 +752,25 @@ def test_cd_supply_over_30_days(check) -> None:
 
 def test_cd_supply_of_liquid(check) -> None:
     # Methadone 1mg/ml: 30 ml a day, 930 ml is 31 days.
-    assert rules(check(rx(_cd2(dose=30, qty=900)))) == []
-    only(check(rx(_cd2(dose=30, qty=930))), "cd-supply-over-30-days")
+    assert rules(check(rx(_cd2(dose=30, qty=900, words="nine hundred")))) == []
+    only(check(rx(_cd2(dose=30, qty=930, words="nine hundred and thirty"))),
+         "cd-supply-over-30-days")
+
+
+@pytest.mark.parametrize("words,qty,mismatch", [
+    ("one hundred and forty", 140, False), ("One hundred and forty (140) millilitres", 140,
+                                             False),
+    ("one hundred and fourteen", 140, True), ("fourteen", 140, True),
+    ("a hundred and forty", 140, False), ("hundred and forty", 140, False),  # unclear: left
+    ("one hundred and forty point five", 140, False),
+])
+def test_cd_quantity_in_words_must_agree_with_the_figures(
+        check, words: str, qty: int, mismatch: bool) -> None:
+    found = rules(check(rx(_cd2(qty=qty, words=words))))
+    assert found == (["cd-quantity-words-mismatch"] if mismatch else [])
+    if mismatch:
+        finding = only(check(rx(_cd2(qty=qty, words=words))), "cd-quantity-words-mismatch")
+        assert finding.severity is Severity.WARNING and str(qty) in finding.diagnostics
 
 
 def test_cd_supply_with_mass_dose_and_tablet_quantity(check) -> None:

@@ -65,6 +65,7 @@ from .validity import (
     parse_fhir_date,
     six_month_last_day,
 )
+from .words import words_to_number
 
 logger = logging.getLogger(__name__)
 
@@ -440,12 +441,28 @@ class _Check:
                          f"{item.label} is a Schedule {schedule} controlled drug; its total "
                          "quantity must also be given in words (controlled-drug extension "
                          "quantityWords).", item.path("extension"), item)
+            else:
+                self.check_words_match_figures(item, words)
         if schedule in CD_28_DAY_SCHEDULES and item.supply_days is not None and (
                 item.supply_days > CD_SUPPLY_LIMIT_DAYS):
             self.add("cd-supply-over-30-days", WARNING,
                      f"{item.label} is a Schedule {schedule} controlled drug and the quantity "
                      f"lasts {_days(item.supply_days)} days at the prescribed dose, more than "
                      f"{CD_SUPPLY_LIMIT_DAYS}.", item.path("dispenseRequest.quantity"), item)
+
+    def check_words_match_figures(self, item: _Item, words: str) -> None:
+        """Words and figures must give the same total (Misuse of Drugs Regulations 2001
+        reg 15). Only a clear disagreement is reported, as a warning for the pharmacist:
+        words that do not read as one whole number are left to them."""
+        said = words_to_number(words)
+        figure = get(item.mr, "dispenseRequest", "quantity", "value")
+        if said is None or isinstance(figure, bool) or not isinstance(figure, int | float):
+            return
+        if float(figure) != float(said):
+            self.add("cd-quantity-words-mismatch", WARNING,
+                     f"{item.label}: the quantity in words, '{words}', says {said}, but the "
+                     f"figures say {figure:g}; a controlled-drug prescription must give the "
+                     "same total in both.", item.path("dispenseRequest.quantity"), item)
 
     def check_dose(self, item: _Item) -> None:
         entry = item.formulary
