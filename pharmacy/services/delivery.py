@@ -120,6 +120,11 @@ class ProblemIndex:
     plan_version: int
     midnight: datetime
     vehicle_courier: dict[str, int | None]
+    # Stops left out of the problem, with why (an address with no map position).
+    left_out: tuple[tuple[int, str], ...] = ()
+
+
+UNLOCATED = "the delivery address could not be located on the map; check it with the patient"
 
 
 def build_problem(session: Session, wave_id: int) -> tuple[Any, ProblemIndex]:
@@ -160,6 +165,7 @@ def build_problem(session: Session, wave_id: int) -> tuple[Any, ProblemIndex]:
     if not vehicles:
         raise Conflict("No courier with a van is on shift for this window.")
     stops = []
+    left_out: list[tuple[int, str]] = []
     for stop in session.scalars(select(DeliveryStop).where(
             DeliveryStop.wave_id == wave.id,
             DeliveryStop.status.in_([StopStatus.PENDING, StopStatus.ARRIVED,
@@ -169,6 +175,9 @@ def build_problem(session: Session, wave_id: int) -> tuple[Any, ProblemIndex]:
         assert order is not None
         address = session.get(Address, order.address_id) if order.address_id else None
         if not address or address.latitude is None or address.longitude is None:
+            # Cannot be routed; the stored plan says so (the patient is offered another
+            # slot, the planner page shows why) instead of leaving it pending for good.
+            left_out.append((stop.id, UNLOCATED))
             continue
         controlled = needs_id_check(order)
         stops.append(routing.Stop(
@@ -200,7 +209,8 @@ def build_problem(session: Session, wave_id: int) -> tuple[Any, ProblemIndex]:
     problem = routing.RoutingProblem(depots=(depot,), vehicles=tuple(vehicles),
                                      stops=tuple(stops), started=tuple(started),
                                      name=f"wave-{wave.id}")
-    return problem, ProblemIndex(wave.id, wave.plan_version, midnight, couriers)
+    return problem, ProblemIndex(wave.id, wave.plan_version, midnight, couriers,
+                                 tuple(left_out))
 
 
 def store_plan(session: Session, index: ProblemIndex, plan: Any) -> bool:
@@ -257,10 +267,11 @@ def store_plan(session: Session, index: ProblemIndex, plan: Any) -> bool:
             if stop.status is StopStatus.UNSERVED:
                 stop.status = StopStatus.PENDING
             stop.unserved_reason = None
-    for unserved in plan.unserved:
-        stop = session.get(DeliveryStop, int(unserved.stop_id))
+    reasons = [(int(u.stop_id), u.reason) for u in plan.unserved] + list(index.left_out)
+    for stop_id, reason in reasons:
+        stop = session.get(DeliveryStop, stop_id)
         if stop is not None:
-            stop.status, stop.unserved_reason = StopStatus.UNSERVED, unserved.reason
+            stop.status, stop.unserved_reason = StopStatus.UNSERVED, reason
             _offer_new_slot(session, stop)
     dispatched = session.scalar(select(DeliveryRoute.id).where(
         DeliveryRoute.wave_id == wave.id, DeliveryRoute.started_at.is_not(None)).limit(1))
@@ -418,6 +429,11 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
         return ActionResult(stop, None, False)
     if stop.status in (StopStatus.DELIVERED, StopStatus.FAILED):
         raise Conflict(f"This stop is already {stop.status.value}.")
+    route = session.get(DeliveryRoute, stop.route_id) if stop.route_id else None
+    if route is None or route.started_at is None:
+        # The parcel has not left (and its money is not taken): start the route first.
+        raise Conflict("Start the route before recording a delivery: the parcels leave the "
+                       "pharmacy, and the cards are charged, when the route starts.")
     cancelled = session.get(Order, stop.order_id)
     if cancelled is not None and cancelled.status in (OrderStatus.CANCELLED,
                                                       OrderStatus.REFUNDED):

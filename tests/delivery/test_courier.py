@@ -212,3 +212,39 @@ def test_a_cancelled_parcel_leaves_the_route_and_cannot_be_handed_over(  # type:
     handed = _act(client, stop_id, token, action="delivered", client_action_id="gone-1",
                   recipient_name="Pat", signature=png_data_url(), id_checked="yes")
     assert handed.status_code == 404
+
+
+def test_nothing_is_recorded_as_delivered_before_the_route_starts(client, db, planned) -> None:  # type: ignore[no-untyped-def]
+    route = planned[0]
+    stop = route.stops[0]
+    _login_courier(client, db, route)
+    token = csrf_token(client, f"/courier/routes/{route.id}")
+    early = _act(client, stop.id, token, action="delivered", client_action_id="early-1",
+                 recipient_name="Pat", signature=png_data_url(), id_checked="yes")
+    assert early.status_code == 409
+    assert "Start the route" in early.get_json()["error"]
+    db.session.expire_all()
+    assert db.session.get(DeliveryStop, stop.id).status is StopStatus.PENDING
+    assert db.session.get(Order, stop.order_id).status is OrderStatus.PACKED
+
+
+def test_an_address_that_cannot_be_located_is_unserved_with_the_reason(db, fast_routing) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.jobs.deliveries import plan_wave
+    from pharmacy.models import Address
+    from pharmacy.services import rebooking
+
+    slot = make_wave_orders(db, 6, fridge_every=0)
+    lost = db.session.scalar(select(Order).where(Order.status == OrderStatus.PACKED)
+                             .order_by(Order.id))
+    lost_id = lost.id
+    address = db.session.get(Address, lost.address_id)
+    address.latitude = address.longitude = None
+    wave_id = delivery.close_wave(db.session, slot).id
+    db.session.commit()
+    assert plan_wave(wave_id, 0) == wave_id
+    db.session.expire_all()
+    stop = db.session.scalar(select(DeliveryStop).where(DeliveryStop.order_id == lost_id))
+    assert stop.status is StopStatus.UNSERVED and stop.route_id is None
+    assert "could not be located" in stop.unserved_reason
+    reason = rebooking.rebook_reason(db.session, db.session.get(Order, lost_id))
+    assert reason is not None and reason.kind == "unserved"

@@ -137,6 +137,7 @@ def test_a_delivery_with_a_photo_is_served_to_staff_and_its_courier_only(
     mine, theirs = planned[0], planned[1]
     _login_courier(client, db, mine)
     token = csrf_token(client, f"/courier/routes/{mine.id}")
+    client.post(f"/courier/routes/{mine.id}/start", data={"csrf_token": token})
     stop = _plain_stop(db, mine)
     store = PhotoStore.from_settings(app.config, app.instance_path)
     before = set(store.directory.iterdir()) if store.directory.exists() else set()
@@ -176,6 +177,7 @@ def test_bad_or_oversized_photos_are_clear_4xx_and_record_nothing(
     route = planned[0]
     _login_courier(client, db, route)
     token = csrf_token(client, f"/courier/routes/{route.id}")
+    client.post(f"/courier/routes/{route.id}/start", data={"csrf_token": token})
     stop = _plain_stop(db, route)
     fake = _deliver(client, stop.id, token, b"not an image at all", client_action_id="p-1")
     assert fake.status_code == 422
