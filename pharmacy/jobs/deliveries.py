@@ -8,6 +8,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select
 
+from ..errors import DomainError
 from ..extensions import db
 from ..models import DeliverySlot, DeliveryWave, WaveStatus
 from ..models.base import utcnow
@@ -27,7 +28,10 @@ def plan_wave(wave_id: int, plan_version: int) -> int | None:
     if wave is None or wave.status is not WaveStatus.PLANNING or wave.plan_version != plan_version:
         db.session.rollback()
         return None
-    problem, index = delivery.build_problem(db.session, wave_id)
+    try:
+        problem, index = delivery.build_problem(db.session, wave_id)
+    except DomainError as err:
+        return _failed(wave_id, plan_version, err.detail)
     db.session.rollback()
     db.session.remove()  # give the connection back during the solve
     seconds = float(current_app.config.get("ROUTING_TIME_LIMIT_S", 20))
@@ -36,12 +40,24 @@ def plan_wave(wave_id: int, plan_version: int) -> int | None:
     with SOLVER_SECONDS.time():
         plan = routing.solve(problem, time_limit=timedelta(seconds=seconds), seed=0, workers=1)
     SOLVER_DISTANCE.set(plan.distance_m)
-    stored = delivery.store_plan(db.session, index, plan)
+    try:
+        stored = delivery.store_plan(db.session, index, plan)
+    except DomainError as err:
+        return _failed(wave_id, plan_version, err.detail)
     db.session.commit()
     logger.info("wave %s: %s (%d routes, %d unserved)", wave_id,
                 "stored" if stored else "stale, not stored", len(plan.routes),
                 len(plan.unserved))
     return wave_id if stored else None
+
+
+def _failed(wave_id: int, plan_version: int, reason: str) -> None:
+    db.session.rollback()
+    delivery.planning_failed(db.session, wave_id, plan_version, reason)
+    db.session.commit()
+    logger.warning("wave %s: no plan (%s); its parcels were offered other slots", wave_id,
+                   reason)
+    return None
 
 
 def close_due_waves() -> int:

@@ -289,6 +289,31 @@ def store_plan(session: Session, index: ProblemIndex, plan: Any) -> bool:
     return True
 
 
+def planning_failed(session: Session, wave_id: int, plan_version: int, reason: str) -> bool:
+    """No plan could be made (no courier on shift, an infeasible plan): the wave must not
+    stay 'planning' for good. It goes back to open (or to its last plan), so the cut-off
+    sweep tries again, and its parcels not on a van are offered other slots meanwhile.
+    Returns False when the wave moved on and nothing was changed."""
+    wave = session.scalar(select(DeliveryWave).where(DeliveryWave.id == wave_id)
+                          .with_for_update())
+    if wave is None or wave.status is not WaveStatus.PLANNING or (
+            wave.plan_version != plan_version):
+        return False
+    wave.status = WaveStatus.PLANNED if wave.planned_at is not None else WaveStatus.OPEN
+    for stop in session.scalars(select(DeliveryStop).where(
+            DeliveryStop.wave_id == wave.id, DeliveryStop.route_id.is_(None),
+            DeliveryStop.status.in_([StopStatus.PENDING, StopStatus.UNSERVED]))):
+        stop.status = StopStatus.UNSERVED
+        stop.unserved_reason = f"no delivery plan could be made: {reason}"[:500]
+        _offer_new_slot(session, stop)
+    audit.record(session, action="delivery.planning_failed", entity_type="delivery_wave",
+                 entity_id=wave.id, reason=reason,
+                 before={"status": WaveStatus.PLANNING.value},
+                 after={"status": wave.status.value})
+    session.flush()
+    return True
+
+
 def _offer_new_slot(session: Session, stop: DeliveryStop) -> None:
     from . import notify
 

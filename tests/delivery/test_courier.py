@@ -248,3 +248,35 @@ def test_an_address_that_cannot_be_located_is_unserved_with_the_reason(db, fast_
     assert "could not be located" in stop.unserved_reason
     reason = rebooking.rebook_reason(db.session, db.session.get(Order, lost_id))
     assert reason is not None and reason.kind == "unserved"
+
+
+def test_a_wave_no_courier_can_take_goes_back_and_its_parcels_are_offered_other_slots(  # type: ignore[no-untyped-def]
+        db, fast_routing) -> None:
+    from pharmacy.jobs.deliveries import plan_wave
+    from pharmacy.models import DeliveryWave, Vehicle, WaveStatus
+    from pharmacy.services import rebooking
+
+    slot = make_wave_orders(db, 3, fridge_every=0)
+    for van in db.session.scalars(select(Vehicle)):
+        van.is_active = False  # every van off the road
+    wave = delivery.close_wave(db.session, slot)
+    wave_id, version = wave.id, wave.plan_version
+    db.session.commit()
+    assert plan_wave(wave_id, version) is None
+    db.session.expire_all()
+    wave = db.session.get(DeliveryWave, wave_id)
+    assert wave.status is WaveStatus.OPEN  # the cut-off sweep will try again
+    stops = db.session.scalars(select(DeliveryStop).where(DeliveryStop.wave_id == wave_id)).all()
+    assert stops and all(s.status is StopStatus.UNSERVED for s in stops)
+    assert all("no delivery plan could be made" in s.unserved_reason for s in stops)
+    order = db.session.get(Order, stops[0].order_id)
+    assert rebooking.rebook_reason(db.session, order).kind == "unserved"
+    # Vans back: the next sweep plans the wave again.
+    for van in db.session.scalars(select(Vehicle)):
+        van.is_active = True
+    wave = delivery.close_wave(db.session, db.session.get(type(slot), slot.id))
+    version = wave.plan_version
+    db.session.commit()
+    assert plan_wave(wave_id, version) == wave_id
+    db.session.expire_all()
+    assert db.session.get(DeliveryWave, wave_id).status is WaveStatus.PLANNED
