@@ -802,7 +802,7 @@ def repeat_status(session: Session, item: PrescriptionItem, today: date) -> Repe
     if original.issued_on and today > original.issued_on + timedelta(days=ERD_BATCH_VALIDITY_DAYS):
         return no("This repeat prescription is more than 12 months old; ask your prescriber "
                   "to renew it.")
-    ends = _validity_end(session, original, item.line_id)
+    ends = _validity_end(original, item.line_id)
     if ends is not None and today > ends:
         return no(f"Your prescriber made this prescription valid until {ends:%-d %B %Y}; ask "
                   "them to renew it.")
@@ -827,11 +827,20 @@ def repeatable_items(original: Prescription, issue_number: int) -> list[Prescrip
             and i.cd_schedule not in SECOND_CHECK_SCHEDULES]
 
 
-def _validity_end(session: Session, original: Prescription, line_id: str) -> date | None:
-    """The last day the prescriber allowed for this item (validityPeriod.end), if stated."""
+def _validity_end(original: Prescription, line_id: str) -> date | None:
+    """The last day the prescriber allowed for this item (validityPeriod.end), if stated.
+
+    Read by the intake parser on the stored bundle, without the formulary (dates do not
+    depend on it): "My medicines" asks this for every repeat item it lists, and loading the
+    formulary from the database for each would be wasted work.
+    """
+    from .rx_rules import validate_bundle
+    from .rx_rules.types import FormularyView
+
     if not original.source_bundle:
         return None
-    parsed = validate(session, original.source_bundle).parsed
+    parsed = validate_bundle(original.source_bundle, FormularyView({}, {}, ()),
+                             now=utcnow()).parsed
     if parsed is None:
         return None
     return next((i.validity_end for i in parsed.items if i.line_id == line_id), None)
