@@ -472,13 +472,8 @@ def move_reservations(session: Session, batch: StockBatch, *, actor: User | None
     for allocation in allocations:
         line = allocation.order_line
         order = line.order
-        batch.quantity_reserved -= allocation.quantity
-        allocation.status = AllocationStatus.RELEASED
-        session.add(StockMovement(batch=batch, kind=MovementKind.RELEASED,
-                                  reserved_change=-allocation.quantity,
-                                  reference=order.reference,
-                                  reason=f"{reason}: reservation moved",
-                                  actor_id=actor.id if actor else None))
+        _release_allocation(session, batch, allocation, reason=f"{reason}: reservation moved",
+                            actor=actor)
         delivery_day = (order.delivery_window_start or utcnow()).astimezone(LONDON).date()
         missing = _reserve_from(session, line, allocation.quantity, candidates,
                                 must_last_until=_course_end(session, line, delivery_day),
@@ -502,12 +497,18 @@ def _release_line(session: Session, line: OrderLine, *, reason: str,
         batch = session.scalar(select(StockBatch).where(StockBatch.id == allocation.batch_id)
                                .with_for_update())
         assert batch is not None
-        batch.quantity_reserved -= allocation.quantity
-        allocation.status = AllocationStatus.RELEASED
-        session.add(StockMovement(batch=batch, kind=MovementKind.RELEASED,
-                                  reserved_change=-allocation.quantity,
-                                  reference=line.order.reference, reason=reason,
-                                  actor_id=actor.id if actor else None))
+        _release_allocation(session, batch, allocation, reason=reason, actor=actor)
+
+
+def _release_allocation(session: Session, batch: StockBatch, allocation: StockAllocation, *,
+                        reason: str, actor: User | None) -> None:
+    """Give one reservation's units back to its (locked) batch, as a ledger line."""
+    batch.quantity_reserved -= allocation.quantity
+    allocation.status = AllocationStatus.RELEASED
+    session.add(StockMovement(batch=batch, kind=MovementKind.RELEASED,
+                              reserved_change=-allocation.quantity,
+                              reference=allocation.order_line.order.reference, reason=reason,
+                              actor_id=actor.id if actor else None))
 
 
 def release_stock(session: Session, order: Order, *, reason: str,
