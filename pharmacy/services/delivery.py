@@ -459,16 +459,14 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
         # The parcel has not left (and its money is not taken): start the route first.
         raise Conflict("Start the route before recording a delivery: the parcels leave the "
                        "pharmacy, and the cards are charged, when the route starts.")
-    cancelled = session.get(Order, stop.order_id)
-    if cancelled is not None and cancelled.status in (OrderStatus.CANCELLED,
-                                                      OrderStatus.REFUNDED):
-        raise Conflict(f"This order was {cancelled.status.value}: do not hand it over; bring "
+    order = session.get(Order, stop.order_id)
+    assert order is not None
+    if order.status in (OrderStatus.CANCELLED, OrderStatus.REFUNDED):
+        raise Conflict(f"This order was {order.status.value}: do not hand it over; bring "
                        "the parcel back to the pharmacy.")
     if photo is not None and action != "delivered":
         raise InvalidRequest("A photo goes with a delivery only.",
                              errors=[{"field": "photo", "message": "Only for 'delivered'."}])
-    order = session.get(Order, stop.order_id)
-    assert order is not None
     photo_name: str | None = None
     if action == "delivered":
         controlled = needs_id_check(order)
