@@ -102,6 +102,30 @@ def _ledger_is_append_only(mapper: object, connection: object, target: StockMove
     raise PermissionError("stock movements are append-only; record a correcting movement")
 
 
+class LostDemand(Base):
+    """Units a patient asked for and could not have because there was not enough stock.
+
+    Sales alone would teach the forecast that demand stops when the shelf is empty, so
+    refused checkouts are kept and added back (once per patient, medicine and day) as
+    unmet demand. Rows are facts about requests and are never changed.
+    """
+
+    __tablename__ = "lost_demand"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        Index("ix_lost_demand_pharmacy_occurred", "pharmacy_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pharmacy_id: Mapped[int] = mapped_column(ForeignKey("pharmacies.id"))
+    medicine_id: Mapped[int] = mapped_column(ForeignKey("medicines.id"))
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
+    quantity: Mapped[int]                      # units asked for
+    available: Mapped[int]                     # units that could have been supplied
+    reason: Mapped[str] = mapped_column(String(40), default="out_of_stock")
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class CDEntryKind(enum.StrEnum):
     RECEIPT = "receipt"
     SUPPLY = "supply"

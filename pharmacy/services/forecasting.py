@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from ..errors import InvalidRequest
 from ..models import (
     BatchStatus,
+    LostDemand,
     Medicine,
     Order,
     OrderLine,
@@ -79,9 +80,83 @@ def sales_history(session: Session, pharmacy_id: int, *, since: date) -> list[di
         .group_by(OrderLine.medicine_id, day)).all()
     out = []
     for medicine_id, ds, units in rows:
-        ds = ds if isinstance(ds, date) else date.fromisoformat(str(ds))
-        out.append({"unique_id": str(medicine_id), "ds": ds, "y": float(units or 0)})
+        out.append({"unique_id": str(medicine_id), "ds": _as_date(ds), "y": float(units or 0)})
     return out
+
+
+def unmet_demand(session: Session, pharmacy_id: int, *,
+                 since: date) -> dict[tuple[int, date], float]:
+    """Units refused for lack of stock per (medicine, day), counted once per patient: the
+    most one patient asked for that day (a retried checkout is the same wish), less what
+    that patient then ordered of it that day (a smaller basket that went through)."""
+    start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
+    lost_day = func.date(LostDemand.occurred_at)
+    lost = session.execute(
+        select(LostDemand.patient_id, LostDemand.medicine_id, lost_day.label("ds"),
+               func.max(LostDemand.quantity))
+        .where(LostDemand.pharmacy_id == pharmacy_id, LostDemand.occurred_at >= start)
+        .group_by(LostDemand.patient_id, LostDemand.medicine_id, lost_day)).all()
+    if not lost:
+        return {}
+    order_day = func.date(Order.placed_at)
+    bought = {(p, m, _as_date(d)): float(units or 0) for p, m, d, units in session.execute(
+        select(Order.patient_id, OrderLine.medicine_id, order_day,
+               func.sum(OrderLine.quantity))
+        .join(Order, Order.id == OrderLine.order_id)
+        .where(Order.pharmacy_id == pharmacy_id, Order.placed_at >= start,
+               Order.status.notin_((OrderStatus.CANCELLED, OrderStatus.REFUNDED)),
+               OrderLine.medicine_id.in_(sorted({m for _, m, _, _ in lost})))
+        .group_by(Order.patient_id, OrderLine.medicine_id, order_day)).all()}
+    out: dict[tuple[int, date], float] = defaultdict(float)
+    for patient_id, medicine_id, ds, wanted in lost:
+        day = _as_date(ds)
+        missing = float(wanted) - bought.get((patient_id, medicine_id, day), 0.0)
+        if missing > 0:
+            out[medicine_id, day] += missing
+    return dict(out)
+
+
+def demand_history(session: Session, pharmacy_id: int, *, since: date) -> list[dict[str, Any]]:
+    """Sales plus unmet demand per medicine per day: what the forecast learns from, so that
+    a stock-out does not look like demand stopping."""
+    rows = sales_history(session, pharmacy_id, since=since)
+    for (medicine_id, ds), units in sorted(unmet_demand(session, pharmacy_id,
+                                                         since=since).items()):
+        rows.append({"unique_id": str(medicine_id), "ds": ds, "y": units})
+    return rows
+
+
+@dataclass(frozen=True)
+class LostDemandSummary:
+    medicine: Medicine
+    unmet_units: float      # counted as the forecast counts them
+    refusals: int           # refused checkouts, retries included
+    last_at: datetime
+
+
+def recent_lost_demand(session: Session, pharmacy_id: int, *, today: date,
+                       days: int = 28) -> list[LostDemandSummary]:
+    """Medicines patients could not have for lack of stock in the last ``days``, most
+    units first (for the reorders page)."""
+    since = today - timedelta(days=days - 1)
+    unmet: dict[int, float] = defaultdict(float)
+    for (medicine_id, _), units in unmet_demand(session, pharmacy_id, since=since).items():
+        unmet[medicine_id] += units
+    rows = session.execute(
+        select(LostDemand.medicine_id, func.count(), func.max(LostDemand.occurred_at))
+        .where(LostDemand.pharmacy_id == pharmacy_id,
+               LostDemand.occurred_at >= datetime.combine(since, datetime.min.time(),
+                                                          tzinfo=UTC))
+        .group_by(LostDemand.medicine_id)).all()
+    medicines = {m.id: m for m in session.scalars(
+        select(Medicine).where(Medicine.id.in_([r[0] for r in rows])))}
+    out = [LostDemandSummary(medicines[m], unmet.get(m, 0.0), int(n), last)
+           for m, n, last in rows]
+    return sorted(out, key=lambda s: (-s.unmet_units, -s.refusals, s.medicine.name))
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def stock_inputs(session: Session, pharmacy_id: int,
@@ -224,8 +299,8 @@ def refresh_suggestions(session: Session, pharmacy_id: int, *, settings: PolicyS
     """Read, compute (no transaction held), write. Returns how many suggestions were stored."""
     now = now or utcnow()
     today = now.date()
-    history = sales_history(session, pharmacy_id,
-                            since=today - timedelta(days=settings.history_days))
+    history = demand_history(session, pharmacy_id,
+                             since=today - timedelta(days=settings.history_days))
     medicine_ids = sorted({int(r["unique_id"]) for r in history})
     stock = stock_inputs(session, pharmacy_id, medicine_ids)
     session.rollback()  # end the read transaction before the long computation

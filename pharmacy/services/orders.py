@@ -27,6 +27,7 @@ from ..models import (
     Address,
     AllocationStatus,
     BatchStatus,
+    LostDemand,
     Medicine,
     MovementKind,
     Order,
@@ -75,6 +76,22 @@ LONDON = ZoneInfo("Europe/London")
 
 class OutOfStock(Conflict):
     code = "out_of_stock"
+
+    def __init__(self, detail: str, *, pharmacy_id: int | None = None,
+                 shortages: Sequence[Shortage] = (), **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.pharmacy_id = pharmacy_id
+        self.shortages = list(shortages)
+
+
+@dataclass(frozen=True)
+class Shortage:
+    """One medicine a checkout wanted more of than the shelves held (kept as lost demand;
+    what was available is not told to the patient)."""
+
+    medicine_id: int
+    requested: int
+    available: int
 
 
 class IdempotencyMismatch(InvalidRequest):
@@ -391,17 +408,45 @@ def _reserve(session: Session, order: Order, *, slot_day: datetime, actor: User 
                                  StockBatch.pharmacy_id == order.pharmacy_id)
         .order_by(StockBatch.id).with_for_update()  # one global lock order: ascending id
     ).all()
+    short: list[Shortage] = []
     for medicine_id in sorted(wanted):
         candidates = sorted((b for b in batches if b.medicine_id == medicine_id),
                             key=lambda b: (b.expiry_date, b.id))
+        requested = missing = 0
         for line in wanted[medicine_id]:
-            needed = _reserve_from(session, line, line.quantity, candidates,
-                                   must_last_until=_course_end(session, line, delivery_day),
-                                   actor=actor, reason="reserved for order")
-            if needed > 0:
-                raise OutOfStock(f"Not enough {line.medicine.name} in stock for this order.",
-                                 medicine_id=medicine_id)
+            requested += line.quantity
+            missing += _reserve_from(session, line, line.quantity, candidates,
+                                     must_last_until=_course_end(session, line, delivery_day),
+                                     actor=actor, reason="reserved for order")
+        if missing:
+            short.append(Shortage(medicine_id, requested, requested - missing))
+    if short:
+        # Every short medicine is named (the caller rolls back, then keeps them as lost
+        # demand); the first one is also given by id for API clients.
+        names = {line.medicine_id: line.medicine.name for line in order.lines}
+        listed = ", ".join(names[s.medicine_id] for s in short)
+        raise OutOfStock(f"Not enough {listed} in stock for this order.",
+                         pharmacy_id=order.pharmacy_id, shortages=short,
+                         medicine_id=short[0].medicine_id)
     session.flush()
+
+
+def record_lost_demand(session: Session, err: OutOfStock, *, patient: PatientProfile | None,
+                       now: datetime | None = None) -> int:
+    """Keep what a refused checkout wanted and could not have (call after rolling back the
+    checkout, then commit). Returns the number of rows written."""
+    if err.pharmacy_id is None:
+        return 0
+    now = now or utcnow()
+    for s in err.shortages:
+        session.add(LostDemand(pharmacy_id=err.pharmacy_id, medicine_id=s.medicine_id,
+                               patient_id=patient.id if patient is not None else None,
+                               quantity=s.requested, available=s.available, occurred_at=now))
+    session.flush()
+    logger.info("checkout refused for lack of stock: %s",
+                ", ".join(f"medicine {s.medicine_id} {s.available}/{s.requested}"
+                          for s in err.shortages))
+    return len(err.shortages)
 
 
 def _course_end(session: Session, line: OrderLine, delivery_day: date) -> date:

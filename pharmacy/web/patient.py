@@ -159,6 +159,9 @@ def place() -> Any:
             hold_for=timedelta(minutes=current_app.config["ORDER_HOLD_MINUTES"]))
     except DomainError as err:
         db.session.rollback()
+        if isinstance(err, orders.OutOfStock):
+            orders.record_lost_demand(db.session, err, patient=patient)
+            db.session.commit()
         flash(err.detail, "error")
         for e in err.errors:
             flash(e["message"], "error")

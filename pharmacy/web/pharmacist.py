@@ -499,9 +499,11 @@ def _render_reorders(status: int = 200) -> Any:
     suggestions = forecasting.open_suggestions(db.session, pharmacy_id)
     # chart_svg builds the SVG from numbers only (no text from users), so it is safe markup.
     charts = {s.id: Markup(forecasting.chart_svg(s.chart)) for s in suggestions}
-    risks = forecasting.expiry_risk(db.session, pharmacy_id, today=_today_london())
+    today = _today_london()
+    risks = forecasting.expiry_risk(db.session, pharmacy_id, today=today)
+    lost = forecasting.recent_lost_demand(db.session, pharmacy_id, today=today)
     return render_template("pharmacist/reorders.html", suggestions=suggestions, charts=charts,
-                           risks=risks, form=ActionForm(),
+                           risks=risks, lost=lost, form=ActionForm(),
                            default_level=current_app.config.get("REORDER_SERVICE_LEVEL",
                                                                 0.95)), status
 

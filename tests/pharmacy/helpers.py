@@ -25,3 +25,24 @@ def api_token(client: FlaskClient, email: str, password: str) -> str:
     response = client.post("/api/v1/auth/token", json={"email": email, "password": password})
     assert response.status_code == 200, response.get_json()
     return str(response.get_json()["access_token"])
+
+
+def shopper(db, pharmacy, *, slot_capacity: int):  # type: ignore[no-untyped-def]
+    """A patient account nominating ``pharmacy``, with a located address and tomorrow's
+    delivery slot there (committed). Returns (user, patient, address, slot)."""
+    from datetime import UTC, datetime, timedelta
+
+    from pharmacy.models import Address, DeliverySlot, Role
+    from tests.factories import PatientFactory, UserFactory
+
+    user = UserFactory(role=Role.PATIENT)
+    patient = PatientFactory(user_id=user.id, nominated_pharmacy_id=pharmacy.id)
+    address = Address(patient=patient, line1="1 Test Street", city="Leeds",
+                      postcode="LS1 1AA", latitude=53.8, longitude=-1.55)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    slot = DeliverySlot(pharmacy_id=pharmacy.id, starts_at=start,
+                        ends_at=start + timedelta(hours=2), cutoff_at=start - timedelta(hours=2),
+                        capacity=slot_capacity, fridge_capacity=0)
+    db.session.add_all([address, slot])
+    db.session.commit()
+    return user, patient, address, slot

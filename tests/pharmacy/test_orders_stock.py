@@ -11,7 +11,6 @@ from sqlalchemy import func, select
 
 from pharmacy.errors import DomainError
 from pharmacy.models import (
-    Address,
     DeliverySlot,
     Order,
     OrderStatus,
@@ -20,7 +19,8 @@ from pharmacy.models import (
     StockMovement,
 )
 from pharmacy.services import orders
-from tests.factories import MedicineFactory, PatientFactory, PharmacyFactory, UserFactory
+from tests.factories import MedicineFactory, PharmacyFactory, UserFactory
+from tests.pharmacy.helpers import shopper
 
 PRICING = orders.Pricing()
 
@@ -33,16 +33,7 @@ def shop(db):  # type: ignore[no-untyped-def]
                        expiry_date=date.today() + timedelta(days=400), quantity_on_hand=50)
     db.session.add(batch)
     db.session.add(StockMovement(batch=batch, kind="received", on_hand_change=50))
-    user = UserFactory(role=Role.PATIENT)
-    patient = PatientFactory(user_id=user.id, nominated_pharmacy_id=pharmacy.id)
-    address = Address(patient=patient, line1="1 Test Street", city="Leeds",
-                      postcode="LS1 1AA", latitude=53.8, longitude=-1.55)
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
-    slot = DeliverySlot(pharmacy_id=pharmacy.id, starts_at=start,
-                        ends_at=start + timedelta(hours=2), cutoff_at=start - timedelta(hours=2),
-                        capacity=1000, fridge_capacity=0)
-    db.session.add_all([address, slot])
-    db.session.commit()
+    user, patient, address, slot = shopper(db, pharmacy, slot_capacity=1000)
     return {"patient_id": patient.id, "user_id": user.id, "medicine_id": medicine.id,
             "address_id": address.id, "slot_id": slot.id, "batch_id": batch.id}
 
