@@ -1,7 +1,8 @@
 """Deliveries: waves, the ORM <-> ``routing`` translation, plans, couriers' actions, ETAs.
 
 This is the only module that builds ``routing`` problems from rows and stores plans back.
-Routing times are seconds since local midnight of the wave's day.
+Routing times are seconds elapsed since local midnight of the wave's day (real seconds: the days
+the clocks change have 23 or 25 hours).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import base64
 import binascii
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -138,7 +139,10 @@ def build_problem(session: Session, wave_id: int) -> tuple[Any, ProblemIndex]:
     assert pharmacy is not None
     tz = _tz(pharmacy)
     local_start = wave.window_start.astimezone(tz)
-    midnight = datetime.combine(local_start.date(), time(), tzinfo=tz)
+    # Held in UTC so that every difference from it (and every ETA added to it) is elapsed
+    # time: Python subtracts two datetimes of the same zone by their clock faces, which on
+    # the days the clocks change put shifts an hour away from windows and ETAs.
+    midnight = datetime.combine(local_start.date(), time(), tzinfo=tz).astimezone(UTC)
     window = routing.TimeWindow(_seconds(wave.window_start, midnight),
                                 _seconds(wave.window_end, midnight))
     depot = routing.Depot(id=f"depot-{pharmacy.id}",

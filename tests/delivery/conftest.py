@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -27,13 +27,15 @@ from pharmacy.services.demo import DEMO_ODS_CODE, seed_demo
 LONDON = ZoneInfo("Europe/London")
 
 
-def make_wave_orders(db, count: int, *, fridge_every: int = 7, cd_every: int = 0) -> DeliverySlot:  # type: ignore[no-untyped-def]
-    """``count`` packed orders for tomorrow's 12:00-14:00 slot (every 7th needs a fridge)."""
+def make_wave_orders(db, count: int, *, fridge_every: int = 7, cd_every: int = 0,  # type: ignore[no-untyped-def]
+                     day: date | None = None, hour: int = 12) -> DeliverySlot:
+    """``count`` packed orders for the 12:00-14:00 slot (or ``hour``'s) of ``day`` (default
+    tomorrow); every 7th needs a fridge."""
     seed_demo(db.session)
     pharmacy = db.session.scalar(select(Pharmacy).where(Pharmacy.ods_code == DEMO_ODS_CODE))
-    tomorrow = datetime.now(LONDON).date() + timedelta(days=1)
-    slot = next(s for s in slots.ensure_slots(db.session, pharmacy, tomorrow)
-                if s.starts_at.astimezone(LONDON).time() == time(12))
+    day = day or datetime.now(LONDON).date() + timedelta(days=1)
+    slot = next(s for s in slots.ensure_slots(db.session, pharmacy, day)
+                if s.starts_at.astimezone(LONDON).time() == time(hour))
     plain = db.session.scalar(select(Medicine).where(Medicine.prescription_only.is_(False),
                                                      Medicine.cold_chain.is_(False)))
     cold = db.session.scalar(select(Medicine).where(Medicine.cold_chain.is_(True)))

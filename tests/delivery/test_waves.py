@@ -7,9 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from redis import Redis
 from rq.job import Job
@@ -27,7 +28,7 @@ from pharmacy.models import (
     WaveStatus,
 )
 from pharmacy.services import delivery, outbox
-from tests.delivery.conftest import make_wave_orders
+from tests.delivery.conftest import LONDON, make_wave_orders
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -224,3 +225,32 @@ def test_unserved_stops_get_a_reason(db, fast_routing) -> None:  # type: ignore[
     unserved = db.session.scalars(select(DeliveryStop).where(
         DeliveryStop.status == StopStatus.UNSERVED)).all()
     assert len(unserved) == 4 and all(s.unserved_reason for s in unserved)
+
+
+@pytest.mark.parametrize(("day", "hour"), [(date(2027, 3, 28), 12), (date(2027, 10, 31), 18)],
+                         ids=["clocks-forward", "clocks-back"])
+def test_a_wave_on_a_clock_change_day_keeps_shifts_windows_and_etas_in_local_time(  # type: ignore[no-untyped-def]
+        db, fast_routing, day, hour) -> None:
+    """On the two days the clocks change, the window is still two hours from ``hour`` on
+    the pharmacy's clock: the demo's 12:00-20:00 couriers are on shift for the 12:00 and
+    the 18:00 windows, and every ETA falls inside the window (times for the solver are
+    elapsed seconds, shifts included)."""
+    from pharmacy.jobs.deliveries import plan_wave
+
+    slot = make_wave_orders(db, 6, fridge_every=0, day=day, hour=hour)
+    starts_at, ends_at = slot.starts_at, slot.ends_at
+    assert starts_at.astimezone(LONDON).hour == hour
+    wave_id = delivery.close_wave(db.session, slot).id
+    db.session.commit()
+    problem, _ = delivery.build_problem(db.session, wave_id)
+    window = problem.stops[0].windows[0]
+    assert window.end_s - window.start_s == 2 * 3600
+    late = [v.shift for v in problem.vehicles if v.shift.end_s - v.shift.start_s == 8 * 3600
+            and window.start_s in (v.shift.start_s, v.shift.end_s - 2 * 3600)]
+    assert late, [v.shift for v in problem.vehicles]  # the 12:00-20:00 couriers
+    db.session.rollback()
+    assert plan_wave(wave_id, 0) == wave_id
+    stops = db.session.scalars(select(DeliveryStop)).all()
+    assert len(stops) == 6 and all(s.status is StopStatus.PENDING for s in stops)
+    for stop in stops:
+        assert starts_at <= stop.planned_arrival <= ends_at, stop.planned_arrival
