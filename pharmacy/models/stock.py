@@ -71,6 +71,7 @@ class MovementKind(enum.StrEnum):
     RECALLED = "recalled"
     EXPIRED = "expired"
     COUNTED = "counted"
+    MOVED = "moved"            # to another location; no quantity changes
 
 
 class StockMovement(Base):

@@ -305,6 +305,37 @@ def record_count(session: Session, batch_id: int, counted: int, *, actor: User,
     return movement
 
 
+LOCATION_MAX = 50
+
+
+def move_batch(session: Session, batch_id: int, location: str, *, actor: User,
+               reason: str | None = None) -> StockMovement | None:
+    """Put a batch somewhere else (shelf, fridge, CD cabinet): a ledger line that moves no
+    quantity, and an audit event. Moving it where it already is records nothing (a
+    resubmitted form)."""
+    location = " ".join(location.split())
+    if not location:
+        raise InvalidRequest("Say where the batch is now.")
+    if len(location) > LOCATION_MAX:
+        raise InvalidRequest(f"A location is at most {LOCATION_MAX} characters.")
+    batch = _batch_for_update(session, batch_id)
+    before = batch.location
+    if before == location:
+        return None
+    batch.location = location
+    note = f"{before or 'no location'} to {location}"
+    if reason and reason.strip():
+        note += f": {reason.strip()}"
+    movement = StockMovement(batch=batch, kind=MovementKind.MOVED, reason=note,
+                             actor_id=actor.id)
+    session.add(movement)
+    audit.record(session, action="stock.batch_moved", entity_type="stock_batch",
+                 entity_id=batch.id, actor=actor, reason=(reason or "").strip() or None,
+                 before={"location": before}, after={"location": location})
+    session.flush()
+    return movement
+
+
 def write_off(session: Session, batch_id: int, quantity: int, *, reason: str,
               actor: User, witness: str | None = None,
               register_schedules: Collection[int] = DEFAULT_REGISTER_SCHEDULES) -> StockMovement:

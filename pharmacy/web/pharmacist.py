@@ -294,6 +294,16 @@ def _change_batch(action: str, batch_id: int, values: Mapping[str, str],
         _warn_if_register_disagrees(movement.batch)
         return (f"Count recorded: {counted} units, {abs(change)} "
                 f"{'more' if change > 0 else 'fewer'} than on the books.")
+    if action == "move":
+        location = _text(values, "location", "new location", problems,
+                         max_length=ledger.LOCATION_MAX)
+        note = _text(values, "note", "note", problems, max_length=_REASON_MAX, required=False)
+        if problems:
+            return None
+        moved = ledger.move_batch(db.session, batch_id, location, actor=g.user,
+                                  reason=note or None)
+        return (f"Batch moved to {moved.batch.location}." if moved is not None
+                else "The batch is already there.")
     reason = _text(values, "reason", "reason", problems, max_length=_REASON_MAX)
     if action == "write-off":
         quantity = _units(values.get("quantity", ""), "The quantity", problems)
@@ -340,7 +350,7 @@ def _warn_if_register_disagrees(batch: Any) -> None:
               "register.", "error")
 
 
-@bp.post(f"/stock/batches/{_BATCH}/<any(count, 'write-off', quarantine, release):change>")
+@bp.post(f"/stock/batches/{_BATCH}/<any(count, 'write-off', quarantine, release, move):change>")
 def batch_action(batch_id: int, change: str) -> Any:
     form = ActionForm()
     values = {"action": change, **{k: v for k, v in request.form.items() if k != "csrf_token"}}

@@ -1,4 +1,4 @@
-"""Goods in and the per-batch actions (count, write-off, quarantine, release) as pages."""
+"""Goods in and the per-batch actions (count, write-off, quarantine, release, move) as pages."""
 
 from __future__ import annotations
 
@@ -167,6 +167,28 @@ def test_count_write_off_quarantine_and_release(client, db, stock_world) -> None
     assert ledger.ledger_discrepancies(db.session) == []
 
 
+def test_a_batch_is_moved_with_a_ledger_line_and_an_audit_event(  # type: ignore[no-untyped-def]
+        client, db, stock_world) -> None:
+    batch = _batch(db, stock_world)
+    before = batch.location
+    moved = _act(client, batch.id, "move", location=" CD  cabinet 2 ", note="new cabinet")
+    assert moved.status_code == 302
+    page = client.get(moved.headers["Location"]).get_data(as_text=True)
+    assert "Batch moved to CD cabinet 2." in page
+    assert f"{before or 'no location'} to CD cabinet 2: new cabinet" in page  # the ledger
+    assert _act(client, batch.id, "move", location="CD cabinet 2").status_code == 302  # again
+    db.session.refresh(batch)
+    assert (batch.location, batch.quantity_on_hand, batch.quantity_reserved) == (
+        "CD cabinet 2", 50, 0)
+    moves = db.session.scalars(select(StockMovement).where(
+        StockMovement.kind == MovementKind.MOVED)).all()
+    assert [(m.on_hand_change, m.reserved_change) for m in moves] == [(0, 0)]  # once
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.action == "stock.batch_moved"))
+    assert event.before == {"location": before} and event.after == {"location": "CD cabinet 2"}
+    assert event.reason == "new cabinet"
+    assert ledger.ledger_discrepancies(db.session) == []
+
+
 @pytest.mark.parametrize(("action", "fields", "status", "message"), [
     ("count", {"counted": "-1"}, 422, "The count must be a whole number of units from 0"),
     ("count", {"counted": ""}, 422, "The count must be a whole number"),
@@ -175,6 +197,8 @@ def test_count_write_off_quarantine_and_release(client, db, stock_world) -> None
     ("write-off", {"quantity": "51", "reason": "broken"}, 409, "more than the unreserved stock"),
     ("quarantine", {"reason": ""}, 422, "Give the reason."),
     ("release", {"reason": "checked"}, 409, "not quarantined"),
+    ("move", {"location": "  "}, 422, "Give the new location."),
+    ("move", {"location": "x" * 51}, 422, "at most 50 characters"),
 ])
 def test_bad_batch_actions_are_readable_and_change_nothing(  # type: ignore[no-untyped-def]
         client, db, stock_world, action, fields, status, message) -> None:
