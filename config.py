@@ -83,6 +83,9 @@ class Config:
     # Photo proof of delivery: stored outside the web root; empty means instance/delivery-photos.
     DELIVERY_PHOTO_DIR: str = ""
     DELIVERY_PHOTO_MAX_BYTES: int = 5_000_000
+    # Days a proof-of-delivery photo (a doorstep, sometimes a face) is kept after the
+    # attempt; then the nightly job deletes it. The attempt, recipient and signature stay.
+    DELIVERY_PHOTO_RETENTION_DAYS: int = 180
     # Whole request bodies (a photo plus the form); larger ones are answered 413.
     MAX_CONTENT_LENGTH: int = 6_000_000
     # Real prescription bundles are a few kB; anything this large is a mistake or an attack.
@@ -186,9 +189,13 @@ class Config:
                           "REORDER_REVIEW_DAYS": "REORDER_REVIEW_DAYS",
                           "PROXY_FIX_X_FOR": "PROXY_FIX_X_FOR",
                           "DELIVERY_PHOTO_MAX_BYTES": "DELIVERY_PHOTO_MAX_BYTES",
+                          "DELIVERY_PHOTO_RETENTION_DAYS": "DELIVERY_PHOTO_RETENTION_DAYS",
                           "MAX_CONTENT_LENGTH": "MAX_CONTENT_LENGTH"}.items():
             if var in env:
                 values[attr] = _parse_int(var, env[var])
+        if int(values.get("DELIVERY_PHOTO_RETENTION_DAYS", 1)) < 1:
+            raise ConfigError("DELIVERY_PHOTO_RETENTION_DAYS must be at least 1 (days a "
+                              "proof-of-delivery photo is kept)")
         if "REORDER_SERVICE_LEVEL" in env:
             # A cycle service level: 50% means no safety stock, 100% infinite stock.
             values["REORDER_SERVICE_LEVEL"] = _parse_fraction(

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from ..errors import DomainError
 from ..extensions import db
-from ..models import DeliverySlot, DeliveryWave, WaveStatus
+from ..models import DeliveryAttempt, DeliverySlot, DeliveryWave, WaveStatus
 from ..models.base import utcnow
 from ..services import delivery
 
@@ -92,3 +92,27 @@ def order_packed(order_id: int) -> int | None:
                                    given_name=patient.given_name, reference=order.reference)
     db.session.commit()
     return order_id
+
+
+def expire_delivery_photos() -> int:
+    """RQ entry point (nightly): delete proof-of-delivery photos past their retention, and
+    any stored photo no record names (an upload whose record was never committed). Safe to
+    run twice: the records are cleared first, then the files."""
+    from ..services.photos import PhotoStore
+
+    config = current_app.config
+    store = PhotoStore.from_settings(config, current_app.instance_path)
+    names = delivery.expire_delivery_photos(
+        db.session, retention=timedelta(days=int(config["DELIVERY_PHOTO_RETENTION_DAYS"])))
+    db.session.commit()
+    for name in names:
+        store.discard(name)
+    referenced = set(db.session.scalars(select(DeliveryAttempt.photo_path).where(
+        DeliveryAttempt.photo_path.is_not(None))))
+    db.session.rollback()
+    orphans = store.discard_unreferenced(referenced, older_than=timedelta(days=1),
+                                         now=utcnow())
+    if names or orphans:
+        logger.info("deleted %d expired and %d unreferenced delivery photos", len(names),
+                    orphans)
+    return len(names) + orphans

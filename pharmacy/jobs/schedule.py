@@ -3,7 +3,7 @@
 from rq import cron
 
 from . import DEFAULT_QUEUE, FORECASTING_QUEUE
-from .deliveries import close_due_waves
+from .deliveries import close_due_waves, expire_delivery_photos
 from .forecasts import refresh_reorder_suggestions
 from .orders import release_unpaid_orders
 from .outbox import relay_outbox
@@ -32,3 +32,6 @@ cron.register(relay_outbox, DEFAULT_QUEUE, cron="* * * * *", job_timeout=120,
 # Every 5 minutes: seal the audit events written since (the tamper-evident chain).
 cron.register(seal_audit_trail, DEFAULT_QUEUE, cron="*/5 * * * *", job_timeout=600,
               name="seal-audit-trail")
+# 03:15 UTC every day: proof-of-delivery photos past DELIVERY_PHOTO_RETENTION_DAYS go.
+cron.register(expire_delivery_photos, DEFAULT_QUEUE, cron="15 3 * * *", job_timeout=600,
+              name="expire-delivery-photos")

@@ -540,6 +540,28 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
     return ActionResult(stop, attempt, False)
 
 
+def expire_delivery_photos(session: Session, *, retention: timedelta,
+                           now: datetime | None = None) -> list[str]:
+    """Forget the photos of attempts older than ``retention`` (audited per attempt); the
+    caller commits, then deletes the returned files. The attempt itself, with recipient,
+    ID check and signature, is kept."""
+    now = now or utcnow()
+    attempts = session.scalars(
+        select(DeliveryAttempt).where(DeliveryAttempt.photo_path.is_not(None),
+                                      DeliveryAttempt.attempted_at < now - retention)
+        .order_by(DeliveryAttempt.id).with_for_update(skip_locked=True)).all()
+    names = []
+    for attempt in attempts:
+        assert attempt.photo_path is not None
+        names.append(attempt.photo_path)
+        attempt.photo_path = None
+        audit.record(session, action="delivery.photo_deleted", entity_type="delivery_attempt",
+                     entity_id=attempt.id, reason=f"kept {retention.days} days",
+                     before={"photo": True}, after={"photo": False})
+    session.flush()
+    return names
+
+
 def photo_of_attempt(session: Session, user: User, attempt_id: int) -> str:
     """The stored photo name of a delivery attempt, for a pharmacist, an admin or the courier
     of its route; anyone else is told it does not exist."""

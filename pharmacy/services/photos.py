@@ -14,8 +14,9 @@ import os
 import re
 import secrets
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,25 @@ class PhotoStore:
         return path
 
     def discard(self, name: str) -> None:
-        """Remove a photo whose delivery record was not kept."""
+        """Remove a photo whose delivery record was not kept (or is past retention)."""
         if _NAME.fullmatch(name):
             (self.directory / name).unlink(missing_ok=True)
+
+    def discard_unreferenced(self, referenced: Collection[str], *, older_than: timedelta,
+                             now: datetime) -> int:
+        """Remove stored photos no record names, written more than ``older_than`` ago (a
+        photo whose record has not been committed yet is younger than that). Returns how
+        many were removed."""
+        if not self.directory.is_dir():
+            return 0
+        limit = (now - older_than).timestamp()
+        removed = 0
+        for path in self.directory.iterdir():
+            if (_NAME.fullmatch(path.name) and path.name not in referenced
+                    and path.stat().st_mtime < limit):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
 
 def media_type(name: str) -> str:

@@ -172,6 +172,51 @@ def test_a_delivery_with_a_photo_is_served_to_staff_and_its_courier_only(
     assert app.static_folder and not any(Path(app.static_folder).rglob(attempt.photo_path))
 
 
+def test_photos_past_retention_and_unreferenced_files_are_deleted_by_the_nightly_job(  # type: ignore[no-untyped-def]
+        app, client, db, planned) -> None:  # noqa: F811
+    import os
+    import secrets
+    import time
+    from datetime import timedelta
+
+    from pharmacy.jobs.deliveries import expire_delivery_photos
+    from pharmacy.models import AuditEvent
+
+    route = planned[0]
+    _login_courier(client, db, route)
+    token = csrf_token(client, f"/courier/routes/{route.id}")
+    client.post(f"/courier/routes/{route.id}/start", data={"csrf_token": token})
+    stop = _plain_stop(db, route)
+    assert _deliver(client, stop.id, token, camera_jpeg()).status_code == 200
+    attempt = db.session.scalar(select(DeliveryAttempt).where(
+        DeliveryAttempt.stop_id == stop.id))
+    store = PhotoStore.from_settings(app.config, app.instance_path)
+    photo = store.path(attempt.photo_path)
+    stale, fresh = (store.directory / f"{secrets.token_hex(16)}.jpg" for _ in range(2))
+    for orphan in (stale, fresh):  # uploads whose records were never committed
+        orphan.write_bytes(b"x")
+    two_days_ago = time.time() - 2 * 86_400
+    os.utime(stale, (two_days_ago, two_days_ago))
+    os.utime(photo, (two_days_ago, two_days_ago))  # referenced: kept while in retention
+
+    assert expire_delivery_photos() == 1  # only the stale orphan
+    assert photo.exists() and fresh.exists() and not stale.exists()
+
+    days = app.config["DELIVERY_PHOTO_RETENTION_DAYS"]
+    attempt.attempted_at -= timedelta(days=days, minutes=1)
+    db.session.commit()
+    assert expire_delivery_photos() == 1
+    assert not photo.exists() and fresh.exists()
+    db.session.expire_all()
+    attempt = db.session.get(DeliveryAttempt, attempt.id)
+    assert attempt.photo_path is None and attempt.recipient_name == "Pat Doe"
+    event = db.session.scalar(select(AuditEvent).where(
+        AuditEvent.action == "delivery.photo_deleted"))
+    assert event.entity_id == str(attempt.id) and event.reason == f"kept {days} days"
+    assert client.get(f"/delivery-photos/{attempt.id}").status_code == 404
+    assert expire_delivery_photos() == 0  # run again: nothing left to do
+
+
 def test_bad_or_oversized_photos_are_clear_4xx_and_record_nothing(
         app, client, db, planned, monkeypatch) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
     route = planned[0]

@@ -64,3 +64,12 @@ def test_the_reorder_service_level_is_read_and_checked() -> None:
     for bad in ("98", "0.3", "1", "nan", "high"):
         with pytest.raises(ConfigError, match="REORDER_SERVICE_LEVEL"):
             Config.from_env({"REORDER_SERVICE_LEVEL": bad})
+
+
+def test_the_photo_retention_is_read_and_at_least_a_day() -> None:
+    assert Config.from_env({}).DELIVERY_PHOTO_RETENTION_DAYS == 180
+    assert Config.from_env({"DELIVERY_PHOTO_RETENTION_DAYS": "30"}) \
+        .DELIVERY_PHOTO_RETENTION_DAYS == 30
+    for bad in ("0", "-5", "a year"):
+        with pytest.raises(ConfigError, match="DELIVERY_PHOTO_RETENTION_DAYS"):
+            Config.from_env({"DELIVERY_PHOTO_RETENTION_DAYS": bad})
