@@ -237,7 +237,12 @@ class Config:
         mapping: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
         # SQL errors name the statement but not its values (an e-mail, a name): they are
         # logged with tracebacks, and patient data never goes to the logs.
-        mapping["SQLALCHEMY_ENGINE_OPTIONS"] = {"hide_parameters": True}
+        options: dict[str, object] = {"hide_parameters": True}
+        if str(self.SQLALCHEMY_DATABASE_URI).startswith("postgresql"):
+            # Sessions in UTC whatever the server's default, so that date() and the like
+            # on timestamptz columns mean the same day everywhere (times are UTC in the DB).
+            options["connect_args"] = {"options": "-c timezone=UTC"}
+        mapping["SQLALCHEMY_ENGINE_OPTIONS"] = options
         return mapping
 
 

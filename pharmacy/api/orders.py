@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 
 from ..errors import Forbidden
 from ..extensions import commit_keeping_loaded, db
-from ..models import Order, OrderStatus, PatientProfile, Pharmacy, Role
+from ..models import Order, OrderStatus, Pharmacy, Role
 from ..schemas.orders import (
     CancelSchema,
     IdempotencyHeaderSchema,
@@ -114,13 +114,6 @@ def _document(bp: Blueprint, extra: tuple[tuple[int, str], ...] = ()) -> Any:
     return wrap
 
 
-def _keep_lost_demand(err: orders.OutOfStock, patient: PatientProfile) -> None:
-    """Roll the checkout back, then keep what it could not have (409 follows)."""
-    db.session.rollback()
-    orders.record_lost_demand(db.session, err, patient=patient)
-    db.session.commit()
-
-
 @blp.route("")
 class OrderCollection(MethodView):
     @_document(blp, ((402, "Card declined: the order stays unpaid"),
@@ -147,8 +140,8 @@ class OrderCollection(MethodView):
                 idempotency_key=headers.get("idempotency_key"), request_id=g.get("request_id"),
                 hold_for=timedelta(minutes=current_app.config["ORDER_HOLD_MINUTES"]))
         except orders.OutOfStock as err:
-            _keep_lost_demand(err, patient)
-            raise
+            orders.keep_lost_demand(db.session, err, patient=patient)
+            raise  # 409
         # What was just written stays loaded (payment re-reads the order under its lock).
         commit_keeping_loaded(db.session)
         order = placed.order

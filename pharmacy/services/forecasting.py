@@ -84,36 +84,76 @@ def sales_history(session: Session, pharmacy_id: int, *, since: date) -> list[di
     return out
 
 
+# Refusals of one patient for one medicine this close together are one unmet need (a
+# retried checkout, a try again tomorrow), counted once at the first refusal.
+NEED_EPISODE = timedelta(days=7)
+
+
 def unmet_demand(session: Session, pharmacy_id: int, *,
                  since: date) -> dict[tuple[int, date], float]:
-    """Units refused for lack of stock per (medicine, day), counted once per patient: the
-    most one patient asked for that day (a retried checkout is the same wish), less what
-    that patient then ordered of it that day (a smaller basket that went through)."""
+    """Units refused for lack of stock per (medicine, UTC day of the first refusal).
+
+    One patient's refusals of one medicine, each within ``NEED_EPISODE`` of the one
+    before, are one need: the most they asked for, less what they then bought of it (an
+    order packed or further, placed from the first refusal until the episode ends). A
+    refusal without a patient on record stands alone.
+    """
     start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
-    lost_day = func.date(LostDemand.occurred_at)
-    lost = session.execute(
-        select(LostDemand.patient_id, LostDemand.medicine_id, lost_day.label("ds"),
-               func.max(LostDemand.quantity))
+    refusals = session.execute(
+        select(LostDemand.id, LostDemand.patient_id, LostDemand.medicine_id,
+               LostDemand.occurred_at, LostDemand.quantity)
         .where(LostDemand.pharmacy_id == pharmacy_id, LostDemand.occurred_at >= start)
-        .group_by(LostDemand.patient_id, LostDemand.medicine_id, lost_day)).all()
-    if not lost:
+        .order_by(LostDemand.occurred_at, LostDemand.id)).all()
+    if not refusals:
         return {}
-    order_day = func.date(Order.placed_at)
-    bought = {(p, m, _as_date(d)): float(units or 0) for p, m, d, units in session.execute(
-        select(Order.patient_id, OrderLine.medicine_id, order_day,
-               func.sum(OrderLine.quantity))
-        .join(Order, Order.id == OrderLine.order_id)
-        .where(Order.pharmacy_id == pharmacy_id, Order.placed_at >= start,
-               Order.status.notin_((OrderStatus.CANCELLED, OrderStatus.REFUNDED)),
-               OrderLine.medicine_id.in_(sorted({m for _, m, _, _ in lost})))
-        .group_by(Order.patient_id, OrderLine.medicine_id, order_day)).all()}
+    bought: dict[tuple[int, int], list[tuple[datetime, float]]] = defaultdict(list)
+    for patient_id, medicine_id, placed_at, units in session.execute(
+            select(Order.patient_id, OrderLine.medicine_id, Order.placed_at,
+                   func.coalesce(OrderLine.quantity_supplied, OrderLine.quantity))
+            .join(Order, Order.id == OrderLine.order_id)
+            .where(Order.pharmacy_id == pharmacy_id, Order.placed_at >= start,
+                   Order.status.in_(SOLD),
+                   OrderLine.medicine_id.in_(sorted({r.medicine_id for r in refusals})))
+            .order_by(Order.placed_at)):
+        bought[patient_id, medicine_id].append((_utc(placed_at), float(units or 0)))
+    episodes: dict[tuple[Any, int], list[Any]] = {}  # key -> [first, last, wanted]
     out: dict[tuple[int, date], float] = defaultdict(float)
-    for patient_id, medicine_id, ds, wanted in lost:
-        day = _as_date(ds)
-        missing = float(wanted) - bought.get((patient_id, medicine_id, day), 0.0)
-        if missing > 0:
-            out[medicine_id, day] += missing
+
+    def close(key: tuple[Any, int], episode: list[Any]) -> None:
+        first, last, wanted = episode
+        patient_id, medicine_id = key
+        got = _bought_between(bought.get((patient_id, medicine_id), ()), first,
+                              last + NEED_EPISODE)
+        if wanted > got:
+            out[medicine_id, first.date()] += wanted - got
+
+    for row in refusals:
+        at = _utc(row.occurred_at)
+        key = (row.patient_id if row.patient_id is not None else ("row", row.id),
+               row.medicine_id)
+        episode = episodes.get(key)
+        if episode is not None and (at - episode[1] > NEED_EPISODE or _bought_between(
+                bought.get((row.patient_id, row.medicine_id), ()), episode[0], at)
+                >= episode[2]):
+            close(key, episode)  # a pause, or the need was met: this is a new need
+            episode = None
+        if episode is None:
+            episodes[key] = [at, at, float(row.quantity)]
+        else:
+            episode[1] = at
+            episode[2] = max(episode[2], float(row.quantity))
+    for key, episode in episodes.items():
+        close(key, episode)
     return dict(out)
+
+
+def _bought_between(purchases: Sequence[tuple[datetime, float]], first: datetime,
+                    last: datetime) -> float:
+    return sum(units for at, units in purchases if first <= at <= last)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def demand_history(session: Session, pharmacy_id: int, *, since: date) -> list[dict[str, Any]]:

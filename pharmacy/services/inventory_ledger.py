@@ -51,7 +51,10 @@ DEFAULT_REGISTER_SCHEDULES: frozenset[int] = frozenset({2})
 
 
 def _batch_for_update(session: Session, batch_id: int) -> StockBatch:
-    batch = session.scalar(select(StockBatch).where(StockBatch.id == batch_id).with_for_update())
+    # populate_existing: a batch this session read before the lock is refreshed from the
+    # locked row, so a change decided on it sees what a concurrent request committed.
+    batch = session.scalar(select(StockBatch).where(StockBatch.id == batch_id)
+                           .with_for_update().execution_options(populate_existing=True))
     if batch is None:
         raise NotFound(f"No stock batch {batch_id}.")
     return batch
@@ -231,7 +234,7 @@ def receive(session: Session, *, pharmacy: Pharmacy, medicine: Medicine, lot_num
     if batch is None:
         batch = StockBatch(pharmacy_id=pharmacy.id, medicine_id=medicine.id,
                            lot_number=lot_number, expiry_date=expiry_date, quantity_on_hand=0,
-                           supplier=supplier, location=location)
+                           supplier=supplier, location=_location(location))
         session.add(batch)
     elif batch.expiry_date != expiry_date:
         raise Conflict(f"Lot {lot_number} is on record with expiry {batch.expiry_date}.")
@@ -308,12 +311,17 @@ def record_count(session: Session, batch_id: int, counted: int, *, actor: User,
 LOCATION_MAX = 50
 
 
+def _location(text: str | None) -> str | None:
+    """Spaces collapsed (so "Shelf  A" and "Shelf A" are one place); empty is None."""
+    return " ".join((text or "").split()) or None
+
+
 def move_batch(session: Session, batch_id: int, location: str, *, actor: User,
                reason: str | None = None) -> StockMovement | None:
     """Put a batch somewhere else (shelf, fridge, CD cabinet): a ledger line that moves no
     quantity, and an audit event. Moving it where it already is records nothing (a
     resubmitted form)."""
-    location = " ".join(location.split())
+    location = _location(location) or ""
     if not location:
         raise InvalidRequest("Say where the batch is now.")
     if len(location) > LOCATION_MAX:

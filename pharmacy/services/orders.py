@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
@@ -431,18 +431,26 @@ def _reserve(session: Session, order: Order, *, slot_day: datetime, actor: User 
     session.flush()
 
 
-def record_lost_demand(session: Session, err: OutOfStock, *, patient: PatientProfile | None,
-                       now: datetime | None = None) -> int:
-    """Keep what a refused checkout wanted and could not have (call after rolling back the
-    checkout, then commit). Returns the number of rows written."""
-    if err.pharmacy_id is None:
+def keep_lost_demand(session: Session, err: OutOfStock, *, patient: PatientProfile | None,
+                     now: datetime | None = None) -> int:
+    """Roll the refused checkout back, then keep (commit) what it wanted and could not
+    have. Best effort: the patient's answer is the refusal, so a failure here is logged
+    and rolled back, never raised. Returns the number of rows kept."""
+    session.rollback()
+    if err.pharmacy_id is None or not err.shortages:
         return 0
     now = now or utcnow()
-    for s in err.shortages:
-        session.add(LostDemand(pharmacy_id=err.pharmacy_id, medicine_id=s.medicine_id,
-                               patient_id=patient.id if patient is not None else None,
-                               quantity=s.requested, available=s.available, occurred_at=now))
-    session.flush()
+    try:
+        patient_id = patient.id if patient is not None else None
+        for s in err.shortages:
+            session.add(LostDemand(pharmacy_id=err.pharmacy_id, medicine_id=s.medicine_id,
+                                   patient_id=patient_id, quantity=s.requested,
+                                   available=s.available, occurred_at=now))
+        session.commit()
+    except SQLAlchemyError:
+        session.rollback()
+        logger.exception("could not keep the lost demand of a refused checkout")
+        return 0
     logger.info("checkout refused for lack of stock: %s",
                 ", ".join(f"medicine {s.medicine_id} {s.available}/{s.requested}"
                           for s in err.shortages))

@@ -160,8 +160,7 @@ def place() -> Any:
     except DomainError as err:
         db.session.rollback()
         if isinstance(err, orders.OutOfStock):
-            orders.record_lost_demand(db.session, err, patient=patient)
-            db.session.commit()
+            orders.keep_lost_demand(db.session, err, patient=patient)
         flash(err.detail, "error")
         for e in err.errors:
             flash(e["message"], "error")

@@ -542,3 +542,29 @@ def test_schedule_3_goes_in_the_register_when_the_setting_says_so(db) -> None:  
                        register_schedules=ledger.register_schedules(setting))
         assert db.session.scalar(select(func.count(CDRegisterEntry.id))) == entries
     db.session.rollback()
+
+
+def test_a_move_decided_on_a_stale_read_sees_the_committed_row(db, shop) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The same move sent twice at once: the second request read the batch before the first
+    committed; under the lock it sees the new location and records nothing (no stale
+    version error, no second ledger line)."""
+    from sqlalchemy.orm import Session
+
+    from pharmacy.models import MovementKind, StockBatch, StockMovement
+
+    actor = UserFactory(role=Role.PHARMACIST)
+    db.session.commit()
+
+
+    stale = db.session.get(StockBatch, shop["batch_id"])  # read, no lock
+    assert stale.location != "Fridge 2"
+    with Session(db.engine) as other:
+        first = ledger.move_batch(other, shop["batch_id"], "Fridge  2", actor=other.get(
+            type(actor), actor.id))
+        assert first is not None
+        other.commit()
+    assert ledger.move_batch(db.session, shop["batch_id"], "Fridge 2", actor=actor) is None
+    db.session.commit()
+    assert db.session.get(StockBatch, shop["batch_id"]).location == "Fridge 2"
+    assert db.session.scalar(select(func.count()).select_from(StockMovement).where(
+        StockMovement.kind == MovementKind.MOVED)) == 1

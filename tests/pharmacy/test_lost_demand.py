@@ -11,6 +11,8 @@ from sqlalchemy import select
 from pharmacy.models import (
     LostDemand,
     Order,
+    OrderLine,
+    OrderStatus,
     Role,
     StockBatch,
     StockMovement,
@@ -89,20 +91,76 @@ def test_a_refused_checkout_is_kept_as_lost_demand_and_counted_once_per_patient_
     unmet = forecasting.unmet_demand(db.session, pharmacy_id, since=TODAY - timedelta(days=1))
     assert unmet == {(scarce.id, TODAY): 2.0, (gone.id, TODAY): 1.0}
 
-    # The patient then takes the one that is there: only the other is unmet.
-    assert _order(client, shop, [(scarce, 1)]).status_code == 201
-    unmet = forecasting.unmet_demand(db.session, pharmacy_id, since=TODAY - timedelta(days=1))
-    assert unmet == {(scarce.id, TODAY): 1.0, (gone.id, TODAY): 1.0}
-    history = forecasting.demand_history(db.session, pharmacy_id,
-                                         since=TODAY - timedelta(days=1))
-    assert {(r["unique_id"], r["ds"], r["y"]) for r in history} == {
-        (str(scarce.id), TODAY, 1.0), (str(gone.id), TODAY, 1.0)}
+    # The patient then takes the one that is there; once it is packed (a sale) only the
+    # other unit of that need is unmet.
+    placed = _order(client, shop, [(scarce, 1)])
+    assert placed.status_code == 201
+    since = TODAY - timedelta(days=1)
+    assert forecasting.unmet_demand(db.session, pharmacy_id, since=since) == {
+        (scarce.id, TODAY): 2.0, (gone.id, TODAY): 1.0}  # not sold yet
+    _packed(db, placed.get_json()["id"])
+    assert forecasting.unmet_demand(db.session, pharmacy_id, since=since) == {
+        (scarce.id, TODAY): 1.0, (gone.id, TODAY): 1.0}
+    demand: dict[tuple[str, date], float] = {}
+    for r in forecasting.demand_history(db.session, pharmacy_id, since=since):
+        demand[r["unique_id"], r["ds"]] = demand.get((r["unique_id"], r["ds"]), 0) + r["y"]
+    assert demand == {(str(scarce.id), TODAY): 2.0, (str(gone.id), TODAY): 1.0}
     assert forecasting.unmet_demand(db.session, pharmacy_id, since=TODAY + timedelta(days=1)) == {}
+
+
+def _packed(db, order_id: int) -> None:  # type: ignore[no-untyped-def]
+    db.session.expire_all()
+    order = db.session.get(Order, order_id)
+    order.status = OrderStatus.PACKED
+    for line in order.lines:
+        line.quantity_supplied = line.quantity
+    db.session.commit()
+
+
+def test_one_need_retried_over_days_is_counted_once_and_a_met_need_ends_it(db, shop) -> None:  # type: ignore[no-untyped-def]
+    pharmacy, medicine = shop["pharmacy"], shop["gone"]
+    first, other = shop["patient"], PatientFactory()
+    start = datetime.combine(TODAY - timedelta(days=30), datetime.min.time(), tzinfo=UTC)
+
+    def refused(patient, days: float, quantity: int = 56) -> None:  # type: ignore[no-untyped-def]
+        db.session.add(LostDemand(pharmacy_id=pharmacy.id, medicine_id=medicine.id,
+                                  patient_id=patient.id if patient else None,
+                                  quantity=quantity, available=0,
+                                  occurred_at=start + timedelta(days=days)))
+
+    def bought(patient, days: float, quantity: int) -> None:  # type: ignore[no-untyped-def]
+        order = Order(reference=f"B{days}", patient_id=patient.id, pharmacy_id=pharmacy.id,
+                      status=OrderStatus.DELIVERED, placed_at=start + timedelta(days=days))
+        order.lines.append(OrderLine(medicine_id=medicine.id, quantity=quantity,
+                                     quantity_supplied=quantity, unit_price_minor=0,
+                                     line_total_minor=0))
+        db.session.add(order)
+
+    # One patient tries on day 0 (twice), just after midnight, and on days 2 and 5, then
+    # buys the 56 on day 6: one need, met; nothing is unmet.
+    for day in (0.5, 0.6, 1.01, 2, 5):
+        refused(first, day)
+    bought(first, 6, 56)
+    # A new need of the same patient on day 8 (after the first was met), never met.
+    refused(first, 8, 28)
+    # Another patient on day 3: their own need; after a 10-day pause, another one.
+    refused(other, 3, 10)
+    refused(other, 13, 10)
+    # Two refusals with no patient on record are two needs.
+    refused(None, 20, 1)
+    refused(None, 20.1, 1)
+    db.session.commit()
+    unmet = forecasting.unmet_demand(db.session, pharmacy.id, since=start.date())
+    day = start.date()
+    assert unmet == {(medicine.id, day + timedelta(days=8)): 28.0,
+                     (medicine.id, day + timedelta(days=3)): 10.0,
+                     (medicine.id, day + timedelta(days=13)): 10.0,
+                     (medicine.id, day + timedelta(days=20)): 2.0}
 
 
 def test_demand_lost_while_out_of_stock_raises_the_forecast(db, shop) -> None:  # type: ignore[no-untyped-def]
     """A medicine that sold 4 a day and then ran out: from sales alone the forecast sees
-    demand collapse; with the refusals it keeps expecting about 4 a day."""
+    demand collapse; with the refusals (four patients a day) it keeps expecting about 4."""
     from tests.pharmacy.test_reorders import _history
 
     pharmacy, medicine = shop["pharmacy"], shop["gone"]
@@ -112,11 +170,10 @@ def test_demand_lost_while_out_of_stock_raises_the_forecast(db, shop) -> None:  
     db.session.execute(Order.__table__.delete().where(
         Order.placed_at >= datetime.combine(TODAY - timedelta(days=14), datetime.min.time(),
                                             tzinfo=UTC)))
-    patients = [PatientFactory() for _ in range(4)]
     for n in range(14):
         when = datetime.combine(TODAY - timedelta(days=14 - n), datetime.min.time(),
                                 tzinfo=UTC) + timedelta(hours=10)
-        for patient in patients:
+        for patient in [PatientFactory() for _ in range(4)]:
             db.session.add(LostDemand(pharmacy_id=pharmacy.id, medicine_id=medicine.id,
                                       patient_id=patient.id, quantity=1, available=0,
                                       occurred_at=when))
@@ -164,3 +221,16 @@ def test_a_refused_basket_on_the_pages_is_kept_and_shown_on_the_reorders_page(  
     section = reorders.split("Refused for lack of stock", 1)[1].split("</section>", 1)[0]
     assert shop["gone"].name in section
     assert "<td>1</td><td>1</td>" in section  # one unmet unit, one refused checkout
+
+
+def test_a_refusal_that_cannot_be_kept_is_still_a_clear_409(  # type: ignore[no-untyped-def]
+        client, db, shop, monkeypatch) -> None:
+    from pharmacy.services import orders
+
+    real = orders.Shortage
+    # A row the database refuses (quantity must be positive): keeping it fails.
+    monkeypatch.setattr(orders, "Shortage", lambda m, requested, available: real(m, 0, 0))
+    refused = _order(client, shop, [(shop["gone"], 1)])
+    assert refused.status_code == 409 and refused.get_json()["code"] == "out_of_stock"
+    assert db.session.scalars(select(LostDemand)).all() == []
+    assert _order(client, shop, [(shop["plenty"], 1)]).status_code == 201  # session is fine
