@@ -1,8 +1,11 @@
-"""``flask`` commands: seed-demo, rq-worker, enqueue-expire-stock, audit-verify, clear-caches."""
+"""``flask`` commands: seed-demo, rq-worker, enqueue-expire-stock, audit-verify, clear-caches,
+reset-two-factor, and staff accounts (create-user, set-password, deactivate-user)."""
 
 from __future__ import annotations
 
-from datetime import date
+import sys
+from collections.abc import Callable
+from datetime import date, time
 
 import click
 from flask import Flask
@@ -14,8 +17,16 @@ from .extensions import db
 @click.command("seed-demo")
 @with_appcontext
 def seed_demo_command() -> None:
-    """Load the formulary and create the demo pharmacy, people and history (idempotent)."""
+    """Load the formulary and create the demo pharmacy, people and history (idempotent).
+
+    Refused in production: the demo accounts have published passwords."""
+    from flask import current_app
+
     from .services.demo import DEMO_ACCOUNTS, seed_demo
+
+    if current_app.config.get("ENV") == "production":
+        raise click.ClickException("seed-demo is refused in production: the demo accounts "
+                                   "have published passwords (use create-user)")
 
     result = seed_demo(db.session)
     db.session.commit()
@@ -88,25 +99,101 @@ def clear_caches_command() -> None:
 @with_appcontext
 def reset_two_factor_command(email: str, reason: str, operator: str) -> None:
     """Turn off a user's two-step sign-in (lost phone) and end their sessions; audited."""
-    from sqlalchemy import func, select
+    from .services import accounts, totp
 
-    from .errors import DomainError
-    from .models import User
-    from .services import totp
+    changed = _account_change(lambda: totp.reset(
+        db.session, accounts.get_user(db.session, email), reason=reason, operator=operator))
+    click.echo(f"two-step sign-in reset for {email}; they must set it up again"
+               if changed else f"{email} had no two-step sign-in; nothing changed")
 
-    user = db.session.scalar(select(User).where(func.lower(User.email) == email.lower()))
-    if user is None:
-        raise click.ClickException(f"no user {email}")
+
+def _shift(value: str | None) -> tuple[time, time] | None:
+    if value is None:
+        return None
     try:
-        changed = totp.reset(db.session, user, reason=reason, operator=operator)
+        start, end = (time.fromisoformat(part.strip()) for part in value.split("-"))
+    except ValueError:
+        raise click.BadParameter("give the shift as HH:MM-HH:MM, e.g. 09:00-17:00") from None
+    return start, end
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _account_change(change: Callable[[], object]) -> object:
+    from .errors import DomainError
+
+    try:
+        result = change()
     except DomainError as err:
+        db.session.rollback()
         raise click.ClickException(err.detail) from None
     db.session.commit()  # the cached principal follows the commit (caches.on_commit_of)
-    click.echo(f"two-step sign-in reset for {user.email}; they must set it up again"
-               if changed else f"{user.email} had no two-step sign-in; nothing changed")
+    return result
+
+
+@click.command("create-user")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice(["pharmacist", "admin", "courier"]))
+@click.option("--name", "full_name", required=True, help="The person's full name.")
+@click.option("--operator", required=True, help="Who is creating it (name).")
+@click.option("--pharmacy", "pharmacy_ods", help="Courier: their pharmacy's ODS code.")
+@click.option("--shift", help="Courier: shift as HH:MM-HH:MM.")
+@click.option("--vehicle", help="Courier: registration of their usual vehicle.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@with_appcontext
+def create_user_command(email: str, role: str, full_name: str, operator: str,
+                        pharmacy_ods: str | None, shift: str | None, vehicle: str | None,
+                        password_stdin: bool) -> None:
+    """Create a staff account (patients register themselves); audited."""
+    from .models import Role
+    from .services import accounts
+
+    password = _new_password(password_stdin)
+    user = _account_change(lambda: accounts.create_staff(
+        db.session, email=email, full_name=full_name, role=Role(role), password=password,
+        operator=operator, pharmacy_ods=pharmacy_ods, shift=_shift(shift),
+        vehicle_registration=vehicle))
+    click.echo(f"created {role} {user.email}")  # type: ignore[attr-defined]
+
+
+@click.command("set-password")
+@click.argument("email")
+@click.option("--operator", required=True, help="Who is doing this (name).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@with_appcontext
+def set_password_command(email: str, operator: str, password_stdin: bool) -> None:
+    """Set a user's password (forgotten, or a first one); their sessions and tokens end."""
+    from .services import accounts
+
+    password = _new_password(password_stdin)
+    _account_change(lambda: accounts.set_password(
+        db.session, accounts.get_user(db.session, email), password, operator=operator))
+    click.echo(f"password set for {email}; their sessions and API tokens have ended")
+
+
+@click.command("deactivate-user")
+@click.argument("email")
+@click.option("--reason", required=True)
+@click.option("--operator", required=True, help="Who is doing this (name).")
+@click.option("--reactivate", is_flag=True, help="Let a deactivated account sign in again.")
+@with_appcontext
+def deactivate_user_command(email: str, reason: str, operator: str, reactivate: bool) -> None:
+    """Stop an account signing in (sessions and tokens end at once), or --reactivate it."""
+    from .services import accounts
+
+    changed = _account_change(lambda: accounts.set_active(
+        db.session, accounts.get_user(db.session, email), reactivate, reason=reason,
+        operator=operator))
+    state = "active" if reactivate else "deactivated"
+    click.echo(f"{email} is now {state}" if changed else f"{email} was already {state}")
 
 
 def register_cli(app: Flask) -> None:
     for command in (seed_demo_command, rq_worker_command, enqueue_expire_stock_command,
-                    audit_verify_command, clear_caches_command, reset_two_factor_command):
+                    audit_verify_command, clear_caches_command, reset_two_factor_command,
+                    create_user_command, set_password_command, deactivate_user_command):
         app.cli.add_command(command)

@@ -28,6 +28,11 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+def password_matches(user: User, password: str) -> bool:
+    """Whether ``password`` is the user's (to confirm a change they ask for)."""
+    return _password_matches(user.password_hash, password)
+
+
 def _password_matches(user_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(user_hash, password)

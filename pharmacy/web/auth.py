@@ -14,7 +14,7 @@ from wtforms.validators import DataRequired, Length
 from ..extensions import db
 from ..models import Role
 from ..rate_limits import account_key_for, note_sign_in_failure
-from ..services import auth
+from ..services import audit, auth
 from .session import begin_second_factor, login_user, logout_user, pending_second_factor
 
 bp = Blueprint("auth", __name__)
@@ -47,7 +47,8 @@ def _safe_next(target: str | None) -> str | None:
     if not target:
         return None
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if (parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//")
+            or "\\" in target):
         return None
     return target
 
@@ -145,11 +146,53 @@ def second_factor() -> Any:
     return render_template("login_code.html", form=form), status
 
 
+class PasswordForm(FlaskForm):  # type: ignore[misc]
+    current = PasswordField("Current password", validators=[Length(max=1024)])
+    new = PasswordField("New password", validators=[Length(max=1024)])
+    confirm = PasswordField("New password again", validators=[Length(max=1024)])
+
+
+@bp.route("/password", methods=["GET", "POST"])
+def change_password() -> Any:
+    """A signed-in user's own password; every other session and API token of theirs ends."""
+    from ..errors import DomainError
+    from ..services import accounts
+
+    user = g.get("user")
+    if user is None:
+        return redirect(url_for("auth.login", next="/password"))
+    form = PasswordForm()
+    minimum = accounts.minimum_for(user)
+    status = 200
+    if form.validate_on_submit():
+        try:
+            accounts.change_own_password(db.session, user, current=form.current.data or "",
+                                         new=form.new.data or "", confirm=form.confirm.data or "")
+        except DomainError as err:
+            db.session.rollback()
+            flash(err.detail, "error")
+            status = err.status
+        else:
+            db.session.commit()
+            login_user(user)  # this session carries the new generation; the others end
+            flash("Password changed. You are signed out everywhere else.", "info")
+            return redirect(url_for("auth.index"))
+    elif request.method == "POST":
+        flash("The form expired; please try again.", "error")
+        status = 400
+    return render_template("change_password.html", form=form, minimum=minimum), status
+
+
 @bp.post("/logout")
 def logout() -> Any:
     form = LogoutForm()
     if form.validate_on_submit():
+        user = g.get("user")
         logout_user()
+        if user is not None:
+            audit.record(db.session, action="user.logout", entity_type="user",
+                         entity_id=user.id, actor=user)
+            db.session.commit()
         flash("Signed out.", "info")
     return redirect(url_for("auth.login"))
 

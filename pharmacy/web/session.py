@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
 from flask import g, redirect, request, session, url_for
+from redis.exceptions import RedisError
 
 from ..errors import Forbidden
-from ..extensions import db
+from ..extensions import db, get_redis
 from ..models import Role, User
 from ..rate_limits import PENDING_ACCOUNT_KEY
+
+logger = logging.getLogger(__name__)
+
+
+# Pharmacists and admins work on shared computers: their sessions end after 30 minutes
+# without a request; everyone's after 14 hours, however busy.
+STAFF_IDLE_S = 30 * 60
+IDLE_S = 12 * 3600
+MAX_AGE_S = 14 * 3600
+_SEEN_EVERY_S = 60  # the cookie is rewritten at most once a minute to record activity
+_REVOKED = "dispensary:session-ended:{}"
 
 
 def load_session_user() -> None:
@@ -23,15 +37,39 @@ def load_session_user() -> None:
     if user is None or not user.is_active or user.token_generation != gen:
         session.clear()
         return
+    now = int(time.time())
+    started, seen = session.get("t0"), session.get("seen")
+    idle = STAFF_IDLE_S if user.role in (Role.PHARMACIST, Role.ADMIN) else IDLE_S
+    if (not isinstance(started, int) or not isinstance(seen, int)
+            or now - started > MAX_AGE_S or now - seen > idle or _ended(session.get("sid"))):
+        session.clear()
+        return
+    if now - seen >= _SEEN_EVERY_S:
+        session["seen"] = now
     g.user = user
 
 
 def login_user(user: User) -> None:
     # A fresh session on sign-in: nothing set before login survives (no session fixation).
     session.clear()
+    now = int(time.time())
     session["uid"] = user.id
     session["gen"] = user.token_generation
+    session["sid"] = secrets.token_urlsafe(16)
+    session["t0"] = session["seen"] = now
     session.permanent = False
+
+
+def _ended(sid: object) -> bool:
+    """Whether this session was signed out (a copy of its cookie is then worth nothing).
+    Without Redis a signed-out cookie stays valid until its idle or age limit."""
+    if not isinstance(sid, str):
+        return True
+    try:
+        return bool(get_redis().exists(_REVOKED.format(sid)))
+    except RedisError:
+        logger.warning("could not check for a signed-out session (Redis unavailable)")
+        return False
 
 
 # A sign-in waiting for its second factor: the password was right, nobody is signed in yet.
@@ -59,6 +97,14 @@ def pending_second_factor() -> dict[str, Any] | None:
 
 
 def logout_user() -> None:
+    """End this session for good: the cookie is cleared and its id remembered as signed out
+    until it would have expired anyway."""
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        try:
+            get_redis().set(_REVOKED.format(sid), "1", ex=MAX_AGE_S)
+        except RedisError:
+            logger.warning("could not record a sign-out (Redis unavailable)")
     session.clear()
 
 

@@ -72,6 +72,60 @@ def test_logout_needs_post_with_csrf_and_ends_the_session(client, db) -> None:  
     assert client.get("/admin/").status_code == 302
 
 
+def test_a_copy_of_a_signed_out_cookie_is_worth_nothing_and_sign_out_is_audited(  # type: ignore[no-untyped-def]
+        app, client, db) -> None:
+    from sqlalchemy import select
+
+    from pharmacy.models import AuditEvent
+
+    user = UserFactory(role=Role.PHARMACIST)
+    db.session.commit()
+    web_login(client, user.email, DEFAULT_PASSWORD)
+    copied = client.get_cookie("session").value
+    thief = app.test_client()
+    thief.set_cookie("session", copied)
+    assert thief.get("/pharmacist/").status_code == 200  # the copy works while signed in
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/pharmacist/")})
+    assert thief.get("/pharmacist/").status_code == 302  # and not after sign-out
+    assert db.session.scalar(select(AuditEvent).where(
+        AuditEvent.action == "user.logout", AuditEvent.entity_id == str(user.id)))
+
+
+@pytest.mark.parametrize(("role", "idle_s", "ends"), [
+    (Role.PHARMACIST, 31 * 60, True), (Role.PHARMACIST, 29 * 60, False),
+    (Role.COURIER, 31 * 60, False), (Role.COURIER, 13 * 3600, True)])
+def test_idle_sessions_end_sooner_for_staff_on_shared_computers(  # type: ignore[no-untyped-def]
+        client, db, monkeypatch, role, idle_s, ends) -> None:
+    import time
+
+    from pharmacy.web import session as web_session
+
+    user = UserFactory(role=role)
+    db.session.commit()
+    web_login(client, user.email, DEFAULT_PASSWORD)
+    home = {Role.PHARMACIST: "/pharmacist/", Role.COURIER: "/courier/"}[role]
+    assert client.get(home).status_code == 200
+    now = time.time()
+    monkeypatch.setattr(web_session.time, "time", lambda: now + idle_s)
+    assert (client.get(home).status_code == 302) is ends
+
+
+def test_a_busy_session_still_ends_after_fourteen_hours(client, db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from pharmacy.web import session as web_session
+
+    user = UserFactory(role=Role.COURIER)
+    db.session.commit()
+    web_login(client, user.email, DEFAULT_PASSWORD)
+    start = time.time()
+    for hour in range(0, 14):  # a request every hour keeps it from idling out
+        monkeypatch.setattr(web_session.time, "time", lambda h=hour: start + h * 3600)
+        assert client.get("/courier/").status_code == 200, hour
+    monkeypatch.setattr(web_session.time, "time", lambda: start + 14 * 3600 + 60)
+    assert client.get("/courier/").status_code == 302
+
+
 def test_signed_out_visitors_are_sent_to_login_and_back(client, db) -> None:  # type: ignore[no-untyped-def]
     response = client.get("/pharmacist/")
     assert response.status_code == 302
@@ -117,6 +171,7 @@ def test_production_sends_hsts() -> None:
 
     app = create_app(Config.from_env({
         "DISPENSARY_ENV": "production", "SECRET_KEY": "s" * 40,
-        "DATABASE_URL": "sqlite:///:memory:", "REDIS_URL": "redis://127.0.0.1:1/0"}))
+        "DATABASE_URL": "sqlite:///:memory:", "REDIS_URL": "redis://127.0.0.1:1/0",
+        "NOTIFY_BACKEND": "smtp", "SMTP_HOST": "mail.example.org"}))
     response = app.test_client().get("/healthz", base_url="https://pharmacy.example")
     assert "max-age=31536000" in response.headers["Strict-Transport-Security"]

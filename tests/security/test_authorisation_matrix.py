@@ -62,6 +62,8 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("auth.login", "GET"): EVERYONE,
     ("auth.login", "POST"): EVERYONE,
     ("auth.logout", "POST"): EVERYONE,
+    ("auth.change_password", "GET"): SIGNED_IN - {"api_client"},
+    ("auth.change_password", "POST"): SIGNED_IN - {"api_client"},
     # The code step of a sign-in exists only while one waits for its code (password accepted
     # moments ago); anyone else is sent to sign in. tests/security/test_totp.py covers it.
     ("auth.second_factor", "GET"): frozenset(),

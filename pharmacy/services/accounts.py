@@ -1,0 +1,142 @@
+"""Staff accounts over their life: created, password set or changed, deactivated, reactivated.
+
+Every change that should end what the account had open (a new password, deactivation)
+raises its token generation, which ends its web sessions and API tokens; every change is
+audited with who did it (an operator named on the command line, or the user themself).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import Conflict, InvalidRequest, NotFound
+from ..models import Courier, Pharmacy, Role, User, Vehicle
+from . import audit, auth
+from .patients import MIN_PASSWORD as PATIENT_MIN_PASSWORD
+
+MIN_PASSWORD = 12          # staff: 12 characters (patients' own minimum is 10)
+STAFF_ROLES = (Role.PHARMACIST, Role.ADMIN, Role.COURIER)
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def minimum_for(user: User) -> int:
+    return PATIENT_MIN_PASSWORD if user.role is Role.PATIENT else MIN_PASSWORD
+
+
+def check_password(password: str, *, minimum: int = MIN_PASSWORD) -> None:
+    if len(password) < minimum:
+        raise InvalidRequest(f"Use a password of at least {minimum} characters.",
+                             errors=[{"field": "password",
+                                      "message": f"At least {minimum} characters."}])
+    if len(password) > 1024:
+        raise InvalidRequest("That password is too long.")
+
+
+def _operator(operator: str) -> str:
+    operator = operator.strip()[:200]
+    if not operator:
+        raise InvalidRequest("Say who is making this change.")
+    return operator
+
+
+def create_staff(session: Session, *, email: str, full_name: str, role: Role, password: str,
+                 operator: str, pharmacy_ods: str | None = None,
+                 shift: tuple[time, time] | None = None,
+                 vehicle_registration: str | None = None) -> User:
+    """A pharmacist, admin or courier account (a courier also gets its pharmacy, shift and,
+    if given, its usual vehicle)."""
+    operator = _operator(operator)
+    if role not in STAFF_ROLES:
+        raise InvalidRequest("Patients register themselves; create staff accounts here.")
+    email = auth.normalise_email(email)
+    if not _EMAIL.fullmatch(email) or len(email) > 254:
+        raise InvalidRequest("Give a valid e-mail address.")
+    if not full_name.strip():
+        raise InvalidRequest("Give the person's full name.")
+    check_password(password)
+    if auth.find_user_by_email(session, email) is not None:
+        raise Conflict(f"There is already an account for {email}.")
+    courier: Courier | None = None
+    if role is Role.COURIER:
+        pharmacy = session.scalar(select(Pharmacy).where(Pharmacy.ods_code == pharmacy_ods))
+        if pharmacy is None:
+            raise InvalidRequest("A courier needs the ODS code of their pharmacy.")
+        if shift is None or not shift[0] < shift[1]:
+            raise InvalidRequest("A courier needs a shift, e.g. 09:00-17:00.")
+        vehicle_id = None
+        if vehicle_registration:
+            vehicle = session.scalar(select(Vehicle).where(
+                Vehicle.pharmacy_id == pharmacy.id,
+                Vehicle.registration == vehicle_registration.strip().upper()))
+            if vehicle is None:
+                raise InvalidRequest(f"No vehicle {vehicle_registration} at that pharmacy.")
+            vehicle_id = vehicle.id
+        courier = Courier(pharmacy_id=pharmacy.id, shift_start=shift[0], shift_end=shift[1],
+                          default_vehicle_id=vehicle_id)
+    elif pharmacy_ods or shift or vehicle_registration:
+        raise InvalidRequest("Pharmacy, shift and vehicle are for couriers.")
+    user = auth.create_user(session, email=email, password=password, role=role,
+                            full_name=full_name.strip())
+    if courier is not None:
+        courier.user_id = user.id
+        session.add(courier)
+        session.flush()
+    audit.record(session, action="user.staff_created", entity_type="user", entity_id=user.id,
+                 after={"role": role.value, "operator": operator})
+    return user
+
+
+def get_user(session: Session, email: str) -> User:
+    user = auth.find_user_by_email(session, email)
+    if user is None:
+        raise NotFound(f"No account for {email}.")
+    return user
+
+
+def set_password(session: Session, user: User, password: str, *,
+                 operator: str | None) -> None:
+    """A new password: every session and API token of the account ends, and a lockout is
+    lifted. ``operator`` None means the user changed it themself."""
+    check_password(password, minimum=minimum_for(user))
+    user.password_hash = auth.hash_password(password)
+    user.token_generation += 1
+    user.failed_login_count = 0
+    user.locked_until = None
+    audit.record(session, action="user.password_changed", entity_type="user",
+                 entity_id=user.id, actor=user if operator is None else None,
+                 after={"operator": _operator(operator)} if operator is not None else None)
+
+
+def change_own_password(session: Session, user: User, *, current: str, new: str,
+                        confirm: str) -> None:
+    """The signed-in user's own change: the current password first."""
+    if not auth.password_matches(user, current):
+        raise InvalidRequest("Your current password is not right.",
+                             errors=[{"field": "current", "message": "Not right."}])
+    if new != confirm:
+        raise InvalidRequest("The new passwords do not match.",
+                             errors=[{"field": "confirm", "message": "Does not match."}])
+    if new == current:
+        raise InvalidRequest("Choose a password you have not been using.")
+    set_password(session, user, new, operator=None)
+
+
+def set_active(session: Session, user: User, active: bool, *, reason: str,
+               operator: str) -> bool:
+    """Deactivate (sessions and tokens end at once) or reactivate an account. Returns False
+    when it already was so."""
+    operator = _operator(operator)
+    if not reason.strip():
+        raise InvalidRequest("Say why.")
+    if user.is_active is active:
+        return False
+    user.is_active = active
+    user.token_generation += 1
+    audit.record(session, action="user.reactivated" if active else "user.deactivated",
+                 entity_type="user", entity_id=user.id, reason=reason.strip()[:500],
+                 after={"operator": operator})
+    return True
