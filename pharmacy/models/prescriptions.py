@@ -114,6 +114,11 @@ class PrescriptionItem(Base):
     cd_schedule: Mapped[int | None]
     quantity_words: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(20), default="active")
+    # When this item was supplied (packed) on its issue. Items are supplied one by one: the
+    # issue is dispensed when the last of them is, and each item's next repeat is due from
+    # its own supply. None on items dispensed before items were tracked one by one (the
+    # issue's dispensed_at stands for them).
+    supplied_at: Mapped[datetime | None]
 
     prescription: Mapped[Prescription] = relationship(back_populates="items")
     medicine: Mapped[Medicine | None] = relationship()

@@ -21,16 +21,22 @@ class MedicineRow:
     item: PrescriptionItem
     orderable_now: bool          # the current issue is ready to order
     repeat: prescriptions.RepeatStatus | None
-    on_order: bool
+    on_order: bool               # on an order, not yet supplied
 
 
 def my_medicines(session: Session, patient: PatientProfile, today: date) -> list[MedicineRow]:
+    """Each repeat item: in the basket if its issue may be ordered, else when it next can.
+
+    An item already supplied on its issue is judged by its next repeat alone, even while
+    its order is on the way or the issue's other items wait to be ordered.
+    """
     rows = []
     for status in prescriptions.my_medicines(session, patient, today):
         item = status.item
-        on_order = orders.on_active_order(session, item.id)
-        ready = (item.prescription.status in orders.ORDERABLE_RX and not on_order
-                 and item.medicine_id is not None)
+        supplied = prescriptions.item_supplied_at(item) is not None
+        on_order = not supplied and orders.on_active_order(session, item.id)
+        ready = (item.prescription.status in orders.ORDERABLE_RX and not supplied
+                 and not on_order and item.medicine_id is not None)
         rows.append(MedicineRow(item, ready, None if ready else status, on_order))
     return rows
 

@@ -369,27 +369,22 @@ def _release_check(session: Session, order: Order, actor: User | None) -> None:
 
 
 def _dispense_supplied_prescriptions(session: Session, order: Order, actor: User) -> None:
-    """A prescription whose every item is now packed, out or delivered is dispensed: it
-    cannot be ordered again, and a repeat batch's next issue counts from today."""
-    from .prescriptions import mark_dispensed
+    """Each prescription item packed on this order is supplied: it cannot be ordered again
+    on its issue, and its next repeat is due from today whatever becomes of the issue's
+    other items. An issue whose every item has now been supplied is dispensed."""
+    from .prescriptions import record_supply
 
-    seen: set[int] = set()
+    supplied: dict[int, list[PrescriptionItem]] = {}
     for line in order.lines:
         if line.prescription_item_id is None or not line.quantity_supplied:
             continue
         item = session.get(PrescriptionItem, line.prescription_item_id)
         assert item is not None
-        rx = item.prescription
-        if rx.id in seen or rx.status is not PrescriptionStatus.VERIFIED:
-            continue
-        seen.add(rx.id)
-        supplied = set(session.scalars(
-            select(OrderLine.prescription_item_id).join(Order).where(
-                OrderLine.prescription_item_id.in_([i.id for i in rx.items]),
-                OrderLine.quantity_supplied > 0,
-                Order.status.in_((O.PACKED, O.OUT_FOR_DELIVERY, O.DELIVERED)))))
-        if supplied >= {i.id for i in rx.items}:
-            mark_dispensed(session, rx, actor)
+        supplied.setdefault(item.prescription_id, []).append(item)
+    for prescription_id in sorted(supplied):
+        items = supplied[prescription_id]
+        if items[0].prescription.status is PrescriptionStatus.VERIFIED:
+            record_supply(session, items[0].prescription, items, actor)
 
 
 def _reserve(session: Session, order: Order, *, slot_day: datetime, actor: User | None) -> None:

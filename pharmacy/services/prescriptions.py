@@ -658,12 +658,69 @@ def withdraw(session: Session, rx: Prescription, pharmacist: User, reason: str, 
              now: datetime | None = None, request_id: str | None = None) -> Prescription:
     """Stop a prescription that is not yet dispensed, verified ones included (a problem
     found after the check, the prescriber cancelling it): it can no longer be ordered or
-    supplied, the unpacked orders waiting for it are cancelled, and the patient is told."""
-    return _stop(session, rx, pharmacist, reason, S.CANCELLED, ReviewAction.WITHDRAWN,
-                 what="withdrawing", now=now, request_id=request_id,
-                 subject="A prescription of yours has been stopped",
-                 body="Our pharmacist has stopped a prescription sent for you and will "
-                      "contact you or your prescriber if anything is needed.")
+    supplied, the unpacked orders waiting for it are cancelled, and the patient is told.
+
+    Withdrawing any issue of a repeat batch, a dispensed one included, stops the whole
+    batch: every issue not yet dispensed is withdrawn too and no further issue can be
+    requested (see `repeats_stopped`).
+    """
+    original = _original_of(session, rx)
+    if original.prescription_type != "repeat":
+        return _stop(session, rx, pharmacist, reason, S.CANCELLED, ReviewAction.WITHDRAWN,
+                     what="withdrawing", now=now, request_id=request_id,
+                     subject="A prescription of yours has been stopped",
+                     body="Our pharmacist has stopped a prescription sent for you and will "
+                          "contact you or your prescriber if anything is needed.")
+    return _stop_repeats(session, original, rx, pharmacist, reason, now=now or utcnow(),
+                         request_id=request_id)
+
+
+def _stop_repeats(session: Session, original: Prescription, rx: Prescription,
+                  pharmacist: User, reason: str, *, now: datetime,
+                  request_id: str | None) -> Prescription:
+    _require_pharmacist(pharmacist)
+    text = _required_reason(reason, "reason for withdrawing")
+    # The same lock as request_repeat: no new issue appears while the batch is stopped.
+    session.scalar(select(Prescription.id).where(Prescription.id == original.id)
+                   .with_for_update())
+    if repeats_stopped(session, original) is not None:
+        raise InvalidTransition("This repeat prescription has already been stopped.",
+                                current_status=rx.status.value)
+    if rx.status is not S.DISPENSED and S.CANCELLED not in TRANSITIONS[rx.status]:
+        _transition(rx, S.CANCELLED)  # refused, with the usual message
+    cancelled = 0
+    withdrawn: list[int] = []
+    for issue in _issues(session, original):
+        if issue is not rx and S.CANCELLED not in TRANSITIONS[issue.status]:
+            continue  # dispensed, rejected, expired: nothing left to stop
+        before = issue.status
+        if S.CANCELLED in TRANSITIONS[issue.status]:
+            _transition(issue, S.CANCELLED)
+            issue.decided_by_id, issue.decided_at, issue.decision_reason = (
+                pharmacist.id, now, text)
+            withdrawn.append(issue.id)
+        audit.record(session, action="prescription.withdrawn", entity_type="prescription",
+                     entity_id=issue.id, actor=pharmacist, request_id=request_id, reason=text,
+                     before={"status": before.value},
+                     after={"status": issue.status.value, "repeats_stopped_by": rx.id})
+        cancelled += _cancel_orders_waiting_for(session, issue, pharmacist,
+                                                reason=f"prescription withdrawn: {text}")
+    _review(session, rx, pharmacist, ReviewAction.WITHDRAWN, text)
+    audit.record(session, action="prescription.repeats_stopped", entity_type="prescription",
+                 entity_id=original.id, actor=pharmacist, request_id=request_id, reason=text,
+                 before={"repeats_stopped": False, "repeats_issued": original.repeats_issued},
+                 after={"repeats_stopped": True, "withdrawn_issue": rx.id,
+                        "issues_cancelled": withdrawn})
+    if rx.patient is not None:
+        _notify_patient(session, rx.patient, "prescription.withdrawn",
+                        "A repeat prescription of yours has been stopped",
+                        "Our pharmacist has stopped a repeat prescription sent for you: no "
+                        "further repeats of it will be issued. We will contact you or your "
+                        "prescriber if anything is needed."
+                        + (" The order waiting for it has been cancelled and any payment "
+                           "released." if cancelled else ""))
+    session.flush()
+    return rx
 
 
 def query(session: Session, rx: Prescription, pharmacist: User, question: str, *,
@@ -724,29 +781,79 @@ def _refuse_if_lapsed(session: Session, rx: Prescription, now: datetime) -> None
                                 "Reject it and ask the prescriber for a new one.")
 
 
-# Called once per item when a prescription is dispensed; the controlled-drug register
-# (inventory issue) subscribes here. Each hook gets (session, prescription, item, actor).
+# Called once per item when it is supplied; the controlled-drug register (inventory issue)
+# subscribes here. Each hook gets (session, prescription, item, actor).
 DispenseHook = Callable[[Session, Prescription, PrescriptionItem, User], None]
 dispense_hooks: list[DispenseHook] = []
 
 
-def mark_dispensed(session: Session, rx: Prescription, pharmacist: User, *,
-                   now: datetime | None = None, request_id: str | None = None) -> Prescription:
-    """Record that a verified prescription was dispensed (never a rejected or open one)."""
-    _require_pharmacist(pharmacist)
+def item_supplied_at(item: PrescriptionItem) -> datetime | None:
+    """When the item was supplied on its issue, or None while it has not been.
+
+    Items dispensed before they were tracked one by one have no time of their own: their
+    issue's dispensing time stands for them.
+    """
+    if item.supplied_at is not None:
+        return item.supplied_at
+    rx = item.prescription
+    return rx.dispensed_at if rx.status is S.DISPENSED else None
+
+
+def _supply(session: Session, rx: Prescription, items: Sequence[PrescriptionItem],
+            pharmacist: User, now: datetime, request_id: str | None) -> None:
+    """Record the supply of ``items``; dispense the issue once every item is supplied."""
+    for item in items:
+        if item.prescription_id != rx.id or item.supplied_at is not None:
+            continue
+        item.supplied_at = now
+        for hook in dispense_hooks:
+            hook(session, rx, item, pharmacist)
+        audit.record(session, action="prescription.item_supplied", entity_type="prescription",
+                     entity_id=rx.id, actor=pharmacist, request_id=request_id,
+                     before={"item": item.id, "supplied_at": None},
+                     after={"item": item.id, "line": item.line_id,
+                            "supplied_at": now.isoformat()})
+    if all(item.supplied_at is not None for item in rx.items):
+        before = _transition(rx, S.DISPENSED)
+        rx.dispensed_at = now
+        audit.record(session, action="prescription.dispensed", entity_type="prescription",
+                     entity_id=rx.id, actor=pharmacist, request_id=request_id,
+                     before={"status": before.value}, after={"status": rx.status.value})
+    session.flush()
+
+
+def _refuse_unless_verified(rx: Prescription) -> None:
     if rx.status is not S.VERIFIED:
         raise InvalidTransition(f"Only a verified prescription can be dispensed (this one is "
                                 f"{rx.status.value.replace('_', ' ')}).")
-    _refuse_if_lapsed(session, rx, now or utcnow())
-    before = _transition(rx, S.DISPENSED)
-    rx.dispensed_at = now or utcnow()
-    for item in rx.items:
-        for hook in dispense_hooks:
-            hook(session, rx, item, pharmacist)
-    audit.record(session, action="prescription.dispensed", entity_type="prescription",
-                 entity_id=rx.id, actor=pharmacist, request_id=request_id,
-                 before={"status": before.value}, after={"status": rx.status.value})
-    session.flush()
+
+
+def record_supply(session: Session, rx: Prescription, items: Sequence[PrescriptionItem],
+                  pharmacist: User, *, now: datetime | None = None,
+                  request_id: str | None = None) -> Prescription:
+    """Record that some items of a verified prescription were supplied (packed).
+
+    Each item is supplied once: it cannot be ordered again on this issue, and its next
+    repeat is due from this supply, whatever happens to the issue's other items. The issue
+    is dispensed when its last item is supplied.
+    """
+    _require_pharmacist(pharmacist)
+    _refuse_unless_verified(rx)
+    now = now or utcnow()
+    _refuse_if_lapsed(session, rx, now)
+    _supply(session, rx, items, pharmacist, now, request_id)
+    return rx
+
+
+def mark_dispensed(session: Session, rx: Prescription, pharmacist: User, *,
+                   now: datetime | None = None, request_id: str | None = None) -> Prescription:
+    """Record that a verified prescription was dispensed (never a rejected or open one):
+    the items not yet supplied are supplied now."""
+    _require_pharmacist(pharmacist)
+    _refuse_unless_verified(rx)
+    now = now or utcnow()
+    _refuse_if_lapsed(session, rx, now)
+    _supply(session, rx, rx.items, pharmacist, now, request_id)
     return rx
 
 
@@ -771,22 +878,43 @@ def _issues(session: Session, original: Prescription) -> list[Prescription]:
     ))
 
 
+def _original_of(session: Session, rx: Prescription) -> Prescription:
+    original = session.get(Prescription, rx.original_id) if rx.original_id else rx
+    assert original is not None
+    return original
+
+
+def _line_rows(issues: Sequence[Prescription], line_id: str) -> list[PrescriptionItem]:
+    """One line of a repeat batch as each issue that carried it, oldest first. An issue
+    carries only the lines that were due, so lines of one batch move on at their own pace."""
+    return [i for issue in issues for i in issue.items if i.line_id == line_id]
+
+
+def repeats_stopped(session: Session, original: Prescription) -> PrescriptionReview | None:
+    """The pharmacist's withdrawal that stopped a repeat batch, if any: withdrawing any
+    issue of the batch, dispensed ones included, stops the repeats still to come."""
+    batch = select(Prescription.id).where((Prescription.id == original.id)
+                                          | (Prescription.original_id == original.id))
+    return session.scalar(
+        select(PrescriptionReview).where(PrescriptionReview.prescription_id.in_(batch),
+                                         PrescriptionReview.action == ReviewAction.WITHDRAWN)
+        .order_by(PrescriptionReview.id).limit(1))
+
+
 def repeat_status(session: Session, item: PrescriptionItem, today: date) -> RepeatStatus:
     """Electronic repeat dispensing: issues become orderable 7 days before they are due.
 
-    The next issue is due the previous issue's dispensing date plus its supply duration; the
-    batch allows ``numberOfRepeatsAllowed + 1`` issues in all, within 12 months of being
-    written; Schedule 2/3 controlled drugs never repeat.
+    Judged per line: the next issue of a line is due the day the line's latest supply was
+    supplied plus its supply duration; each line allows its own ``numberOfRepeatsAllowed +
+    1`` issues, all within 12 months of the batch being written; Schedule 2/3 controlled
+    drugs never repeat, and a batch a pharmacist stopped (withdrew) repeats no more.
     """
-    rx = item.prescription
-    original = session.get(Prescription, rx.original_id) if rx.original_id else rx
-    assert original is not None
-    issues = _issues(session, original)
-    latest = issues[-1]
-    # Each item has its own numberOfRepeatsAllowed; the batch's is the largest of them.
+    original = _original_of(session, item.prescription)
+    rows = _line_rows(_issues(session, original), item.line_id)
+    current = rows[-1] if rows else item
     source = next((i for i in original.items if i.line_id == item.line_id), None)
     allowed = source.repeats_allowed if source is not None else 0
-    remaining = max(0, allowed + 1 - len(issues))
+    remaining = max(0, allowed + 1 - len(rows))
 
     def no(reason: str, earliest: date | None = None) -> RepeatStatus:
         return RepeatStatus(item, False, earliest, reason, remaining)
@@ -796,6 +924,11 @@ def repeat_status(session: Session, item: PrescriptionItem, today: date) -> Repe
                   "for a new prescription.")
     if original.prescription_type != "repeat" or allowed == 0:
         return no("This was a one-off prescription; ask your prescriber for a new one.")
+    stopped = repeats_stopped(session, original)
+    if stopped is not None:
+        return RepeatStatus(item, False, None, "Our pharmacist stopped this repeat "
+                            f"prescription on {stopped.created_at.astimezone(LONDON):%-d %B %Y}"
+                            "; ask your prescriber if you still need it.", 0)
     if remaining == 0:
         return no("All repeats on this prescription have been used; ask your prescriber to "
                   "re-authorise it.")
@@ -806,25 +939,20 @@ def repeat_status(session: Session, item: PrescriptionItem, today: date) -> Repe
     if ends is not None and today > ends:
         return no(f"Your prescriber made this prescription valid until {ends:%-d %B %Y}; ask "
                   "them to renew it.")
-    if latest.status in OPEN_STATUSES or latest.status is S.VERIFIED:
-        return no("Your last issue is still being prepared.")
-    if latest.status is not S.DISPENSED or latest.dispensed_at is None:
+    supplied = item_supplied_at(current)
+    if supplied is None:
+        latest = current.prescription
+        if latest.status in OPEN_STATUSES or latest.status is S.VERIFIED:
+            return no("Your last issue is still being prepared.")
         return no(f"Your last issue was {latest.status.value.replace('_', ' ')}; "
                   "ask your prescriber.")
-    supply = item.supply_duration_days or 28
-    due = latest.dispensed_at.astimezone(LONDON).date() + timedelta(days=supply)
+    supply = current.supply_duration_days or 28
+    due = supplied.astimezone(LONDON).date() + timedelta(days=supply)
     earliest = due - timedelta(days=REPEAT_LEAD_DAYS)
     if today < earliest:
         return no(f"You can order this from {earliest:%-d %B %Y}, 7 days before your current "
                   f"supply runs out on {due:%-d %B %Y}.", earliest)
     return RepeatStatus(item, True, earliest, "You can order this now.", remaining)
-
-
-def repeatable_items(original: Prescription, issue_number: int) -> list[PrescriptionItem]:
-    """The original's items that issue ``issue_number`` (2 = the first repeat) carries."""
-    return [i for i in original.items
-            if i.repeats_allowed + 1 >= issue_number
-            and i.cd_schedule not in SECOND_CHECK_SCHEDULES]
 
 
 def _validity_end(original: Prescription, line_id: str) -> date | None:
@@ -852,34 +980,38 @@ def request_repeat(session: Session, patient: PatientProfile, item_id: int, *,
     """A patient asks for the next issue of a repeat item they hold.
 
     When allowed, a new issue of the prescription is created and queued for a pharmacist
-    (the clinical check happens at every issue). Otherwise nothing changes and the returned
-    status says when it can be ordered and why.
+    (the clinical check happens at every issue). It carries the asked-for item and every
+    other item of the batch that is orderable too (due within the 7 days' lead), never one
+    that is not yet due. Otherwise nothing changes and the returned status says when it
+    can be ordered and why.
     """
     now = now or utcnow()
+    today = now.astimezone(LONDON).date()
     item = session.get(PrescriptionItem, item_id)
     if item is None or item.prescription.patient_id != patient.id:
         raise NotFound(f"You hold no prescription item {item_id}.")
-    rx = item.prescription
-    original = session.get(Prescription, rx.original_id) if rx.original_id else rx
-    assert original is not None
+    original = _original_of(session, item.prescription)
     # Lock the original so two requests cannot both create the next issue.
     session.scalar(select(Prescription.id).where(Prescription.id == original.id)
                    .with_for_update())
-    status = repeat_status(session, item, now.astimezone(LONDON).date())
+    status = repeat_status(session, item, today)
     if not status.can_order:
         return status, None
-    issue_number = len(_issues(session, original)) + 1
+    issues = _issues(session, original)
+    issue_number = len(issues) + 1
     new = Prescription(
         prescription_id=f"{original.prescription_id[:58]}/{issue_number}",
         patient_id=original.patient_id, prescriber_id=original.prescriber_id,
         pharmacy_id=original.pharmacy_id, status=S.AWAITING_VERIFICATION,
-        prescription_type="repeat", issued_on=now.astimezone(LONDON).date(), received_at=now,
+        prescription_type="repeat", issued_on=today, received_at=now,
         repeats_allowed=0, needs_second_check=original.needs_second_check,
         original_id=original.id, issue_number=issue_number,
         source_bundle=original.source_bundle, validation_outcome=original.validation_outcome,
     )
-    # Only the items whose own repeats reach this issue, never a Schedule 2/3 drug.
-    for source in repeatable_items(original, issue_number):
+    # Only the items due now, each within its own repeats, never a Schedule 2/3 drug.
+    due = [source for source in original.items
+           if repeat_status(session, source, today).can_order]
+    for source in due:
         new.items.append(PrescriptionItem(
             line_id=source.line_id, medicine_id=source.medicine_id,
             medication_code=source.medication_code, medication_display=source.medication_display,
@@ -887,19 +1019,25 @@ def request_repeat(session: Session, patient: PatientProfile, item_id: int, *,
             dosage_text=source.dosage_text, supply_duration_days=source.supply_duration_days,
             repeats_allowed=0, cd_schedule=source.cd_schedule))
     session.add(new)
-    original.repeats_issued = issue_number - 1
+    # Lines repeat at their own pace: the batch has issued as many repeats as its most
+    # repeated line (so never more than the largest numberOfRepeatsAllowed).
+    carried = {source.line_id for source in due}
+    original.repeats_issued = max(
+        len(_line_rows(issues, source.line_id)) + (source.line_id in carried) - 1
+        for source in original.items)
     session.flush()
     audit.record(session, action="prescription.repeat_issued", entity_type="prescription",
                  entity_id=new.id, actor=actor, request_id=request_id,
                  after={"original": original.id, "issue_number": issue_number,
-                        "status": new.status.value})
+                        "status": new.status.value, "lines": sorted(carried)})
     return status, new
 
 
 def my_medicines(session: Session, patient: PatientProfile, today: date) -> list[RepeatStatus]:
     """Each item the patient holds on a repeat prescription, with whether it can be ordered.
 
-    One entry per item of each original prescription, judged on its latest issue.
+    One entry per line of each original prescription, judged on the latest issue that
+    carried it; a line whose repeats are used up drops off once a later issue leaves it out.
     """
     originals = session.scalars(
         select(Prescription).where(Prescription.patient_id == patient.id,
@@ -910,7 +1048,12 @@ def my_medicines(session: Session, patient: PatientProfile, today: date) -> list
     ).all()
     statuses = []
     for original in originals:
-        latest = _issues(session, original)[-1]
-        for item in latest.items:
-            statuses.append(repeat_status(session, item, today))
+        issues = _issues(session, original)
+        for source in original.items:
+            rows = _line_rows(issues, source.line_id)
+            current = rows[-1]
+            if current.prescription is not issues[-1] \
+                    and len(rows) >= source.repeats_allowed + 1:
+                continue
+            statuses.append(repeat_status(session, current, today))
     return statuses

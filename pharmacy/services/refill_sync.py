@@ -18,7 +18,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from ..models import PatientProfile, PrescriptionItem, PrescriptionStatus
+from ..models import PatientProfile, PrescriptionItem
 from .dose_calendar import parse_dosage
 
 DEFAULT_SUPPLY_DAYS = 28  # as prescriptions.repeat_status assumes when none is given
@@ -171,26 +171,26 @@ def sync_plan_for_patient(session: Session, patient: PatientProfile, sync_day: d
     Only items whose latest issue was dispensed and that have repeats left can be planned;
     the others are listed with the reason.
     """
-    from .prescriptions import LONDON, my_medicines
+    from .prescriptions import LONDON, item_supplied_at, my_medicines
 
     held: list[HeldItem] = []
     skipped: list[Skipped] = []
     for status in my_medicines(session, patient, today):
         item = status.item
-        issue = item.prescription
 
         def skip(reason: str, item: PrescriptionItem = item) -> None:
             skipped.append(Skipped(item.id, item.medication_display, reason))
 
+        supplied = item_supplied_at(item)  # items of one issue are supplied one by one
         if item.status != "active":
             skip("This item is no longer active.")
-        elif issue.status is not PrescriptionStatus.DISPENSED or issue.dispensed_at is None:
-            skip("The current issue has not been dispensed yet.")
+        elif supplied is None:
+            skip("The current issue of this item has not been supplied yet.")
         elif status.remaining == 0 or item.cd_schedule in (2, 3):
             skip(status.reason)  # no further issue to align
         elif (daily := daily_quantity(item)) is None:
             skip("How much is taken a day is not known.")
         else:
-            held.append(HeldItem(item.id, issue.dispensed_at.astimezone(LONDON).date(),
+            held.append(HeldItem(item.id, supplied.astimezone(LONDON).date(),
                                  item.supply_duration_days or DEFAULT_SUPPLY_DAYS, daily))
     return SyncProposal(sync_day, synchronise(held, sync_day, today=today), held, skipped)

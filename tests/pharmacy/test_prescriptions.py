@@ -293,7 +293,7 @@ def test_repeat_requests_follow_the_seven_day_rule_and_the_repeat_count(
 
     db.session.expire_all()  # the requests changed it (and its version) meanwhile
     rx = db.session.get(Prescription, rx_id)
-    rx.dispensed_at = utcnow() - timedelta(days=22)
+    rx.dispensed_at = rx.items[0].supplied_at = utcnow() - timedelta(days=22)
     db.session.commit()
     issued = client.post("/api/v1/me/repeat-requests", json={"item_id": item_id},
                          headers=headers)

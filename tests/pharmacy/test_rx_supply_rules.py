@@ -159,8 +159,8 @@ def test_a_repeat_issue_carries_only_the_items_whose_repeats_reach_it(  # type: 
                                              course="continuous-repeat-dispensing"))
     rx_service.verify(db.session, rx, people["ph1"],
                       {w.key: "checked" for w in rx_service.warnings_of(rx)})
-    rx_service.mark_dispensed(db.session, rx, people["ph1"])
-    rx.dispensed_at = utcnow() - timedelta(days=25)
+    rx_service.mark_dispensed(db.session, rx, people["ph1"],
+                              now=utcnow() - timedelta(days=25))
     db.session.commit()
     amlodipine = next(i for i in rx.items if i.repeats_allowed == 2)
     simvastatin = next(i for i in rx.items if i.repeats_allowed == 0)
