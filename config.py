@@ -222,6 +222,10 @@ class Config:
                 raise ConfigError(f"production needs {', '.join(missing)} set")
             if env["SECRET_KEY"] == _DEV_SECRET or len(env["SECRET_KEY"]) < 32:
                 raise ConfigError("production SECRET_KEY must be a random value of 32+ chars")
+            if env.get("NOTIFY_BACKEND") != "smtp" or not env.get("SMTP_HOST"):
+                # The console backend only logs: reminders and order messages would be
+                # marked sent and lost for good.
+                raise ConfigError("production needs NOTIFY_BACKEND=smtp and SMTP_HOST set")
             values.setdefault("SESSION_COOKIE_SECURE", True)
         return cls(**values)  # type: ignore[arg-type]
 

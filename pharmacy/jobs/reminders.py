@@ -36,6 +36,4 @@ def send_notifications() -> int:
         How many were sent.
     """
     backend = notify.backend_from_config(current_app.config)
-    sent = notify.send_pending(db.session, backend)
-    db.session.commit()
-    return sent
+    return notify.send_pending(db.session, backend)  # commits message by message

@@ -222,6 +222,12 @@ class Notification(Base):
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    # A message the relay refused (a bad address) is tried again later, with back-off, and
+    # given up after a few tries; it never holds up the messages behind it.
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(100))
+    next_attempt_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
 
 
 class GeocodeCache(Base):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "notifications"
 EMAIL = "email"
 SEND_BATCH = 100
+# A refused message: tried again after 10, 20, 40, 80 minutes, then given up (the fifth).
+MAX_ATTEMPTS = 5
+RETRY_AFTER = timedelta(minutes=10)
 DEFAULT_SENDER = "Dispensary <no-reply@localhost>"
 REMINDER_CATCH_UP_DAYS = 3  # a missed daily run still reminds, once, for this long
 
@@ -184,17 +187,20 @@ class SMTPBackend:
     def send(self, message: OutgoingMessage) -> None:
         if self._connection is None:
             raise RuntimeError("SMTPBackend.send before open")
-        mail = EmailMessage()
-        mail["From"] = self.sender
-        mail["To"] = message.to
-        mail["Subject"] = message.subject
-        mail["Date"] = format_datetime(utcnow())
-        # Fixed per notification: a resend after a crash is recognisably the same message.
-        mail["Message-ID"] = f"<notification-{message.notification_id}@{self._domain}>"
-        mail.set_content(message.body)
         try:
+            mail = EmailMessage()
+            mail["From"] = self.sender
+            mail["To"] = message.to  # a line break in an address is refused here
+            mail["Subject"] = message.subject
+            mail["Date"] = format_datetime(utcnow())
+            # Fixed per notification: a resend after a crash is recognisably the same message.
+            mail["Message-ID"] = f"<notification-{message.notification_id}@{self._domain}>"
+            mail.set_content(message.body)
             self._connection.send_message(mail)
-        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError) as exc:
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError,
+                smtplib.SMTPNotSupportedError, ValueError, UnicodeError) as exc:
+            # This message cannot go (a bad or non-ASCII address the relay cannot take); the
+            # relay itself is fine, so the others still go.
             raise DeliveryRefused(type(exc).__name__) from exc
 
     def close(self) -> None:
@@ -242,58 +248,88 @@ def send_pending(session: Session, backend: NotificationBackend, *, limit: int =
                  now: datetime | None = None) -> int:
     """Deliver unsent notifications (oldest first, up to ``limit``) and stamp ``sent_at``.
 
-    Rows are locked with SKIP LOCKED, so two runs at once never send the same row. Only
-    rows whose recipient has an active account are picked (the e-mail address lives on the
-    account); the rest wait until there is one. A refused message stays unsent; if the
-    backend itself fails the run stops, keeping what was sent so far.
+    Each message is its own transaction: locked with SKIP LOCKED (two runs at once never
+    take the same row), sent, stamped and committed before the next is taken, so a worker
+    killed mid-run sends again at most the one message it was on. Only rows whose
+    recipient has an active account are picked (the e-mail address lives on the account);
+    the rest wait until there is one. A message the relay refuses is tried again after
+    ``RETRY_AFTER`` × 2^(tries − 1) and given up after ``MAX_ATTEMPTS`` tries (it never
+    holds up the rest); if the backend itself fails the run stops, keeping what was sent.
 
     Returns:
         How many were sent.
     """
     recipient = func.coalesce(Notification.user_id, PatientProfile.user_id)
-    stmt = (select(Notification, User.email)
-            .outerjoin(PatientProfile, PatientProfile.id == Notification.patient_id)
-            .join(User, User.id == recipient)
-            .where(Notification.sent_at.is_(None), User.is_active.is_(True))
-            .order_by(Notification.id)
-            .limit(limit)
-            .with_for_update(of=Notification, skip_locked=True))
-    if backend.channels is not None:
-        stmt = stmt.where(Notification.channel.in_(sorted(backend.channels)))
-    rows = session.execute(stmt).all()
-    if not rows:
-        return 0
+    opened = False
+    sent = tried = 0
     try:
-        backend.open()
-    except Exception as exc:
-        logger.error("notification backend %s unavailable: %s", backend.name,
-                     type(exc).__name__)
-        return 0
-    sent = 0
-    try:
-        for row, email in rows:
+        while tried < limit:
+            moment = now or utcnow()
+            stmt = (select(Notification, User.email)
+                    .outerjoin(PatientProfile, PatientProfile.id == Notification.patient_id)
+                    .join(User, User.id == recipient)
+                    .where(Notification.sent_at.is_(None), Notification.failed_at.is_(None),
+                           or_(Notification.next_attempt_at.is_(None),
+                               Notification.next_attempt_at <= moment),
+                           User.is_active.is_(True))
+                    .order_by(Notification.id)
+                    .limit(1)
+                    .with_for_update(of=Notification, skip_locked=True))
+            if backend.channels is not None:
+                stmt = stmt.where(Notification.channel.in_(sorted(backend.channels)))
+            found = session.execute(stmt).first()
+            if found is None:
+                break
+            row, email = found
+            tried += 1
+            if not opened:
+                try:
+                    backend.open()
+                except Exception as exc:
+                    logger.error("notification backend %s unavailable: %s", backend.name,
+                                 type(exc).__name__)
+                    session.rollback()
+                    return 0
+                opened = True
             message = OutgoingMessage(row.id, row.kind, row.channel, email, row.subject,
                                       row.body, row.user_id, row.patient_id)
             try:
                 backend.send(message)
             except DeliveryRefused as exc:
-                logger.warning("notification %s not delivered: %s", row.id, exc)
+                _refused(row, str(exc), moment)
+                session.commit()
                 continue
             except Exception as exc:
                 logger.error("notification backend %s failed at notification %s: %s; "
                              "stopping this run", backend.name, row.id, type(exc).__name__)
+                session.rollback()
                 break
-            row.sent_at = now or utcnow()
-            session.flush()
+            row.sent_at = moment
+            session.commit()
             sent += 1
     finally:
-        try:
-            backend.close()
-        except Exception as exc:  # the messages went; a failed goodbye changes nothing
-            logger.warning("closing notification backend %s: %s", backend.name,
-                           type(exc).__name__)
-    logger.info("sent %d of %d notifications via %s", sent, len(rows), backend.name)
+        if opened:
+            try:
+                backend.close()
+            except Exception as exc:  # the messages went; a failed goodbye changes nothing
+                logger.warning("closing notification backend %s: %s", backend.name,
+                               type(exc).__name__)
+    if tried:
+        logger.info("sent %d of %d notifications via %s", sent, tried, backend.name)
     return sent
+
+
+def _refused(row: Notification, reason: str, now: datetime) -> None:
+    row.attempts = (row.attempts or 0) + 1
+    row.last_error = reason[:100]
+    if row.attempts >= MAX_ATTEMPTS:
+        row.failed_at = now
+        logger.warning("notification %s refused %d times (%s); given up", row.id,
+                       row.attempts, row.last_error)
+    else:
+        row.next_attempt_at = now + RETRY_AFTER * 2 ** (row.attempts - 1)
+        logger.warning("notification %s not delivered (%s); trying again after %s", row.id,
+                       row.last_error, row.next_attempt_at.isoformat())
 
 
 # --- repeat reminders ------------------------------------------------------------------------

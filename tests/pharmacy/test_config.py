@@ -21,6 +21,18 @@ def test_production_refuses_to_start_without_secret_and_database() -> None:
                          "REDIS_URL": "redis://r"})
 
 
+MAIL = {"NOTIFY_BACKEND": "smtp", "SMTP_HOST": "mail.example.org"}
+
+
+def test_production_refuses_to_only_log_its_messages() -> None:
+    base = {"DISPENSARY_ENV": "production", "SECRET_KEY": "s" * 40,
+            "DATABASE_URL": "postgres://u@db/pharmacy", "REDIS_URL": "redis://r"}
+    for mail in ({}, {"NOTIFY_BACKEND": "console"}, {"NOTIFY_BACKEND": "smtp"}):
+        with pytest.raises(ConfigError, match="NOTIFY_BACKEND=smtp and SMTP_HOST"):
+            Config.from_env({**base, **mail})
+    assert Config.from_env({**base, **MAIL}).NOTIFY_BACKEND == "smtp"
+
+
 def test_production_refuses_a_weak_secret() -> None:
     with pytest.raises(ConfigError, match="SECRET_KEY"):
         Config.from_env({"DISPENSARY_ENV": "production", "SECRET_KEY": "short",
@@ -30,7 +42,7 @@ def test_production_refuses_a_weak_secret() -> None:
 def test_production_with_required_values_gets_secure_cookies() -> None:
     config = Config.from_env({"DISPENSARY_ENV": "production", "SECRET_KEY": "s" * 40,
                               "DATABASE_URL": "postgres://u@db/pharmacy",
-                              "REDIS_URL": "redis://cache:6379/0"})
+                              "REDIS_URL": "redis://cache:6379/0", **MAIL})
     assert config.is_production
     assert config.SESSION_COOKIE_SECURE is True
     assert config.SQLALCHEMY_DATABASE_URI == "postgresql+psycopg://u@db/pharmacy"

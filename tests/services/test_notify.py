@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from config import ConfigError
 from pharmacy.jobs import DEFAULT_QUEUE
 from pharmacy.jobs.reminders import queue_repeat_reminders, send_notifications
-from pharmacy.models import Notification, User
+from pharmacy.models import Notification, Role, User
 from pharmacy.services.notify import (
     ConsoleBackend,
     DeliveryRefused,
@@ -139,7 +139,54 @@ def test_console_sends_each_reachable_row_once_and_logs_ids_only(db, caplog, dat
     assert send_pending(db.session, _FlakyBackend(refuse=rows[0].id, break_at=rows[2].id)) == 1
     db.session.commit()
     assert [r.sent_at is not None for r in rows] == [False, True, False, False]
-    assert send_pending(db.session, ConsoleBackend()) == 3
+    assert send_pending(db.session, ConsoleBackend()) == 2  # the refused one waits its turn
+    db.session.refresh(rows[0])
+    assert (rows[0].attempts, rows[0].last_error) == (1, "550 no such user")
+    later = rows[0].next_attempt_at + timedelta(seconds=1)
+    assert send_pending(db.session, ConsoleBackend(), now=later) == 1
+
+
+class _Recorder(ConsoleBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = 0
+
+    def open(self) -> None:
+        self.opened += 1
+
+
+def test_a_bad_address_is_tried_a_few_times_and_never_holds_up_the_rest(  # type: ignore[no-untyped-def]
+        db, smtp_server: SMTPStandIn) -> None:
+    from pharmacy.services.notify import MAX_ATTEMPTS
+
+    good = [patient_with_account() for _ in range(2)]
+    bad = [UserFactory(role=Role.PATIENT) for _ in range(2)]
+    bad[0].email = "ann@example.org\r\nBcc: all@example.org"  # a header injection
+    bad[1].email = "zoë@exämple.org"  # the stand-in relay has no SMTPUTF8
+    db.session.flush()
+    first = [_notification(db.session, user_id=u.id) for u in bad]
+    rest = [_notification(db.session, user_id=p.user_id) for p in good]
+    db.session.commit()
+    backend = backend_from_config({"NOTIFY_BACKEND": "smtp", "SMTP_HOST": smtp_server.host,
+                                   "SMTP_PORT": smtp_server.port,
+                                   "SMTP_FROM": "rx@dispensary.example"})
+    assert send_pending(db.session, backend) == 2
+    assert len(smtp_server.messages) == 2
+    when = datetime.now(UTC)
+    for _ in range(2, MAX_ATTEMPTS + 1):
+        db.session.expire_all()
+        when = max(r.next_attempt_at for r in (db.session.get(Notification, n.id)
+                                              for n in first)) + timedelta(seconds=1)
+        assert send_pending(db.session, backend, now=when) == 0
+    db.session.expire_all()
+    for row in (db.session.get(Notification, n.id) for n in first):
+        assert row.attempts == MAX_ATTEMPTS and row.failed_at is not None
+        assert row.sent_at is None and row.last_error
+    recorder = _Recorder()
+    assert send_pending(db.session, recorder, now=when + timedelta(days=1)) == 0
+    assert recorder.opened == 0  # given up: not even a connection for them
+    assert len(smtp_server.messages) == 2 and all(
+        db.session.get(Notification, n.id).sent_at for n in rest)
 
 
 def test_smtp_delivers_mail_and_failures_stay_unsent(db, smtp_server: SMTPStandIn) -> None:  # type: ignore[no-untyped-def]
