@@ -230,6 +230,38 @@ class Notification(Base):
     failed_at: Mapped[datetime | None]
 
 
+class LinkStatus(enum.StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    REFUSED = "refused"
+
+
+class PatientLinkRequest(Base):
+    """A new account asking to be joined to a patient record the pharmacy already holds
+    (made from a prescription). An NHS number and a date of birth are printed on letters
+    and forms, so they prove nothing: a pharmacist checks who the person is first, and
+    until then the account sees nothing of the record."""
+
+    __tablename__ = "patient_link_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    # What the person typed, to compare with the record.
+    given_name: Mapped[str] = mapped_column(String(100))
+    family_name: Mapped[str] = mapped_column(String(100))
+    date_of_birth: Mapped[date]
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[LinkStatus] = mapped_column(str_enum(LinkStatus, "link_status"),
+                                               default=LinkStatus.PENDING)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    decided_at: Mapped[datetime | None]
+    note: Mapped[str | None] = mapped_column(Text)
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    patient: Mapped[PatientProfile] = relationship()
+
+
 class GeocodeCache(Base):
     """Geocoder answers by normalised address, so each address is looked up once."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -62,6 +63,16 @@ class Lockout:
 
     max_failures: int
     duration: timedelta
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def looks_like_email(email: str) -> bool:
+    """One @, a dotted domain, no spaces or line breaks (the address is checked for real by
+    the mail it receives)."""
+    email = normalise_email(email)
+    return bool(_EMAIL.fullmatch(email)) and len(email) <= 254
 
 
 def normalise_email(email: str) -> str:

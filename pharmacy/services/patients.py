@@ -10,8 +10,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from stdnum.gb import nhs
 
-from ..errors import Conflict, InvalidRequest, NotFound
-from ..models import Address, Allergy, PatientProfile, Pharmacy, Role, User
+from ..errors import Conflict, Forbidden, InvalidRequest, NotFound
+from ..models import (
+    Address,
+    Allergy,
+    LinkStatus,
+    Notification,
+    PatientLinkRequest,
+    PatientProfile,
+    Pharmacy,
+    Role,
+    User,
+)
 from ..models.base import utcnow
 from . import audit, auth
 
@@ -42,10 +52,19 @@ class Registration:
 
 
 def register(session: Session, form: Registration, *, today: date) -> User:
-    """Create a patient account; the NHS number (optional) must pass its check digit."""
+    """Create a patient account; the NHS number (optional) must pass its check digit.
+
+    When the NHS number is one the pharmacy already holds (a prescription came for that
+    person), the account is not joined to that record here: knowing a number and a date of
+    birth proves nothing. A link request waits for a pharmacist to check who the person
+    is, and the answer is the same whether the record exists, is claimed or does not match
+    (nothing is revealed about who is a patient here).
+    """
     errors = []
     if auth.find_user_by_email(session, form.email) is not None:
         raise Conflict("An account with this e-mail already exists; sign in instead.")
+    if not auth.looks_like_email(form.email):
+        errors.append({"field": "email", "message": "Give your e-mail address."})
     if len(form.password) < MIN_PASSWORD:
         errors.append({"field": "password",
                        "message": f"Use at least {MIN_PASSWORD} characters."})
@@ -62,24 +81,27 @@ def register(session: Session, form: Registration, *, today: date) -> User:
         errors.append({"field": "name", "message": "Give your first and last name."})
     if errors:
         raise InvalidRequest("Please correct the form.", errors=errors)
-    patient = None
+    known = None
     if number is not None:
-        patient = session.scalar(select(PatientProfile).where(PatientProfile.nhs_number == number))
-        if patient is not None and patient.user_id is not None:
-            raise Conflict("This NHS number already has an account; sign in instead.")
+        known = session.scalar(select(PatientProfile).where(PatientProfile.nhs_number == number))
     user = auth.create_user(session, email=form.email, password=form.password,
                             role=Role.PATIENT,
                             full_name=f"{form.given_name.strip()} {form.family_name.strip()}")
+    if known is not None:
+        session.add(PatientLinkRequest(
+            user_id=user.id, patient_id=known.id, given_name=form.given_name.strip()[:100],
+            family_name=form.family_name.strip()[:100], date_of_birth=form.date_of_birth))
+        session.flush()
+        audit.record(session, action="patient.link_requested", entity_type="patient",
+                     entity_id=known.id, actor=user)
+        return user
     depot = session.scalar(select(Pharmacy).order_by(Pharmacy.id))
-    if patient is None:  # not yet known from a prescription
-        patient = PatientProfile(
-            nhs_number=number, given_name=form.given_name.strip()[:100],
-            family_name=form.family_name.strip()[:100], date_of_birth=form.date_of_birth,
-            other_identifier_system=None if number else PATIENT_ID_SYSTEM,
-            other_identifier=None if number else uuid.uuid4().hex)
-        session.add(patient)
-    elif patient.date_of_birth != form.date_of_birth:
-        raise InvalidRequest("Those details do not match our records for that NHS number.")
+    patient = PatientProfile(
+        nhs_number=number, given_name=form.given_name.strip()[:100],
+        family_name=form.family_name.strip()[:100], date_of_birth=form.date_of_birth,
+        other_identifier_system=None if number else PATIENT_ID_SYSTEM,
+        other_identifier=None if number else uuid.uuid4().hex)
+    session.add(patient)
     patient.user_id = user.id
     patient.nominated_pharmacy_id = patient.nominated_pharmacy_id or (depot.id if depot else None)
     patient.terms_accepted_at = patient.privacy_accepted_at = utcnow()
@@ -87,6 +109,66 @@ def register(session: Session, form: Registration, *, today: date) -> User:
     audit.record(session, action="patient.registered", entity_type="patient",
                  entity_id=patient.id, actor=user)
     return user
+
+
+def pending_link(session: Session, user: User) -> PatientLinkRequest | None:
+    return session.scalar(select(PatientLinkRequest).where(
+        PatientLinkRequest.user_id == user.id, PatientLinkRequest.status == LinkStatus.PENDING))
+
+
+def link_requests(session: Session) -> list[PatientLinkRequest]:
+    """Accounts waiting to be joined to a record, oldest first (for pharmacists)."""
+    return list(session.scalars(select(PatientLinkRequest).where(
+        PatientLinkRequest.status == LinkStatus.PENDING).order_by(PatientLinkRequest.id)))
+
+
+def decide_link(session: Session, request_id: int, *, confirm: bool, note: str,
+                pharmacist: User) -> PatientLinkRequest:
+    """A pharmacist who has checked the person's identity (ID at the counter, a call to the
+    number the prescriber gave) joins the account to the record, or refuses. Messages
+    written to the record before it had an account are not sent to the new one."""
+    if pharmacist.role is not Role.PHARMACIST:
+        raise Forbidden("Only a pharmacist can link an account to a patient record.")
+    note = note.strip()
+    if not note:
+        raise InvalidRequest("Say how the identity was checked, or why it is refused.")
+    link = session.scalar(select(PatientLinkRequest).where(PatientLinkRequest.id == request_id)
+                          .with_for_update())
+    if link is None:
+        raise NotFound("No such link request.")
+    if link.status is not LinkStatus.PENDING:
+        raise Conflict(f"This request was already {link.status.value}.")
+    patient = session.scalar(select(PatientProfile).where(PatientProfile.id == link.patient_id)
+                             .with_for_update())
+    assert patient is not None
+    now = utcnow()
+    if confirm:
+        if patient.user_id is not None:
+            raise Conflict("That record already has an account; refuse this request.")
+        patient.user_id = link.user_id
+        depot = session.scalar(select(Pharmacy).order_by(Pharmacy.id))
+        patient.nominated_pharmacy_id = patient.nominated_pharmacy_id or (
+            depot.id if depot else None)
+        patient.terms_accepted_at = patient.privacy_accepted_at = link.requested_at
+        session.execute(Notification.__table__.update().where(
+            Notification.patient_id == patient.id, Notification.user_id.is_(None),
+            Notification.sent_at.is_(None), Notification.failed_at.is_(None),
+            Notification.created_at < now).values(
+            failed_at=now, last_error="written before the account was linked"))
+    link.status = LinkStatus.CONFIRMED if confirm else LinkStatus.REFUSED
+    link.decided_by_id, link.decided_at, link.note = pharmacist.id, now, note[:1000]
+    audit.record(session, action=f"patient.link_{link.status.value}", entity_type="patient",
+                 entity_id=patient.id, actor=pharmacist, reason=note[:500],
+                 after={"user": link.user_id})
+    session.add(Notification(
+        user_id=link.user_id, kind=f"account.link_{link.status.value}",
+        subject="Your Dispensary account",
+        body=("Your account is now linked to your prescriptions at Dispensary.\n"
+              if confirm else
+              "We could not link your account to a patient record. Please contact the "
+              "pharmacy.\n")))
+    session.flush()
+    return link
 
 
 def update_profile(session: Session, patient: PatientProfile, *, actor: User,

@@ -38,7 +38,8 @@ _ID = "<int(max=2147483647):order_id>"
 def _patient() -> Any:
     patient = g.user.patient
     if patient is None:
-        raise Forbidden("This account has no patient record yet.")
+        raise Forbidden("Your account is waiting for our pharmacist to check your details "
+                        "and link it to your prescriptions; we will e-mail you.")
     return patient
 
 

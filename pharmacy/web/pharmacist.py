@@ -32,6 +32,35 @@ def home() -> Any:
                            summary=dashboards.pharmacist_summary(db.session))
 
 
+@bp.get("/account-links")
+def account_links() -> Any:
+    from ..services import patients
+
+    return render_template("pharmacist/account_links.html",
+                           links=patients.link_requests(db.session), form=ActionForm())
+
+
+@bp.post("/account-links/<int(max=2147483647):link_id>/<any(confirm, refuse):decision>")
+def decide_account_link(link_id: int, decision: str) -> Any:
+    from ..services import patients
+
+    if not ActionForm().validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for(".account_links"))
+    try:
+        link = patients.decide_link(db.session, link_id, confirm=decision == "confirm",
+                                    note=request.form.get("note", ""), pharmacist=g.user)
+    except DomainError as err:
+        db.session.rollback()
+        flash(err.detail, "error")
+        return render_template("pharmacist/account_links.html",
+                               links=patients.link_requests(db.session),
+                               form=ActionForm()), err.status
+    db.session.commit()
+    flash(f"{link.user.email}: {'linked' if decision == 'confirm' else 'refused'}.", "info")
+    return redirect(url_for(".account_links"))
+
+
 @bp.get("/prescriptions")
 def queue() -> Any:
     show = request.args.get("show", "open")

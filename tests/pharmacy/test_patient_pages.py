@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 from sqlalchemy import select
 
 from pharmacy.models import AuditEvent, PatientProfile, User
 from tests.factories import PharmacyFactory
-from tests.pharmacy.helpers import csrf_token
+from tests.pharmacy.helpers import csrf_token, web_login
 
 GOOD = {"given_name": "Rosa", "family_name": "Parkes", "date_of_birth": "1958-02-04",
         "nhs_number": "943 476 5919", "email": "rosa@example.com",
@@ -133,3 +135,68 @@ def test_pharmacy_medicines_need_safe_answers_to_the_standard_questions(client, 
     client.post("/patient/basket", data={"csrf_token": token, "key": f"otc:{product.id}",
                                          "quantity": "1", **safe})
     assert product.name in client.get("/patient/basket").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("held", ["unclaimed", "claimed", "other_birthday"])
+def test_an_nhs_number_we_hold_waits_for_a_pharmacist_and_reveals_nothing(  # type: ignore[no-untyped-def]
+        app, client, db, held) -> None:
+    """Anyone who has seen a letter knows an NHS number and a date of birth: registering with
+    them must not open the record, and must answer the same whatever the record is."""
+    from pharmacy.models import LinkStatus, Notification, PatientLinkRequest, Role
+    from tests.factories import DEFAULT_PASSWORD, PatientFactory, PharmacyFactory, UserFactory
+
+    PharmacyFactory()
+    owner = UserFactory(role=Role.PATIENT) if held == "claimed" else None
+    record = PatientFactory(nhs_number=GOOD["nhs_number"].replace(" ", ""),
+                            family_name="Okonkwo-Hale", date_of_birth=date(1958, 2, 4)
+                            if held != "other_birthday" else date(1979, 1, 1),
+                            user_id=owner.id if owner else None)
+    waiting = Notification(patient_id=record.id, kind="prescription.rejected",
+                           subject="A prescription", body="...\n")
+    db.session.add(waiting)
+    db.session.commit()
+    response = client.post("/register", data={**GOOD, "csrf_token": csrf_token(client,
+                                                                               "/register")},
+                           follow_redirects=True)
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    assert "a pharmacist will check it is you" in text
+    assert record.family_name not in text
+    user = db.session.scalar(select(User).where(User.email == GOOD["email"]))
+    assert user.patient is None
+    assert client.get("/patient/medicines").status_code == 403  # nothing of the record
+    link = db.session.scalar(select(PatientLinkRequest))
+    assert (link.user_id, link.patient_id, link.status) == (user.id, record.id,
+                                                            LinkStatus.PENDING)
+
+    pharmacist = UserFactory(role=Role.PHARMACIST)
+    db.session.commit()
+    staff = app.test_client()
+    web_login(staff, pharmacist.email, DEFAULT_PASSWORD)
+    page = staff.get("/pharmacist/account-links").get_data(as_text=True)
+    assert GOOD["email"] in page
+    assert ("does not match" in page) is (held == "other_birthday")
+    assert ("already has an account" in page) is (held == "claimed")
+    token = csrf_token(staff, "/pharmacist/account-links")
+    empty = staff.post(f"/pharmacist/account-links/{link.id}/confirm",
+                       data={"csrf_token": token, "note": " "})
+    assert empty.status_code == 422
+    decided = staff.post(f"/pharmacist/account-links/{link.id}/confirm",
+                         data={"csrf_token": token, "note": "photo ID seen at the counter"})
+    db.session.expire_all()
+    if held == "claimed":
+        assert decided.status_code == 409
+        assert db.session.get(PatientLinkRequest, link.id).status is LinkStatus.PENDING
+        return
+    assert decided.status_code == 302
+    assert db.session.get(PatientProfile, record.id).user_id == user.id
+    assert client.get("/patient/medicines").status_code == 200
+    old = db.session.get(Notification, waiting.id)
+    assert old.failed_at is not None and old.sent_at is None  # not sent to the new account
+    assert db.session.scalar(select(Notification).where(
+        Notification.user_id == user.id, Notification.kind == "account.link_confirmed"))
+    again = staff.post(f"/pharmacist/account-links/{link.id}/refuse",
+                       data={"csrf_token": token, "note": "changed my mind"})
+    assert again.status_code == 409
+    assert {"patient.link_requested", "patient.link_confirmed"} <= set(
+        db.session.scalars(select(AuditEvent.action)))

@@ -153,6 +153,8 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("pharmacist.purchase_order_action", "POST"): STAFF,
     ("pharmacist.purchase_order_line", "POST"): STAFF,
     ("pharmacist.reorders", "GET"): STAFF,
+    ("pharmacist.account_links", "GET"): STAFF,
+    ("pharmacist.decide_account_link", "POST"): STAFF,
     ("pharmacist.reorders_accept", "POST"): STAFF,
     ("planner.waves", "GET"): frozenset({"pharmacist", "admin"}),
     ("planner.plan_slot", "POST"): frozenset({"pharmacist", "admin"}),
@@ -255,7 +257,8 @@ def world(db):  # type: ignore[no-untyped-def]
            "wave_id": wave.id, "slot_id": 999_999, "patient_id": patients["patient"].id,
            "register_id": db.session.scalar(select(CDRegister.id)), "job_id": "no-such-job",
            "card_id": "pm_missing", "action": "reject", "attempt_id": attempt.id,
-           "batch_id": batch.id, "change": "write-off", "po_change": "send", "line_id": 1}
+           "batch_id": batch.id, "change": "write-off", "po_change": "send", "line_id": 1,
+           "link_id": 1, "decision": "refuse"}
     return {"users": users, "ids": ids}
 
 
