@@ -1,8 +1,9 @@
 """Rate limits on sign-in and registration (Flask-Limiter, counters in Redis).
 
 Sign-in (the login page, its second step and the API token) is limited per client IP (every
-attempt, and failed attempts separately) and per account identifier (failed attempts only, so
-the sixth wrong password within a minute is refused whatever the password). The limits come
+attempt, and failed attempts separately) and per account identifier and client IP (failed
+attempts only, so the sixth wrong password within a minute is refused whatever the password,
+while a stranger's wrong passwords never use up the owner's allowance). The limits come
 from settings and are read at each request. A refused request is a 429 with ``Retry-After``:
 problem+json under ``/api/``, a readable page elsewhere; the first refusal of a window is an
 audit event.
@@ -61,15 +62,28 @@ def account_key_for(email: str) -> str:
     return f"acct-{digest[:24]}"
 
 
+# Where the e-mail of the attempt is typed; the other sign-in steps belong to an account
+# already known (the waiting sign-in, the signed-in user), whatever a form posts.
+_EMAIL_ENDPOINTS = ("auth.login", "api_auth.TokenResource")
+
+
 def _account_key() -> str:
-    email: object = None
-    if request.is_json:
-        body = request.get_json(silent=True)
-        email = body.get("email") if isinstance(body, dict) else None
-    else:
-        email = request.form.get("email")
-    if isinstance(email, str) and email.strip():
-        return account_key_for(email[:254])
+    """The account an attempt is for, with the client's address: a stranger's wrong
+    passwords use up only their own allowance, never the account owner's."""
+    return f"{_account()}:{client_ip()}"
+
+
+def _account() -> str:
+    if request.endpoint in _EMAIL_ENDPOINTS:
+        email: object = None
+        if request.is_json:
+            body = request.get_json(silent=True)
+            email = body.get("email") if isinstance(body, dict) else None
+        else:
+            email = request.form.get("email")
+        if isinstance(email, str) and email.strip():
+            return account_key_for(email[:254])
+        return "acct-none"
     pending = session.get(PENDING_ACCOUNT_KEY)
     if isinstance(pending, str) and pending:
         return pending
@@ -77,6 +91,28 @@ def _account_key() -> str:
     if user is not None:
         return account_key_for(user.email)
     return "acct-none"
+
+
+def unknown_account_counter(email: str) -> Callable[[], int]:
+    """Counts failed sign-ins for an e-mail with no active account (in Redis, for the
+    lockout period), so that such an address is 'locked' like a real one."""
+
+    def count() -> int:
+        from redis.exceptions import RedisError
+
+        from .extensions import get_redis
+
+        key = f"dispensary:unknown-sign-in:{account_key_for(email[:254])}"
+        try:
+            redis = get_redis()
+            failures = int(redis.incr(key))
+            if failures == 1:
+                redis.expire(key, int(current_app.config["LOGIN_LOCKOUT_S"]))
+            return failures
+        except RedisError:
+            return 0
+
+    return count
 
 
 def note_sign_in_failure() -> None:

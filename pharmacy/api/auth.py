@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 
 from ..errors import TooManyAttempts, Unauthorised
 from ..extensions import db
-from ..rate_limits import note_sign_in_failure
+from ..rate_limits import note_sign_in_failure, unknown_account_counter
 from ..schemas.auth import TokenRequestSchema, TokenSchema, UserSchema
 from ..services import auth
 from .security import BEARER_DOC, current_api_user, require_roles
@@ -48,6 +48,7 @@ class TokenResource(MethodView):
             max_failures=cfg["LOGIN_MAX_FAILURES"],
             lockout=timedelta(seconds=cfg["LOGIN_LOCKOUT_S"]),
             totp_code=body.get("totp"), request_id=g.get("request_id"),
+            count_unknown=unknown_account_counter(body["email"]),
         )
         db.session.commit()  # failures and lockouts are kept even though we answer an error
         if result.outcome is auth.SignIn.SECOND_FACTOR_REQUIRED:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -140,6 +141,8 @@ def authenticate(
     totp_code: str | None = None,
     request_id: str | None = None,
     now: datetime | None = None,
+    trusted_device_user: int | None = None,
+    count_unknown: Callable[[], int] | None = None,
 ) -> SignInResult:
     """Check a password (and, for an account with a second factor, a code), counting failures;
     lock the account after ``max_failures`` in a row.
@@ -149,14 +152,22 @@ def authenticate(
     accepts a code. A wrong code counts as a failed sign-in.
 
     The caller must commit even when sign-in fails, so that failures are counted and audited.
+
+    A lock keeps out whoever guesses, but not the owner on a browser they signed in from
+    before (``trusted_device_user``, from its signed device cookie): otherwise anyone could
+    keep any account locked by typing wrong passwords for it. An unknown or inactive
+    e-mail is answered like a real account, locked after as many failures
+    (``count_unknown`` counts them), so the lock does not reveal which accounts exist.
     """
     now = now or utcnow()
     policy = Lockout(max_failures, lockout)
     user = find_user_by_email(session, email)
     if user is None or not user.is_active:
         _password_matches(_DUMMY_HASH, password)
+        if count_unknown is not None and count_unknown() >= max_failures:
+            return SignInResult(SignIn.LOCKED)
         return SignInResult(SignIn.BAD_CREDENTIALS)
-    if _is_locked(user, now):
+    if _is_locked(user, now) and trusted_device_user != user.id:
         return _refuse_locked(session, user, request_id)
     if not _password_matches(user.password_hash, password):
         return record_failure(session, user, lockout=policy, now=now, request_id=request_id)

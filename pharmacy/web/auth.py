@@ -13,9 +13,16 @@ from wtforms.validators import DataRequired, Length
 
 from ..extensions import db
 from ..models import Role
-from ..rate_limits import account_key_for, note_sign_in_failure
+from ..rate_limits import account_key_for, note_sign_in_failure, unknown_account_counter
 from ..services import audit, auth
-from .session import begin_second_factor, login_user, logout_user, pending_second_factor
+from .session import (
+    begin_second_factor,
+    device_user,
+    login_user,
+    logout_user,
+    pending_second_factor,
+    remember_device,
+)
 
 bp = Blueprint("auth", __name__)
 
@@ -81,13 +88,15 @@ def login() -> Any:
     if form.validate_on_submit():
         email = form.email.data or ""
         result = auth.authenticate(db.session, email, form.password.data or "", **_lockout(),
-                                   request_id=g.get("request_id"))
+                                   request_id=g.get("request_id"),
+                                   trusted_device_user=device_user(),
+                                   count_unknown=unknown_account_counter(email))
         db.session.commit()
         target = _safe_next(request.args.get("next"))
         if result.outcome is auth.SignIn.OK and result.user is not None:
             login_user(result.user)
             flash("Signed in.", "info")
-            return redirect(target or url_for("auth.index"))
+            return remember_device(redirect(target or url_for("auth.index")), result.user)
         if result.outcome is auth.SignIn.SECOND_FACTOR_REQUIRED and result.user is not None:
             begin_second_factor(result.user, account_key=account_key_for(email),
                                 next_url=target)
@@ -129,7 +138,8 @@ def second_factor() -> Any:
         if result.outcome is auth.SignIn.OK and result.user is not None:
             login_user(result.user)  # a fresh session: the waiting state is gone
             flash("Signed in.", "info")
-            return redirect(_safe_next(pending.get("next")) or url_for("auth.index"))
+            return remember_device(
+                redirect(_safe_next(pending.get("next")) or url_for("auth.index")), result.user)
         note_sign_in_failure()
         if result.outcome is auth.SignIn.LOCKED:
             logout_user()

@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import g, redirect, request, session, url_for
+from flask import current_app, g, redirect, request, session, url_for
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from redis.exceptions import RedisError
+from werkzeug.wrappers import Response
 
 from ..errors import Forbidden
 from ..extensions import db, get_redis
@@ -58,6 +60,36 @@ def login_user(user: User) -> None:
     session["sid"] = secrets.token_urlsafe(16)
     session["t0"] = session["seen"] = now
     session.permanent = False
+
+
+# A browser someone signed in from keeps a signed note of it (90 days): a lock put on the
+# account by strangers' wrong passwords does not keep its owner out on that browser.
+DEVICE_COOKIE = "device"
+DEVICE_MAX_AGE_S = 90 * 86400
+_DEVICE_SALT = "dispensary.device.v1"
+
+
+def _device_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(str(current_app.config["SECRET_KEY"]), salt=_DEVICE_SALT)
+
+
+def device_user() -> int | None:
+    """The user id this browser's device cookie was issued to, if the cookie is genuine."""
+    raw = request.cookies.get(DEVICE_COOKIE)
+    if not raw:
+        return None
+    try:
+        value = _device_serializer().loads(raw, max_age=DEVICE_MAX_AGE_S)
+    except (BadSignature, SignatureExpired):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def remember_device(response: Response, user: User) -> Response:
+    response.set_cookie(DEVICE_COOKIE, _device_serializer().dumps(user.id),
+                        max_age=DEVICE_MAX_AGE_S, httponly=True, samesite="Lax",
+                        secure=bool(current_app.config.get("SESSION_COOKIE_SECURE")))
+    return response
 
 
 def _ended(sid: object) -> bool:

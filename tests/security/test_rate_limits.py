@@ -184,3 +184,44 @@ def test_storage_follows_the_redis_url() -> None:
         "redis+unix:///srv/instance/redis.sock")
     assert storage_uri({"REDIS_URL": "redis://x", "RATELIMIT_STORAGE_URI": "memory://"}) == (
         "memory://")
+
+
+def _from(app: Flask, address: str):  # type: ignore[no-untyped-def]
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_a_strangers_wrong_passwords_do_not_keep_the_owner_out(  # type: ignore[no-untyped-def]
+        app: Flask, db, redis) -> None:
+    from tests.pharmacy.helpers import csrf_token
+
+    user = UserFactory()
+    db.session.commit()
+    owner = _from(app, "198.51.100.20")
+    assert web_login(owner, user.email, DEFAULT_PASSWORD).status_code == 302  # device noted
+    owner.post("/logout", data={"csrf_token": csrf_token(owner, "/login")})
+
+    stranger = _from(app, "203.0.113.7")
+    answers = [web_login(stranger, user.email, "guess").status_code for _ in range(6)]
+    assert answers == [401, 401, 401, 401, 429, 429]
+    db.session.refresh(user)
+    assert user.locked_until is not None  # locked for whoever guesses...
+    assert web_login(stranger, user.email, DEFAULT_PASSWORD).status_code == 429
+    assert web_login(_from(app, "192.0.2.99"), user.email, DEFAULT_PASSWORD).status_code \
+        == 429
+    # ...but not for the owner on the browser they signed in from before, and the
+    # stranger's failures did not use up the owner's own allowance either.
+    assert web_login(owner, user.email, DEFAULT_PASSWORD).status_code == 302
+
+
+def test_an_unknown_address_is_answered_like_a_real_account(app: Flask, db, redis) -> None:  # type: ignore[no-untyped-def]
+    user = UserFactory()
+    db.session.commit()
+    answers = {}
+    for email, address in ((user.email, "203.0.113.8"), ("nobody@example.org", "203.0.113.9")):
+        client = _from(app, address)
+        answers[email] = [web_login(client, email, "guess").status_code for _ in range(6)]
+        answers[email] += [_token(client, email, "guess").status_code]
+    assert answers[user.email] == answers["nobody@example.org"]
+    assert answers[user.email][:5] == [401, 401, 401, 401, 429]
