@@ -334,9 +334,10 @@ def _refused(row: Notification, reason: str, now: datetime) -> None:
 
 # --- repeat reminders ------------------------------------------------------------------------
 
-def repeat_due_key(item_id: int, orderable_from: date) -> str:
-    """One reminder per item per date it became orderable, however often the job runs."""
-    return f"repeat-due:{item_id}:{orderable_from.isoformat()}"
+def repeat_due_key(patient_id: int, orderable_from: date) -> str:
+    """One reminder per patient per date items became orderable, however often the job
+    runs."""
+    return f"repeat-due:patient-{patient_id}:{orderable_from.isoformat()}"
 
 
 def create_repeat_reminders(session: Session, day: date, *,
@@ -367,17 +368,34 @@ def create_repeat_reminders(session: Session, day: date, *,
     oldest = day - timedelta(days=catch_up_days)
     created = 0
     for patient in patients:
-        for status in my_medicines(session, patient, day):
-            if not status.can_order or status.earliest is None:
-                continue
-            if not oldest < status.earliest <= day:
-                continue
-            runs_out = status.earliest + timedelta(days=REPEAT_LEAD_DAYS)
-            row = create_notification(
-                session, kind="repeat.due", patient=patient,
-                dedupe_key=repeat_due_key(status.item.id, status.earliest),
-                given_name=patient.given_name, runs_out=f"{runs_out:%-d %B %Y}")
-            if row is not None:
-                created += 1
+        try:
+            # One patient's bad data (a stored bundle that no longer parses) must not
+            # cancel everyone else's reminders.
+            with session.begin_nested():
+                created += _remind(session, patient, day, oldest, REPEAT_LEAD_DAYS,
+                                   my_medicines)
+        except Exception:
+            logger.exception("repeat reminders for patient %s failed; the others go on",
+                             patient.id)
     logger.info("repeat reminders for %s: %d created", day.isoformat(), created)
+    return created
+
+
+def _remind(session: Session, patient: PatientProfile, day: date, oldest: date,
+            lead_days: int, my_medicines: Any) -> int:
+    """One reminder per day on which some of the patient's items became orderable (items
+    of one repeat batch due together are one message, not one each)."""
+    due_days = sorted({status.earliest for status in my_medicines(session, patient, day)
+                       if status.can_order and status.earliest is not None
+                       and oldest < status.earliest <= day})
+    created = 0
+    for earliest in due_days:
+        # The last day the current supply covers (it is due the day after).
+        last_day = earliest + timedelta(days=lead_days - 1)
+        row = create_notification(
+            session, kind="repeat.due", patient=patient,
+            dedupe_key=repeat_due_key(patient.id, earliest),
+            given_name=patient.given_name, runs_out=f"{last_day:%-d %B %Y}")
+        if row is not None:
+            created += 1
     return created

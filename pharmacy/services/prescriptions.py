@@ -63,7 +63,6 @@ TRANSITIONS: dict[PrescriptionStatus, frozenset[PrescriptionStatus]] = {
 OPEN_STATUSES = (S.AWAITING_VERIFICATION, S.AWAITING_SECOND_CHECK, S.QUERIED)
 SECOND_CHECK_SCHEDULES = frozenset({2, 3})
 REPEAT_LEAD_DAYS = 7          # an eRD issue may be ordered this many days before it is due
-ERD_BATCH_VALIDITY_DAYS = 365  # a repeat batch is valid for 12 months from when it was written
 
 
 class InvalidTransition(DomainError):
@@ -901,6 +900,15 @@ def repeats_stopped(session: Session, original: Prescription) -> PrescriptionRev
         .order_by(PrescriptionReview.id).limit(1))
 
 
+def _twelve_months_after(day: date) -> date:
+    """A repeat batch is valid for 12 months from when it was written: the same date a
+    year on (28 February for a batch written on 29 February)."""
+    try:
+        return day.replace(year=day.year + 1)
+    except ValueError:
+        return day.replace(year=day.year + 1, day=28)
+
+
 def repeat_status(session: Session, item: PrescriptionItem, today: date) -> RepeatStatus:
     """Electronic repeat dispensing: issues become orderable 7 days before they are due.
 
@@ -932,7 +940,7 @@ def repeat_status(session: Session, item: PrescriptionItem, today: date) -> Repe
     if remaining == 0:
         return no("All repeats on this prescription have been used; ask your prescriber to "
                   "re-authorise it.")
-    if original.issued_on and today > original.issued_on + timedelta(days=ERD_BATCH_VALIDITY_DAYS):
+    if original.issued_on and today > _twelve_months_after(original.issued_on):
         return no("This repeat prescription is more than 12 months old; ask your prescriber "
                   "to renew it.")
     ends = _validity_end(original, item.line_id)

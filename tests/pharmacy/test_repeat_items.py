@@ -119,7 +119,7 @@ def test_an_item_supplied_on_a_partly_ordered_issue_is_due_from_its_own_supply( 
     assert notify.create_repeat_reminders(db.session, due_day) == 1
     db.session.commit()
     assert db.session.scalar(select(Notification.dedupe_key).where(
-        Notification.kind == "repeat.due")) == notify.repeat_due_key(a.id, due_day)
+        Notification.kind == "repeat.due")) == notify.repeat_due_key(patient.id, due_day)
 
     # B ordered weeks later dispenses the issue, but A stays due from its own supply.
     a.supplied_at = utcnow() - timedelta(days=20)

@@ -226,7 +226,7 @@ def test_smtp_delivers_mail_and_failures_stay_unsent(db, smtp_server: SMTPStandI
     assert db.session.get(Notification, rows[1].id).sent_at is None  # type: ignore[union-attr]
 
 
-def test_repeat_reminders_once_per_item_and_due_date(db) -> None:  # type: ignore[no-untyped-def]
+def test_repeat_reminders_once_per_patient_and_due_date(db) -> None:  # type: ignore[no-untyped-def]
     patient = patient_with_account(given_name="Ann")
     rx = repeat_prescription(db.session, patient, [
         {"name": "Amlodipine 5mg tablets", "dosage": "one daily"},
@@ -241,17 +241,19 @@ def test_repeat_reminders_once_per_item_and_due_date(db) -> None:  # type: ignor
     db.session.commit()
 
     assert create_repeat_reminders(db.session, ORDERABLE - timedelta(days=1)) == 0
-    assert create_repeat_reminders(db.session, ORDERABLE) == 2
+    assert create_repeat_reminders(db.session, ORDERABLE) == 1  # two items, one message
     assert create_repeat_reminders(db.session, ORDERABLE) == 0
     # The next day's run (or a missed run caught up) finds them already reminded.
     assert create_repeat_reminders(db.session, ORDERABLE + timedelta(days=2)) == 0
     db.session.commit()
     rows = db.session.scalars(select(Notification).order_by(Notification.id)).all()
     assert [r.dedupe_key for r in rows] == [
-        f"repeat-due:{item.id}:{ORDERABLE.isoformat()}" for item in rx.items]
+        f"repeat-due:patient-{patient.id}:{ORDERABLE.isoformat()}"]
+    assert len(rx.items) == 2
     assert {(r.kind, r.patient_id, r.user_id, r.channel) for r in rows} == {
         ("repeat.due", patient.id, patient.user_id, "email")}
-    assert "Amlodipine" not in rows[0].body and "29 November 2026" in rows[0].body
+    assert "Amlodipine" not in rows[0].body
+    assert "28 November 2026" in rows[0].body  # the last day the supply covers
 
     # A missed daily run is caught up for three days, through the job function (it commits).
     late = patient_with_account()
@@ -263,6 +265,28 @@ def test_repeat_reminders_once_per_item_and_due_date(db) -> None:  # type: ignor
     db.session.expire_all()
     assert db.session.scalars(select(Notification.patient_id).order_by(
         Notification.id.desc())).first() == late.id
+
+
+def test_one_patients_bad_record_does_not_stop_the_others_reminders(  # type: ignore[no-untyped-def]
+        db, monkeypatch) -> None:
+    from pharmacy.services import prescriptions
+
+    broken, fine = patient_with_account(), patient_with_account()
+    for patient in (broken, fine):
+        repeat_prescription(db.session, patient, [{"name": "A", "dosage": "one daily"}],
+                            dispensed_on=DISPENSED)
+    db.session.commit()
+    real = prescriptions.my_medicines
+
+    def my_medicines(session, patient, today):  # type: ignore[no-untyped-def]
+        if patient.id == broken.id:
+            raise ValueError("a stored bundle that no longer parses")
+        return real(session, patient, today)
+
+    monkeypatch.setattr(prescriptions, "my_medicines", my_medicines)
+    assert create_repeat_reminders(db.session, ORDERABLE) == 1
+    db.session.commit()
+    assert db.session.scalars(select(Notification.patient_id)).all() == [fine.id]
 
 
 def test_the_jobs_run_in_a_real_worker_from_real_redis(
