@@ -330,14 +330,14 @@ def departure_times(problem: RoutingProblem, places: Sequence[Place]) -> list[in
     """When trips from each place typically start, for time-of-day speeds.
 
     A stop's trips start around the opening of its first window; other places use the
-    earliest shift start.
+    earliest shift start. Times are on the local clock (``problem.clock_offset_s`` added).
     """
     shift_start = min(problem.start_of(v)[1] for v in problem.vehicles)
     when: dict[Place, int] = {}
     for stop in problem.stops:
         opening = stop.windows[0].start_s if stop.windows else shift_start
         when[stop.location] = min(when.get(stop.location, opening), opening)
-    return [when.get(place, shift_start) for place in places]
+    return [when.get(place, shift_start) + problem.clock_offset_s for place in places]
 
 
 def build_matrix(

@@ -263,6 +263,9 @@ class RoutingProblem:
             with them.
         id_check_s: extra service time at controlled-drug stops.
         name: free text, e.g. the instance name.
+        clock_offset_s: added to a time to read the local clock (time-of-day speeds): 0
+            unless times are elapsed seconds across a clock change (+3600 on the day the
+            clocks go forward, -3600 when they go back).
     """
 
     depots: tuple[Depot, ...]
@@ -271,6 +274,7 @@ class RoutingProblem:
     started: tuple[StartedRoute, ...] = ()
     id_check_s: int = DEFAULT_ID_CHECK_S
     name: str = ""
+    clock_offset_s: int = 0
     _index: dict[str, dict[str, int]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )

@@ -245,6 +245,9 @@ def test_a_wave_on_a_clock_change_day_keeps_shifts_windows_and_etas_in_local_tim
     problem, _ = delivery.build_problem(db.session, wave_id)
     window = problem.stops[0].windows[0]
     assert window.end_s - window.start_s == 2 * 3600
+    # Rush-hour speeds read the wall clock: the window opens at `hour` o'clock there.
+    assert window.start_s + problem.clock_offset_s == hour * 3600
+    assert problem.clock_offset_s == (3600 if day.month == 3 else -3600)
     late = [v.shift for v in problem.vehicles if v.shift.end_s - v.shift.start_s == 8 * 3600
             and window.start_s in (v.shift.start_s, v.shift.end_s - 2 * 3600)]
     assert late, [v.shift for v in problem.vehicles]  # the 12:00-20:00 couriers

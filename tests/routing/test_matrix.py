@@ -68,6 +68,25 @@ def test_rush_hour_is_slower() -> None:
     assert (rush.distance_m == calm.distance_m).all()
 
 
+def test_departures_read_the_local_clock_across_a_clock_change() -> None:
+    from dataclasses import replace
+
+    from routing import Depot, RoutingProblem, Stop, TimeWindow, Vehicle
+    from routing.matrix import departure_times
+
+    problem = RoutingProblem(
+        depots=(Depot(id="d", location=LONDON[0]),),
+        vehicles=(Vehicle(id="v", depot_id="d", shift=TimeWindow(0, 20 * 3600),
+                          capacity_parcels=10),),
+        stops=(Stop(id="s", location=LONDON[1], windows=(TimeWindow(15 * 3600, 17 * 3600),)),))
+    assert departure_times(problem, [LONDON[1]]) == [15 * 3600]
+    # The day the clocks go forward: 15 elapsed hours after midnight is 16:00 on the wall,
+    # inside the evening rush.
+    forward = replace(problem, clock_offset_s=3600)
+    assert departure_times(forward, [LONDON[1]]) == [16 * 3600]
+    assert SpeedProfile().kmh_at(departure_times(forward, [LONDON[1]])[0]) == 18.0
+
+
 def test_cache_returns_the_same_matrix() -> None:
     cached = CachedMatrix(GeodesicMatrix(), max_entries=1)
     first = cached.build(LONDON, [0, 0, 0])
