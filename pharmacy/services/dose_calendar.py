@@ -23,7 +23,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from ..errors import InvalidRequest
-from ..models import PatientProfile, PrescriptionStatus
+from ..models import PatientProfile, Prescription, PrescriptionStatus
 
 
 class Slot(enum.StrEnum):
@@ -535,13 +535,18 @@ _NOT_CURRENT = (PrescriptionStatus.REJECTED, PrescriptionStatus.CANCELLED,
 
 def current_repeat_items(session: Session, patient: PatientProfile,
                          today: date) -> list[DoseItem]:
-    """The items of the latest issue of each of the patient's live repeat prescriptions."""
-    from .prescriptions import my_medicines
+    """The items of the latest issue of each of the patient's live repeat prescriptions (a
+    batch a pharmacist stopped is not current: the medicine was stopped)."""
+    from .prescriptions import my_medicines, repeats_stopped
 
     items = []
     for status in my_medicines(session, patient, today):
         item = status.item
         if item.status != "active" or item.prescription.status in _NOT_CURRENT:
+            continue
+        issue = item.prescription
+        original = session.get(Prescription, issue.original_id) if issue.original_id else issue
+        if original is not None and repeats_stopped(session, original) is not None:
             continue
         items.append(DoseItem(item.medication_display, item.dosage_text, item.quantity_unit,
                               item.id))

@@ -213,6 +213,10 @@ def test_withdrawing_a_dispensed_issue_stops_the_repeat_batch(client, db) -> Non
     for day in (today, today + timedelta(days=30)):
         assert notify.create_repeat_reminders(db.session, day) == 0
 
+    from pharmacy.services.dose_calendar import current_repeat_items
+
+    assert current_repeat_items(db.session, patient, today) == []  # stopped: not taken now
+
     review = db.session.scalar(select(PrescriptionReview).where(
         PrescriptionReview.prescription_id == rx.id))
     assert review.action.value == "withdrawn" and "renal" in review.reason
