@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import time
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, InvalidRequest, NotFound
@@ -44,7 +44,7 @@ def _operator(operator: str) -> str:
 def create_staff(session: Session, *, email: str, full_name: str, role: Role, password: str,
                  operator: str, pharmacy_ods: str | None = None,
                  shift: tuple[time, time] | None = None,
-                 vehicle_registration: str | None = None) -> User:
+                 vehicle_registration: str | None = None, actor: User | None = None) -> User:
     """A pharmacist, admin or courier account (a courier also gets its pharmacy, shift and,
     if given, its usual vehicle)."""
     operator = _operator(operator)
@@ -84,7 +84,7 @@ def create_staff(session: Session, *, email: str, full_name: str, role: Role, pa
         session.add(courier)
         session.flush()
     audit.record(session, action="user.staff_created", entity_type="user", entity_id=user.id,
-                 after={"role": role.value, "operator": operator})
+                 actor=actor, after={"role": role.value, "operator": operator})
     return user
 
 
@@ -124,17 +124,51 @@ def change_own_password(session: Session, user: User, *, current: str, new: str,
 
 
 def set_active(session: Session, user: User, active: bool, *, reason: str,
-               operator: str) -> bool:
+               operator: str, actor: User | None = None) -> bool:
     """Deactivate (sessions and tokens end at once) or reactivate an account. Returns False
-    when it already was so."""
+    when it already was so. An administrator cannot deactivate their own account."""
     operator = _operator(operator)
     if not reason.strip():
         raise InvalidRequest("Say why.")
+    if actor is not None and actor.id == user.id and not active:
+        raise Conflict("You cannot deactivate your own account; ask another administrator.")
     if user.is_active is active:
         return False
     user.is_active = active
     user.token_generation += 1
     audit.record(session, action="user.reactivated" if active else "user.deactivated",
                  entity_type="user", entity_id=user.id, reason=reason.strip()[:500],
-                 after={"operator": operator})
+                 actor=actor, after={"operator": operator})
     return True
+
+
+def unlock(session: Session, user: User, *, reason: str, actor: User) -> bool:
+    """Lift a sign-in lock (after checking with the person that the failures were theirs).
+    Returns False when the account was not locked."""
+    if not reason.strip():
+        raise InvalidRequest("Say why.")
+    if user.locked_until is None and not user.failed_login_count:
+        return False
+    before = {"locked_until": user.locked_until.isoformat() if user.locked_until else None,
+              "failed_login_count": user.failed_login_count}
+    user.locked_until = None
+    user.failed_login_count = 0
+    audit.record(session, action="user.unlocked", entity_type="user", entity_id=user.id,
+                 actor=actor, reason=reason.strip()[:500], before=before)
+    return True
+
+
+def list_users(session: Session, *, query: str = "", role: Role | None = None,
+               limit: int = 200) -> list[User]:
+    """Accounts for the administrators' page: staff by default, anyone by e-mail or name."""
+    stmt = select(User).order_by(User.role, User.email).limit(limit)
+    text = query.strip().lower()
+    if text:
+        like = f"%{text.replace('%', '').replace('_', '')}%"
+        stmt = stmt.where(func.lower(User.email).like(like) | func.lower(User.full_name)
+                          .like(like))
+    if role is not None:
+        stmt = stmt.where(User.role == role)
+    elif not text:
+        stmt = stmt.where(User.role.in_(STAFF_ROLES))
+    return list(session.scalars(stmt))

@@ -130,3 +130,52 @@ def test_a_user_changes_their_own_password_and_other_sessions_end(app, db, clien
         "Authorization": f"Bearer {token}"}).status_code == 401
     assert _audit(db, "user.password_changed").actor_id == user.id
     assert web_login(app.test_client(), user.email, NEW).status_code == 302
+
+
+def test_administrators_manage_accounts_on_their_pages(app, db, client) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from pharmacy.models.base import utcnow
+
+    admin = UserFactory(role=Role.ADMIN, full_name="Ada Admin")
+    pharmacist = UserFactory(role=Role.PHARMACIST)
+    pharmacist.locked_until = utcnow() + timedelta(minutes=10)
+    db.session.commit()
+    web_login(client, admin.email, DEFAULT_PASSWORD)
+    listed = client.get("/admin/users").get_data(as_text=True)
+    assert pharmacist.email in listed and "locked" in listed
+    token = csrf_token(client, "/admin/users")
+
+    made = client.post("/admin/users", data={
+        "csrf_token": token, "email": "new.pharmacist@example.org", "full_name": "New One",
+        "role": "pharmacist", "password": NEW})
+    assert made.status_code == 302
+    assert web_login(app.test_client(), "new.pharmacist@example.org", NEW).status_code == 302
+    assert _audit(db, "user.staff_created").actor_id == admin.id
+    refused = client.post("/admin/users", data={
+        "csrf_token": token, "email": "x@example.org", "full_name": "X", "role": "patient",
+        "password": NEW})
+    assert refused.status_code == 422 and "Choose pharmacist" in refused.get_data(as_text=True)
+    odd = client.post("/admin/users", data={
+        "csrf_token": token, "email": "c@example.org", "full_name": "C", "role": "courier",
+        "password": NEW, "shift_start": "nine", "shift_end": "5pm"})
+    assert odd.status_code == 422 and "two times" in odd.get_data(as_text=True)
+
+    def change(user, what: str, reason: str = "checked by phone"):  # type: ignore[no-untyped-def]
+        return client.post(f"/admin/users/{user.id}/{what}",
+                           data={"csrf_token": token, "reason": reason})
+
+    assert change(pharmacist, "unlock").status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, pharmacist.id).locked_until is None
+    assert change(pharmacist, "deactivate", " ").status_code == 422  # a reason is needed
+    assert change(pharmacist, "deactivate", "left the company").status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, pharmacist.id).is_active is False
+    assert _audit(db, "user.deactivated").actor_id == admin.id
+    own = change(admin, "deactivate", "testing")
+    assert own.status_code == 409 and "your own account" in own.get_data(as_text=True)
+    assert client.get("/admin/users/999999").status_code == 404
+    assert change(pharmacist, "reactivate", "came back").status_code == 302
+    assert "Nothing to change" in client.get(change(pharmacist, "reactivate").headers[
+        "Location"]).get_data(as_text=True)

@@ -172,6 +172,10 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("admin.audit", "GET"): frozenset({"admin"}),
     ("admin.jobs", "GET"): frozenset({"admin"}),
     ("admin.requeue", "POST"): frozenset({"admin"}),
+    ("admin.users", "GET"): frozenset({"admin"}),
+    ("admin.create_user", "POST"): frozenset({"admin"}),
+    ("admin.user", "GET"): frozenset({"admin"}),
+    ("admin.change_user", "POST"): frozenset({"admin"}),
 }
 
 
@@ -258,7 +262,8 @@ def world(db):  # type: ignore[no-untyped-def]
            "register_id": db.session.scalar(select(CDRegister.id)), "job_id": "no-such-job",
            "card_id": "pm_missing", "action": "reject", "attempt_id": attempt.id,
            "batch_id": batch.id, "change": "write-off", "po_change": "send", "line_id": 1,
-           "link_id": 1, "decision": "refuse"}
+           "link_id": 1, "decision": "refuse", "user_id": users["patient"].id,
+           "account_change": "unlock"}
     return {"users": users, "ids": ids}
 
 
