@@ -237,16 +237,19 @@ class LinkStatus(enum.StrEnum):
 
 
 class PatientLinkRequest(Base):
-    """A new account asking to be joined to a patient record the pharmacy already holds
-    (made from a prescription). An NHS number and a date of birth are printed on letters
-    and forms, so they prove nothing: a pharmacist checks who the person is first, and
-    until then the account sees nothing of the record."""
+    """A new account that gave an NHS number, waiting to be joined to that patient's
+    record. An NHS number and a date of birth are printed on letters and forms, so they
+    prove nothing: a pharmacist checks who the person is first, and until then the account
+    sees nothing (held number or not, so registering reveals nothing either)."""
 
     __tablename__ = "patient_link_requests"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), unique=True)
-    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    # The NHS number they gave; the record holding it when they asked, if there was one
+    # (confirming without one creates the record, the identity then checked).
+    nhs_number: Mapped[str] = mapped_column(String(10))
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
     # What the person typed, to compare with the record.
     given_name: Mapped[str] = mapped_column(String(100))
     family_name: Mapped[str] = mapped_column(String(100))
@@ -259,7 +262,7 @@ class PatientLinkRequest(Base):
     note: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User] = relationship(foreign_keys=[user_id])
-    patient: Mapped[PatientProfile] = relationship()
+    patient: Mapped[PatientProfile | None] = relationship()
 
 
 class GeocodeCache(Base):

@@ -136,6 +136,10 @@ def set_active(session: Session, user: User, active: bool, *, reason: str,
         return False
     user.is_active = active
     user.token_generation += 1
+    if not active:
+        from .patients import refuse_pending_links
+
+        refuse_pending_links(session, user, reason=f"account deactivated: {reason.strip()}")
     audit.record(session, action="user.reactivated" if active else "user.deactivated",
                  entity_type="user", entity_id=user.id, reason=reason.strip()[:500],
                  actor=actor, after={"operator": operator})

@@ -81,39 +81,58 @@ def register(session: Session, form: Registration, *, today: date) -> User:
         errors.append({"field": "name", "message": "Give your first and last name."})
     if errors:
         raise InvalidRequest("Please correct the form.", errors=errors)
-    known = None
-    if number is not None:
-        known = session.scalar(select(PatientProfile).where(PatientProfile.nhs_number == number))
     user = auth.create_user(session, email=form.email, password=form.password,
                             role=Role.PATIENT,
                             full_name=f"{form.given_name.strip()} {form.family_name.strip()}")
-    if known is not None:
-        session.add(PatientLinkRequest(
-            user_id=user.id, patient_id=known.id, given_name=form.given_name.strip()[:100],
-            family_name=form.family_name.strip()[:100], date_of_birth=form.date_of_birth))
+    if number is not None:
+        known = session.scalar(select(PatientProfile).where(PatientProfile.nhs_number == number))
+        link = PatientLinkRequest(
+            user_id=user.id, nhs_number=number, patient_id=known.id if known else None,
+            given_name=form.given_name.strip()[:100], family_name=form.family_name.strip()[:100],
+            date_of_birth=form.date_of_birth)
+        session.add(link)
         session.flush()
-        audit.record(session, action="patient.link_requested", entity_type="patient",
-                     entity_id=known.id, actor=user)
+        audit.record(session, action="patient.link_requested", entity_type="user",
+                     entity_id=user.id, actor=user)
         return user
-    depot = session.scalar(select(Pharmacy).order_by(Pharmacy.id))
     patient = PatientProfile(
-        nhs_number=number, given_name=form.given_name.strip()[:100],
+        nhs_number=None, given_name=form.given_name.strip()[:100],
         family_name=form.family_name.strip()[:100], date_of_birth=form.date_of_birth,
-        other_identifier_system=None if number else PATIENT_ID_SYSTEM,
-        other_identifier=None if number else uuid.uuid4().hex)
+        other_identifier_system=PATIENT_ID_SYSTEM, other_identifier=uuid.uuid4().hex)
     session.add(patient)
-    patient.user_id = user.id
-    patient.nominated_pharmacy_id = patient.nominated_pharmacy_id or (depot.id if depot else None)
-    patient.terms_accepted_at = patient.privacy_accepted_at = utcnow()
+    _open_record(session, patient, user.id)
     session.flush()
     audit.record(session, action="patient.registered", entity_type="patient",
                  entity_id=patient.id, actor=user)
     return user
 
 
+def _open_record(session: Session, patient: PatientProfile, user_id: int) -> None:
+    depot = session.scalar(select(Pharmacy).order_by(Pharmacy.id))
+    patient.user_id = user_id
+    patient.nominated_pharmacy_id = patient.nominated_pharmacy_id or (depot.id if depot else None)
+    patient.terms_accepted_at = patient.privacy_accepted_at = utcnow()
+
+
 def pending_link(session: Session, user: User) -> PatientLinkRequest | None:
     return session.scalar(select(PatientLinkRequest).where(
         PatientLinkRequest.user_id == user.id, PatientLinkRequest.status == LinkStatus.PENDING))
+
+
+def held_record(session: Session, link: PatientLinkRequest, *,
+                lock: bool = False) -> PatientProfile | None:
+    """The record now holding the link's NHS number (a prescription may have come for it
+    since the request)."""
+    stmt = select(PatientProfile).where(PatientProfile.nhs_number == link.nhs_number)
+    return session.scalar(stmt.with_for_update() if lock else stmt)
+
+
+def refuse_pending_links(session: Session, user: User, *, reason: str) -> None:
+    """A deactivated account's waiting link requests are refused with it."""
+    for link in session.scalars(select(PatientLinkRequest).where(
+            PatientLinkRequest.user_id == user.id,
+            PatientLinkRequest.status == LinkStatus.PENDING)):
+        link.status, link.decided_at, link.note = LinkStatus.REFUSED, utcnow(), reason[:1000]
 
 
 def link_requests(session: Session) -> list[PatientLinkRequest]:
@@ -138,28 +157,33 @@ def decide_link(session: Session, request_id: int, *, confirm: bool, note: str,
         raise NotFound("No such link request.")
     if link.status is not LinkStatus.PENDING:
         raise Conflict(f"This request was already {link.status.value}.")
-    patient = session.scalar(select(PatientProfile).where(PatientProfile.id == link.patient_id)
-                             .with_for_update())
-    assert patient is not None
     now = utcnow()
+    patient = held_record(session, link, lock=True)
     if confirm:
-        if patient.user_id is not None:
+        if not link.user.is_active:
+            raise Conflict("That account has been deactivated; refuse this request.")
+        if patient is None:  # no prescription for them yet: their record starts now
+            patient = PatientProfile(
+                nhs_number=link.nhs_number, given_name=link.given_name,
+                family_name=link.family_name, date_of_birth=link.date_of_birth)
+            session.add(patient)
+        elif patient.user_id is not None:
             raise Conflict("That record already has an account; refuse this request.")
-        patient.user_id = link.user_id
-        depot = session.scalar(select(Pharmacy).order_by(Pharmacy.id))
-        patient.nominated_pharmacy_id = patient.nominated_pharmacy_id or (
-            depot.id if depot else None)
+        else:
+            session.execute(Notification.__table__.update().where(
+                Notification.patient_id == patient.id, Notification.user_id.is_(None),
+                Notification.sent_at.is_(None), Notification.failed_at.is_(None),
+                Notification.created_at < now).values(
+                failed_at=now, last_error="written before the account was linked"))
+        _open_record(session, patient, link.user_id)
         patient.terms_accepted_at = patient.privacy_accepted_at = link.requested_at
-        session.execute(Notification.__table__.update().where(
-            Notification.patient_id == patient.id, Notification.user_id.is_(None),
-            Notification.sent_at.is_(None), Notification.failed_at.is_(None),
-            Notification.created_at < now).values(
-            failed_at=now, last_error="written before the account was linked"))
+        session.flush()
+        link.patient_id = patient.id
     link.status = LinkStatus.CONFIRMED if confirm else LinkStatus.REFUSED
     link.decided_by_id, link.decided_at, link.note = pharmacist.id, now, note[:1000]
-    audit.record(session, action=f"patient.link_{link.status.value}", entity_type="patient",
-                 entity_id=patient.id, actor=pharmacist, reason=note[:500],
-                 after={"user": link.user_id})
+    audit.record(session, action=f"patient.link_{link.status.value}", entity_type="user",
+                 entity_id=link.user_id, actor=pharmacist, reason=note[:500],
+                 after={"patient": patient.id if patient is not None else None})
     session.add(Notification(
         user_id=link.user_id, kind=f"account.link_{link.status.value}",
         subject="Your Dispensary account",

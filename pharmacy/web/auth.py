@@ -246,10 +246,10 @@ def register() -> Any:
             return render_template("register.html", form=form, values=values), err.status
         db.session.commit()
         login_user(user)
-        if user.patient is None:  # an NHS number we hold: a pharmacist checks it first
-            flash("Welcome! We hold prescriptions for that NHS number, so a pharmacist will "
-                  "check it is you (they may call you) before your account shows them. We "
-                  "will e-mail you when it is done.", "info")
+        if user.patient is None:  # an NHS number was given: a pharmacist checks it first
+            flash("Welcome! Because you gave an NHS number, a pharmacist will check it is you "
+                  "(they may call you) before your account opens. We will e-mail you when "
+                  "it is done.", "info")
             return redirect(url_for("patient.home"))
         flash("Welcome! Add a delivery address to start ordering.", "info")
         return redirect(url_for("patient.profile"))

@@ -34,10 +34,17 @@ def home() -> Any:
 
 @bp.get("/account-links")
 def account_links() -> Any:
+
+    return _render_links()
+
+
+def _render_links(status: int = 200) -> Any:
     from ..services import patients
 
-    return render_template("pharmacist/account_links.html",
-                           links=patients.link_requests(db.session), form=ActionForm())
+    links = patients.link_requests(db.session)
+    held = {link.id: patients.held_record(db.session, link) for link in links}
+    return render_template("pharmacist/account_links.html", links=links, held=held,
+                           form=ActionForm()), status
 
 
 @bp.post("/account-links/<int(max=2147483647):link_id>/<any(confirm, refuse):decision>")
@@ -53,9 +60,7 @@ def decide_account_link(link_id: int, decision: str) -> Any:
     except DomainError as err:
         db.session.rollback()
         flash(err.detail, "error")
-        return render_template("pharmacist/account_links.html",
-                               links=patients.link_requests(db.session),
-                               form=ActionForm()), err.status
+        return _render_links(err.status)
     db.session.commit()
     flash(f"{link.user.email}: {'linked' if decision == 'confirm' else 'refused'}.", "info")
     return redirect(url_for(".account_links"))

@@ -22,14 +22,15 @@ def registered(client, db, app, monkeypatch):  # type: ignore[no-untyped-def]
     PharmacyFactory()
     db.session.commit()
     token = csrf_token(client, "/register")
-    response = client.post("/register", data={**GOOD, "csrf_token": token})
+    # Without an NHS number the record opens at once (with one, a pharmacist checks first).
+    response = client.post("/register", data={**GOOD, "nhs_number": "", "csrf_token": token})
     assert response.status_code == 302, response.get_data(as_text=True)
     return client
 
 
 def test_registration_creates_a_patient_with_consent_and_signs_in(registered, db) -> None:  # type: ignore[no-untyped-def]
     patient = db.session.scalar(select(PatientProfile))
-    assert patient.nhs_number == "9434765919"
+    assert patient.nhs_number is None and patient.other_identifier
     assert patient.terms_accepted_at is not None and patient.privacy_accepted_at is not None
     assert patient.nominated_pharmacy_id is not None
     assert registered.get("/patient/").status_code == 200
@@ -137,36 +138,37 @@ def test_pharmacy_medicines_need_safe_answers_to_the_standard_questions(client, 
     assert product.name in client.get("/patient/basket").get_data(as_text=True)
 
 
-@pytest.mark.parametrize("held", ["unclaimed", "claimed", "other_birthday"])
-def test_an_nhs_number_we_hold_waits_for_a_pharmacist_and_reveals_nothing(  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("held", ["unclaimed", "claimed", "other_birthday", "not_held"])
+def test_an_nhs_number_waits_for_a_pharmacist_and_registering_reveals_nothing(  # type: ignore[no-untyped-def]
         app, client, db, held) -> None:
     """Anyone who has seen a letter knows an NHS number and a date of birth: registering with
-    them must not open the record, and must answer the same whatever the record is."""
+    them must not open a record, and must answer the same whether the pharmacy holds the
+    number or not (and claiming a number first must not capture later prescriptions)."""
     from pharmacy.models import LinkStatus, Notification, PatientLinkRequest, Role
     from tests.factories import DEFAULT_PASSWORD, PatientFactory, PharmacyFactory, UserFactory
 
     PharmacyFactory()
-    owner = UserFactory(role=Role.PATIENT) if held == "claimed" else None
-    record = PatientFactory(nhs_number=GOOD["nhs_number"].replace(" ", ""),
-                            family_name="Okonkwo-Hale", date_of_birth=date(1958, 2, 4)
-                            if held != "other_birthday" else date(1979, 1, 1),
-                            user_id=owner.id if owner else None)
-    waiting = Notification(patient_id=record.id, kind="prescription.rejected",
-                           subject="A prescription", body="...\n")
-    db.session.add(waiting)
+    record = waiting = None
+    if held != "not_held":
+        owner = UserFactory(role=Role.PATIENT) if held == "claimed" else None
+        record = PatientFactory(nhs_number=GOOD["nhs_number"].replace(" ", ""),
+                                family_name="Okonkwo-Hale", date_of_birth=date(1958, 2, 4)
+                                if held != "other_birthday" else date(1979, 1, 1),
+                                user_id=owner.id if owner else None)
+        waiting = Notification(patient_id=record.id, kind="prescription.rejected",
+                               subject="A prescription", body="...\n")
+        db.session.add(waiting)
     db.session.commit()
     response = client.post("/register", data={**GOOD, "csrf_token": csrf_token(client,
-                                                                               "/register")},
-                           follow_redirects=True)
-    assert response.status_code == 200
-    text = response.get_data(as_text=True)
-    assert "a pharmacist will check it is you" in text
-    assert record.family_name not in text
+                                                                               "/register")})
+    assert (response.status_code, response.headers["Location"]) == (302, "/patient/")
+    page = client.get("/patient/").get_data(as_text=True)
+    assert "a pharmacist will check it is you" in page and "Okonkwo" not in page
     user = db.session.scalar(select(User).where(User.email == GOOD["email"]))
     assert user.patient is None
-    assert client.get("/patient/medicines").status_code == 403  # nothing of the record
+    assert client.get("/patient/medicines").status_code == 403  # nothing of any record
     link = db.session.scalar(select(PatientLinkRequest))
-    assert (link.user_id, link.patient_id, link.status) == (user.id, record.id,
+    assert (link.user_id, link.nhs_number, link.status) == (user.id, "9434765919",
                                                             LinkStatus.PENDING)
 
     pharmacist = UserFactory(role=Role.PHARMACIST)
@@ -177,6 +179,7 @@ def test_an_nhs_number_we_hold_waits_for_a_pharmacist_and_reveals_nothing(  # ty
     assert GOOD["email"] in page
     assert ("does not match" in page) is (held == "other_birthday")
     assert ("already has an account" in page) is (held == "claimed")
+    assert ("no prescription has come for this number yet" in page) is (held == "not_held")
     token = csrf_token(staff, "/pharmacist/account-links")
     empty = staff.post(f"/pharmacist/account-links/{link.id}/confirm",
                        data={"csrf_token": token, "note": " "})
@@ -189,10 +192,13 @@ def test_an_nhs_number_we_hold_waits_for_a_pharmacist_and_reveals_nothing(  # ty
         assert db.session.get(PatientLinkRequest, link.id).status is LinkStatus.PENDING
         return
     assert decided.status_code == 302
-    assert db.session.get(PatientProfile, record.id).user_id == user.id
+    linked = db.session.get(User, user.id).patient
+    assert linked is not None and linked.nhs_number == "9434765919"
+    assert (linked.id == record.id) if record is not None else linked.family_name == "Parkes"
     assert client.get("/patient/medicines").status_code == 200
-    old = db.session.get(Notification, waiting.id)
-    assert old.failed_at is not None and old.sent_at is None  # not sent to the new account
+    if waiting is not None:
+        old = db.session.get(Notification, waiting.id)
+        assert old.failed_at is not None and old.sent_at is None  # not sent to the new account
     assert db.session.scalar(select(Notification).where(
         Notification.user_id == user.id, Notification.kind == "account.link_confirmed"))
     again = staff.post(f"/pharmacist/account-links/{link.id}/refuse",
@@ -200,3 +206,27 @@ def test_an_nhs_number_we_hold_waits_for_a_pharmacist_and_reveals_nothing(  # ty
     assert again.status_code == 409
     assert {"patient.link_requested", "patient.link_confirmed"} <= set(
         db.session.scalars(select(AuditEvent.action)))
+
+
+def test_a_deactivated_accounts_link_request_is_refused_with_it(app, client, db) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.models import LinkStatus, PatientLinkRequest, Role
+    from pharmacy.services import accounts
+    from tests.factories import PharmacyFactory, UserFactory
+
+    PharmacyFactory()
+    db.session.commit()
+    client.post("/register", data={**GOOD, "csrf_token": csrf_token(client, "/register")})
+    user = db.session.scalar(select(User).where(User.email == GOOD["email"]))
+    accounts.set_active(db.session, user, False, reason="fraud report", operator="Ops")
+    db.session.commit()
+    link = db.session.scalar(select(PatientLinkRequest))
+    assert link.status is LinkStatus.REFUSED and "fraud report" in link.note
+    pharmacist = UserFactory(role=Role.PHARMACIST)
+    db.session.commit()
+    from pharmacy.errors import Conflict, DomainError
+    from pharmacy.services import patients
+
+    with pytest.raises(DomainError) as refused:
+        patients.decide_link(db.session, link.id, confirm=True, note="id seen",
+                             pharmacist=pharmacist)
+    assert isinstance(refused.value, Conflict)
