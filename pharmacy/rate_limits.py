@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 _EXT = "dispensary.limiter"
 SIGN_IN_ENDPOINTS = ("auth.login", "auth.second_factor", "account.disable",
-                     "api_auth.TokenResource")
+                     "auth.change_password", "api_auth.TokenResource")
 REGISTER_ENDPOINTS = ("auth.register",)
 # Where the second sign-in step keeps the account key of the password step.
 PENDING_ACCOUNT_KEY = "pending_account_key"

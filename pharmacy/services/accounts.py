@@ -7,13 +7,14 @@ audited with who did it (an operator named on the command line, or the user them
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import datetime, time
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, InvalidRequest, NotFound
+from ..errors import Conflict, InvalidRequest, NotFound, TooManyAttempts
 from ..models import Courier, Pharmacy, Role, User, Vehicle
+from ..models.base import utcnow
 from . import audit, auth
 from .patients import MIN_PASSWORD as PATIENT_MIN_PASSWORD
 
@@ -109,12 +110,30 @@ def set_password(session: Session, user: User, password: str, *,
                  after={"operator": _operator(operator)} if operator is not None else None)
 
 
+class WrongSecret(InvalidRequest):
+    """A wrong current password or code: counted as a failed sign-in (the caller commits
+    that, and answers the error)."""
+
+
 def change_own_password(session: Session, user: User, *, current: str, new: str,
-                        confirm: str) -> None:
-    """The signed-in user's own change: the current password first."""
+                        confirm: str, code: str | None, lockout: auth.Lockout,
+                        now: datetime | None = None) -> None:
+    """The signed-in user's own change: the current password first, and a code from the
+    authenticator app for an account with two-step sign-in. Wrong ones count as failed
+    sign-ins (an open session left behind is not a free password-guessing machine)."""
+    from . import totp
+
+    now = now or utcnow()
+    if user.locked_until is not None and user.locked_until > now:
+        raise TooManyAttempts("Too many failed attempts; try again later.")
     if not auth.password_matches(user, current):
-        raise InvalidRequest("Your current password is not right.",
-                             errors=[{"field": "current", "message": "Not right."}])
+        auth.record_failure(session, user, lockout=lockout, now=now)
+        raise WrongSecret("Your current password is not right.",
+                          errors=[{"field": "current", "message": "Not right."}])
+    if totp.is_enrolled(user) and not totp.accept_code(session, user, code or "", now=now):
+        auth.record_failure(session, user, lockout=lockout, now=now, factor="totp")
+        raise WrongSecret("The code from your authenticator app is not right.",
+                          errors=[{"field": "code", "message": "Not right."}])
     if new != confirm:
         raise InvalidRequest("The new passwords do not match.",
                              errors=[{"field": "confirm", "message": "Does not match."}])

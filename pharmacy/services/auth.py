@@ -141,7 +141,7 @@ def authenticate(
     totp_code: str | None = None,
     request_id: str | None = None,
     now: datetime | None = None,
-    trusted_device_user: int | None = None,
+    trusted_device: tuple[int, int] | None = None,
     count_unknown: Callable[[], int] | None = None,
 ) -> SignInResult:
     """Check a password (and, for an account with a second factor, a code), counting failures;
@@ -154,8 +154,9 @@ def authenticate(
     The caller must commit even when sign-in fails, so that failures are counted and audited.
 
     A lock keeps out whoever guesses, but not the owner on a browser they signed in from
-    before (``trusted_device_user``, from its signed device cookie): otherwise anyone could
-    keep any account locked by typing wrong passwords for it. An unknown or inactive
+    before (``trusted_device``: the user id and token generation its signed device cookie
+    was issued for; a new password voids it): otherwise anyone could keep any account
+    locked by typing wrong passwords for it. An unknown or inactive
     e-mail is answered like a real account, locked after as many failures
     (``count_unknown`` counts them), so the lock does not reveal which accounts exist.
     """
@@ -167,7 +168,8 @@ def authenticate(
         if count_unknown is not None and count_unknown() >= max_failures:
             return SignInResult(SignIn.LOCKED)
         return SignInResult(SignIn.BAD_CREDENTIALS)
-    if _is_locked(user, now) and trusted_device_user != user.id:
+    if _is_locked(user, now) and not trusted(user, trusted_device):
+        _password_matches(_DUMMY_HASH, password)  # the same work as an answered attempt
         return _refuse_locked(session, user, request_id)
     if not _password_matches(user.password_hash, password):
         return record_failure(session, user, lockout=policy, now=now, request_id=request_id)
@@ -183,6 +185,11 @@ def authenticate(
     return _signed_in(session, user, now=now, second_factor=False, request_id=request_id)
 
 
+def trusted(user: User, device: tuple[int, int] | None) -> bool:
+    """Whether a device cookie's (user id, token generation) is this account's as it is."""
+    return device is not None and device == (user.id, user.token_generation)
+
+
 def complete_second_factor(
     session: Session,
     user_id: int,
@@ -193,6 +200,7 @@ def complete_second_factor(
     lockout: timedelta,
     request_id: str | None = None,
     now: datetime | None = None,
+    trusted_device: tuple[int, int] | None = None,
 ) -> SignInResult:
     """The second step of a sign-in whose password ``authenticate`` accepted.
 
@@ -204,7 +212,7 @@ def complete_second_factor(
     if (user is None or not user.is_active or not totp.is_enrolled(user)
             or user.token_generation != generation):
         return SignInResult(SignIn.BAD_CREDENTIALS)
-    if _is_locked(user, now):
+    if _is_locked(user, now) and not trusted(user, trusted_device):
         return _refuse_locked(session, user, request_id)
     return _check_code(session, user, code, lockout=Lockout(max_failures, lockout), now=now,
                        request_id=request_id)

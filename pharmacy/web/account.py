@@ -25,7 +25,7 @@ from ..errors import DomainError
 from ..extensions import db
 from ..rate_limits import note_sign_in_failure
 from ..services import auth, totp
-from .session import login_user, logout_user, require_role
+from .session import login_user, logout_user, remember_device, require_role
 
 bp = Blueprint("account", __name__, url_prefix="/account")
 bp.before_request(require_role(*totp.ROLES))
@@ -91,7 +91,8 @@ def confirm() -> Any:
     db.session.commit()
     login_user(g.user)  # other sessions ended with the new token generation; keep this one
     flash("Two-step sign-in is on. You will be asked for a code each time you sign in.", "info")
-    return redirect(url_for(".two_factor")), 303
+    # This browser stays remembered under the new generation.
+    return remember_device(redirect(url_for(".two_factor"), 303), g.user)
 
 
 @bp.post("/two-factor/disable")

@@ -17,11 +17,12 @@ from ..rate_limits import account_key_for, note_sign_in_failure, unknown_account
 from ..services import audit, auth
 from .session import (
     begin_second_factor,
-    device_user,
     login_user,
     logout_user,
+    note_device_failure,
     pending_second_factor,
     remember_device,
+    trusted_device,
 )
 
 bp = Blueprint("auth", __name__)
@@ -89,9 +90,11 @@ def login() -> Any:
         email = form.email.data or ""
         result = auth.authenticate(db.session, email, form.password.data or "", **_lockout(),
                                    request_id=g.get("request_id"),
-                                   trusted_device_user=device_user(),
+                                   trusted_device=trusted_device(),
                                    count_unknown=unknown_account_counter(email))
         db.session.commit()
+        if result.outcome in (auth.SignIn.BAD_CREDENTIALS, auth.SignIn.LOCKED):
+            note_device_failure()
         target = _safe_next(request.args.get("next"))
         if result.outcome is auth.SignIn.OK and result.user is not None:
             login_user(result.user)
@@ -133,8 +136,10 @@ def second_factor() -> Any:
     if form.validate_on_submit():
         result = auth.complete_second_factor(
             db.session, pending["uid"], form.code.data or "", generation=pending.get("gen", -1),
-            **_lockout(), request_id=g.get("request_id"))
+            **_lockout(), request_id=g.get("request_id"), trusted_device=trusted_device())
         db.session.commit()
+        if result.outcome in (auth.SignIn.BAD_SECOND_FACTOR, auth.SignIn.LOCKED):
+            note_device_failure()
         if result.outcome is auth.SignIn.OK and result.user is not None:
             login_user(result.user)  # a fresh session: the waiting state is gone
             flash("Signed in.", "info")
@@ -160,13 +165,14 @@ class PasswordForm(FlaskForm):  # type: ignore[misc]
     current = PasswordField("Current password", validators=[Length(max=1024)])
     new = PasswordField("New password", validators=[Length(max=1024)])
     confirm = PasswordField("New password again", validators=[Length(max=1024)])
+    code = StringField("Code", validators=[Length(max=16)])
 
 
 @bp.route("/password", methods=["GET", "POST"])
 def change_password() -> Any:
     """A signed-in user's own password; every other session and API token of theirs ends."""
     from ..errors import DomainError
-    from ..services import accounts
+    from ..services import accounts, totp
 
     user = g.get("user")
     if user is None:
@@ -175,9 +181,17 @@ def change_password() -> Any:
     minimum = accounts.minimum_for(user)
     status = 200
     if form.validate_on_submit():
+        lockout = _lockout()
         try:
-            accounts.change_own_password(db.session, user, current=form.current.data or "",
-                                         new=form.new.data or "", confirm=form.confirm.data or "")
+            accounts.change_own_password(
+                db.session, user, current=form.current.data or "", new=form.new.data or "",
+                confirm=form.confirm.data or "", code=form.code.data,
+                lockout=auth.Lockout(lockout["max_failures"], lockout["lockout"]))
+        except accounts.WrongSecret as err:
+            db.session.commit()  # the failure is counted and audited
+            note_sign_in_failure()
+            flash(err.detail, "error")
+            status = err.status
         except DomainError as err:
             db.session.rollback()
             flash(err.detail, "error")
@@ -186,11 +200,12 @@ def change_password() -> Any:
             db.session.commit()
             login_user(user)  # this session carries the new generation; the others end
             flash("Password changed. You are signed out everywhere else.", "info")
-            return redirect(url_for("auth.index"))
+            return remember_device(redirect(url_for("auth.index")), user)
     elif request.method == "POST":
         flash("The form expired; please try again.", "error")
         status = 400
-    return render_template("change_password.html", form=form, minimum=minimum), status
+    return render_template("change_password.html", form=form, minimum=minimum,
+                           needs_code=totp.is_enrolled(user)), status
 
 
 @bp.post("/logout")

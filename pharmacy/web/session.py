@@ -73,8 +73,12 @@ def _device_serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(str(current_app.config["SECRET_KEY"]), salt=_DEVICE_SALT)
 
 
-def device_user() -> int | None:
-    """The user id this browser's device cookie was issued to, if the cookie is genuine."""
+# A remembered browser that keeps failing is no longer spared the lock.
+DEVICE_MAX_FAILURES = 10
+_DEVICE_FAILURES = "dispensary:device-failures:{}"
+
+
+def _device() -> dict[str, Any] | None:
     raw = request.cookies.get(DEVICE_COOKIE)
     if not raw:
         return None
@@ -82,11 +86,45 @@ def device_user() -> int | None:
         value = _device_serializer().loads(raw, max_age=DEVICE_MAX_AGE_S)
     except (BadSignature, SignatureExpired):
         return None
-    return value if isinstance(value, int) else None
+    if not (isinstance(value, dict) and isinstance(value.get("u"), int)
+            and isinstance(value.get("g"), int) and isinstance(value.get("d"), str)):
+        return None
+    return value
+
+
+def trusted_device() -> tuple[int, int] | None:
+    """(user id, token generation) this browser's genuine device cookie was issued for,
+    unless the browser has failed too often lately."""
+    device = _device()
+    if device is None:
+        return None
+    try:
+        failures = int(get_redis().get(_DEVICE_FAILURES.format(device["d"])) or 0)
+    except RedisError:
+        failures = 0
+    if failures >= DEVICE_MAX_FAILURES:
+        return None
+    return device["u"], device["g"]
+
+
+def note_device_failure() -> None:
+    """A failed sign-in from a remembered browser (counted for the lockout period)."""
+    device = _device()
+    if device is None:
+        return
+    key = _DEVICE_FAILURES.format(device["d"])
+    try:
+        redis = get_redis()
+        if int(redis.incr(key)) == 1:
+            redis.expire(key, int(current_app.config["LOGIN_LOCKOUT_S"]))
+    except RedisError:
+        logger.warning("could not count a failed sign-in of a remembered browser")
 
 
 def remember_device(response: Response, user: User) -> Response:
-    response.set_cookie(DEVICE_COOKIE, _device_serializer().dumps(user.id),
+    """Note this browser as the user's (for their current password only)."""
+    value = {"u": user.id, "g": user.token_generation, "d": secrets.token_urlsafe(12)}
+    response.set_cookie(DEVICE_COOKIE, _device_serializer().dumps(value),
                         max_age=DEVICE_MAX_AGE_S, httponly=True, samesite="Lax",
                         secure=bool(current_app.config.get("SESSION_COOKIE_SECURE")))
     return response

@@ -179,3 +179,37 @@ def test_administrators_manage_accounts_on_their_pages(app, db, client) -> None:
     assert change(pharmacist, "reactivate", "came back").status_code == 302
     assert "Nothing to change" in client.get(change(pharmacist, "reactivate").headers[
         "Location"]).get_data(as_text=True)
+
+
+def test_guessing_the_current_password_locks_like_signing_in(app, db, client) -> None:  # type: ignore[no-untyped-def]
+    user = UserFactory(role=Role.COURIER)
+    db.session.commit()
+    web_login(client, user.email, DEFAULT_PASSWORD)
+    answers = [client.post("/password", data={
+        "csrf_token": csrf_token(client, "/password"), "current": f"guess-{n}",
+        "new": NEW, "confirm": NEW}).status_code for n in range(6)]
+    assert answers == [422] * 5 + [429]  # the fifth wrong one locks
+    db.session.expire_all()
+    assert db.session.get(User, user.id).locked_until is not None
+    assert _audit(db, "user.login_failed") is not None
+
+
+def test_a_new_password_voids_the_remembered_browser(app, db, client) -> None:  # type: ignore[no-untyped-def]
+    user = UserFactory(role=Role.COURIER)
+    db.session.commit()
+    web_login(client, user.email, DEFAULT_PASSWORD)  # remembered, for this password
+    stale = client.get_cookie("device").value
+    done = runner_set_password(app, user.email)
+    assert done.exit_code == 0, done.output
+    stranger = app.test_client()
+    stranger.environ_base["REMOTE_ADDR"] = "203.0.113.60"
+    for _ in range(5):
+        web_login(stranger, user.email, "guess")
+    browser = app.test_client()
+    browser.set_cookie("device", stale)
+    assert web_login(browser, user.email, NEW).status_code == 429  # the old note is void
+
+
+def runner_set_password(app, email: str):  # type: ignore[no-untyped-def]
+    return app.test_cli_runner().invoke(args=["set-password", email, "--operator", "Ops",
+                                              "--password-stdin"], input=NEW + "\n")

@@ -283,3 +283,36 @@ def test_an_administrator_resets_a_lost_second_factor_from_the_command_line(  # 
     again = runner.invoke(args=["reset-two-factor", pharmacist.email, "--reason", "x",
                                 "--operator", "A. Admin"])
     assert "nothing changed" in again.output
+
+
+def test_a_remembered_browser_completes_both_steps_through_a_strangers_lock(  # type: ignore[no-untyped-def]
+        app, client, db, pharmacist) -> None:
+    secret = _enrol(client, db, pharmacist)  # this browser signed in: it is remembered
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/account/two-factor")})
+    stranger = app.test_client()
+    stranger.environ_base["REMOTE_ADDR"] = "203.0.113.50"
+    for _ in range(5):
+        web_login(stranger, pharmacist.email, "guess")
+    db.session.expire_all()
+    assert db.session.get(User, pharmacist.id).locked_until is not None
+    assert web_login(client, pharmacist.email, DEFAULT_PASSWORD).headers["Location"] \
+        .endswith("/login/code")
+    done = client.post("/login/code", data={"csrf_token": csrf_token(client, "/login/code"),
+                                            "code": code(secret, 1)})
+    assert done.status_code == 302 and "/login" not in done.headers["Location"]
+
+
+def test_changing_a_password_with_two_step_on_needs_a_code(client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    secret = _enrol(client, db, pharmacist)
+    new = "a-much-longer-password-9"
+
+    def change(code_value: str):  # type: ignore[no-untyped-def]
+        return client.post("/password", data={
+            "csrf_token": csrf_token(client, "/password"), "current": DEFAULT_PASSWORD,
+            "new": new, "confirm": new, "code": code_value})
+
+    refused = change("000000")
+    assert refused.status_code == 422 and "authenticator app is not right" in \
+        refused.get_data(as_text=True)
+    assert change(code(secret, 1)).status_code == 302
+    assert "user.login_failed" in _actions(db)
