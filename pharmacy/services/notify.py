@@ -122,6 +122,11 @@ class DeliveryRefused(Exception):
     """This one message could not be delivered (bad address, refused); others may be."""
 
 
+class DeliveryDeferred(DeliveryRefused):
+    """The relay said "not now" (a 4xx: greylisting, throttling, a full mailbox): tried
+    again later without counting towards giving up."""
+
+
 class NotificationBackend(Protocol):
     """Delivers messages. ``send`` raises DeliveryRefused for a failure of that message
     only; any other exception means the backend is unusable and the run stops."""
@@ -197,8 +202,16 @@ class SMTPBackend:
             mail["Message-ID"] = f"<notification-{message.notification_id}@{self._domain}>"
             mail.set_content(message.body)
             self._connection.send_message(mail)
-        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError,
-                smtplib.SMTPNotSupportedError, ValueError, UnicodeError) as exc:
+        except smtplib.SMTPRecipientsRefused as exc:
+            codes = [code for code, _ in exc.recipients.values()]
+            if codes and all(400 <= code < 500 for code in codes):
+                raise DeliveryDeferred(f"{type(exc).__name__} {codes[0]}") from exc
+            raise DeliveryRefused(f"{type(exc).__name__} {codes[0] if codes else ''}") from exc
+        except smtplib.SMTPDataError as exc:
+            if 400 <= exc.smtp_code < 500:
+                raise DeliveryDeferred(f"{type(exc).__name__} {exc.smtp_code}") from exc
+            raise DeliveryRefused(f"{type(exc).__name__} {exc.smtp_code}") from exc
+        except (smtplib.SMTPNotSupportedError, ValueError, UnicodeError) as exc:
             # This message cannot go (a bad or non-ASCII address the relay cannot take); the
             # relay itself is fine, so the others still go.
             raise DeliveryRefused(type(exc).__name__) from exc
@@ -295,6 +308,11 @@ def send_pending(session: Session, backend: NotificationBackend, *, limit: int =
                                       row.body, row.user_id, row.patient_id)
             try:
                 backend.send(message)
+            except DeliveryDeferred as exc:
+                row.last_error = str(exc)[:100]
+                row.next_attempt_at = moment + RETRY_AFTER  # not a try that counts
+                session.commit()
+                continue
             except DeliveryRefused as exc:
                 _refused(row, str(exc), moment)
                 session.commit()

@@ -86,6 +86,7 @@ class SMTPStandIn:
     port: int = 0
     messages: list[dict[str, Any]] = field(default_factory=list)
     reject_recipients: set[str] = field(default_factory=set)
+    defer_recipients: set[str] = field(default_factory=set)  # "451 try again later"
 
 
 class _SMTPHandler(socketserver.StreamRequestHandler):
@@ -117,6 +118,8 @@ class _SMTPHandler(socketserver.StreamRequestHandler):
                 address = command.split(":", 1)[1].strip().strip("<>")
                 if address in self.stand_in.reject_recipients:
                     self._reply("550 no such user")
+                elif address in self.stand_in.defer_recipients:
+                    self._reply("451 try again later")
                 else:
                     recipients.append(address)
                     self._reply("250 OK")

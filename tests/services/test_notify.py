@@ -155,6 +155,29 @@ class _Recorder(ConsoleBackend):
         self.opened += 1
 
 
+def test_a_relay_saying_not_now_never_makes_a_message_give_up(  # type: ignore[no-untyped-def]
+        db, smtp_server: SMTPStandIn) -> None:
+    from pharmacy.services.notify import MAX_ATTEMPTS
+
+    patient = patient_with_account()
+    row = _notification(db.session, user_id=patient.user_id)
+    db.session.commit()
+    address = db.session.get(User, patient.user_id).email  # type: ignore[union-attr]
+    smtp_server.defer_recipients.add(address)
+    backend = backend_from_config({"NOTIFY_BACKEND": "smtp", "SMTP_HOST": smtp_server.host,
+                                   "SMTP_PORT": smtp_server.port,
+                                   "SMTP_FROM": "rx@dispensary.example"})
+    when = datetime.now(UTC)
+    for _ in range(MAX_ATTEMPTS + 2):  # throttled for longer than the give-up point
+        assert send_pending(db.session, backend, now=when) == 0
+        db.session.refresh(row)
+        assert row.attempts == 0 and row.failed_at is None and "451" in row.last_error
+        when = row.next_attempt_at + timedelta(seconds=1)
+    smtp_server.defer_recipients.clear()
+    assert send_pending(db.session, backend, now=when) == 1
+    assert [m["to"] for m in smtp_server.messages] == [[address]]
+
+
 def test_a_bad_address_is_tried_a_few_times_and_never_holds_up_the_rest(  # type: ignore[no-untyped-def]
         db, smtp_server: SMTPStandIn) -> None:
     from pharmacy.services.notify import MAX_ATTEMPTS
