@@ -93,7 +93,7 @@ class OrderLine(Base):
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
     medicine_id: Mapped[int] = mapped_column(ForeignKey("medicines.id"))
     prescription_item_id: Mapped[int | None] = mapped_column(
-        ForeignKey("prescription_items.id")
+        ForeignKey("prescription_items.id"), index=True
     )
     quantity: Mapped[int]
     unit_price_minor: Mapped[int]

@@ -403,11 +403,17 @@ def _remind(session: Session, patient: PatientProfile, day: date, oldest: date,
             lead_days: int, my_medicines: Any) -> int:
     """One reminder per day on which some of the patient's items became orderable (items
     of one repeat batch due together are one message, not one each)."""
-    due_days = sorted({status.earliest for status in my_medicines(session, patient, day)
-                       if status.can_order and status.earliest is not None
-                       and oldest < status.earliest <= day})
+    due: dict[date, list[int]] = {}
+    for status in my_medicines(session, patient, day):
+        if status.can_order and status.earliest is not None and oldest < status.earliest <= day:
+            due.setdefault(status.earliest, []).append(status.item.id)
     created = 0
-    for earliest in due_days:
+    for earliest, item_ids in sorted(due.items()):
+        # Reminders written before they were per patient were keyed per item.
+        earlier = [f"repeat-due:{item_id}:{earliest.isoformat()}" for item_id in item_ids]
+        if session.scalar(select(Notification.id).where(
+                Notification.dedupe_key.in_(earlier)).limit(1)) is not None:
+            continue
         # The last day the current supply covers (it is due the day after).
         last_day = earliest + timedelta(days=lead_days - 1)
         row = create_notification(

@@ -282,7 +282,8 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
                                f"{item.prescription.status.value.replace('_', ' ')} and "
                                "cannot be ordered; request a repeat first."})
                 continue
-            if item.id in seen_items or on_active_order(session, item.id):
+            if (item.id in seen_items or item.supplied_at is not None
+                    or on_active_order(session, item.id)):
                 errors.append({"field": f"{where}.prescription_item_id",
                                "message": "This item is already on an order, or has been "
                                "supplied."})
@@ -667,6 +668,13 @@ def _return_picked(session: Session, order: Order, *, actor: User | None, reason
                                           actor_id=actor.id if actor else None))
     session.flush()
     return_controlled_drugs(session, order, actor=actor, reason=reason)
+    # The patient never had these: their prescription items are not supplied after all.
+    from .prescriptions import undo_supply
+
+    items = [session.get(PrescriptionItem, line.prescription_item_id) for line in order.lines
+             if line.prescription_item_id is not None and line.quantity_supplied]
+    undo_supply(session, [item for item in items if item is not None], actor,
+                reason=f"order {order.reference}: {reason}")
 
 
 def _record_dispensed(session: Session, order: Order, *, actor: User | None) -> None:

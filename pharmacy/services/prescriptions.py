@@ -800,7 +800,14 @@ def item_supplied_at(item: PrescriptionItem) -> datetime | None:
 
 def _supply(session: Session, rx: Prescription, items: Sequence[PrescriptionItem],
             pharmacist: User, now: datetime, request_id: str | None) -> None:
-    """Record the supply of ``items``; dispense the issue once every item is supplied."""
+    """Record the supply of ``items``; dispense the issue once every item is supplied.
+
+    The issue's row is locked and its items read afresh first: two orders packing two
+    items of one issue at the same moment would otherwise each see the other item still
+    unsupplied, and the issue would never be dispensed."""
+    session.scalar(select(Prescription.id).where(Prescription.id == rx.id).with_for_update())
+    session.scalars(select(PrescriptionItem).where(PrescriptionItem.prescription_id == rx.id)
+                    .execution_options(populate_existing=True)).all()
     for item in items:
         if item.prescription_id != rx.id or item.supplied_at is not None:
             continue
@@ -818,6 +825,36 @@ def _supply(session: Session, rx: Prescription, items: Sequence[PrescriptionItem
         audit.record(session, action="prescription.dispensed", entity_type="prescription",
                      entity_id=rx.id, actor=pharmacist, request_id=request_id,
                      before={"status": before.value}, after={"status": rx.status.value})
+    session.flush()
+
+
+def undo_supply(session: Session, items: Sequence[PrescriptionItem], actor: User | None, *,
+                reason: str, request_id: str | None = None) -> None:
+    """Items packed on an order that never reached the patient (cancelled after packing, or
+    the parcel came back) are not supplied after all: they can be ordered again on their
+    issue, their next repeat is not counted from that packing, and an issue this had
+    dispensed is open again."""
+    for rx_id in sorted({item.prescription_id for item in items}):
+        rx = session.scalar(select(Prescription).where(Prescription.id == rx_id)
+                            .with_for_update())
+        assert rx is not None
+        undone = [item for item in items
+                  if item.prescription_id == rx_id and item.supplied_at is not None]
+        if not undone:
+            continue
+        for item in undone:
+            audit.record(session, action="prescription.item_supply_undone",
+                         entity_type="prescription", entity_id=rx.id, actor=actor,
+                         request_id=request_id, reason=reason,
+                         before={"item": item.id, "supplied_at": item.supplied_at.isoformat()},
+                         after={"item": item.id, "supplied_at": None})
+            item.supplied_at = None
+        if rx.status is S.DISPENSED:
+            rx.status, rx.dispensed_at = S.VERIFIED, None  # not a review decision: undone
+            audit.record(session, action="prescription.dispensing_undone",
+                         entity_type="prescription", entity_id=rx.id, actor=actor,
+                         request_id=request_id, reason=reason,
+                         before={"status": S.DISPENSED.value}, after={"status": rx.status.value})
     session.flush()
 
 
@@ -1060,8 +1097,12 @@ def my_medicines(session: Session, patient: PatientProfile, today: date) -> list
         for source in original.items:
             rows = _line_rows(issues, source.line_id)
             current = rows[-1]
-            if current.prescription is not issues[-1] \
-                    and len(rows) >= source.repeats_allowed + 1:
+            # A line whose repeats are used up leaves the list once its last issue is
+            # supplied (or can no longer be), never while that issue is still to be had.
+            if (current.prescription is not issues[-1]
+                    and len(rows) >= source.repeats_allowed + 1
+                    and (item_supplied_at(current) is not None
+                         or current.prescription.status not in (*OPEN_STATUSES, S.VERIFIED))):
                 continue
             statuses.append(repeat_status(session, current, today))
     return statuses

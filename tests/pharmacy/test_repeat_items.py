@@ -278,3 +278,46 @@ def test_a_supplied_repeat_issue_is_withdrawn_from_its_page(client, db) -> None:
     assert done.status_code == 302
     db.session.expire_all()
     assert rx_service.repeats_stopped(db.session, db.session.get(Prescription, rx.id))
+
+
+def test_an_item_whose_packed_order_never_reached_the_patient_is_not_supplied(  # type: ignore[no-untyped-def]
+        client, db, world) -> None:  # noqa: F811
+    rx = _two_item_batch(db, world, "Lisinopril 10mg tablets")
+    a, b = rx.items
+    first = _order_and_pack(client, db, world, [a.id, b.id])
+    db.session.expire_all()
+    assert db.session.get(Prescription, rx.id).status is PrescriptionStatus.DISPENSED
+    orders.cancel(db.session, db.session.get(Order, first.id), actor=world["pharmacist"],
+                  reason="patient moved away before dispatch")
+    db.session.commit()
+    db.session.expire_all()
+    issue = db.session.get(Prescription, rx.id)
+    assert issue.status is PrescriptionStatus.VERIFIED and issue.dispensed_at is None
+    assert all(item.supplied_at is None for item in issue.items)
+    assert {"prescription.item_supply_undone", "prescription.dispensing_undone"} <= set(
+        db.session.scalars(select(AuditEvent.action)))
+    # Ordered again, it is supplied from this packing.
+    again = _order_and_pack(client, db, world, [a.id])
+    db.session.expire_all()
+    assert db.session.get(PrescriptionItem, a.id).supplied_at is not None
+    assert db.session.get(PrescriptionItem, b.id).supplied_at is None
+    assert again.id != first.id
+
+
+def test_a_line_stays_listed_until_its_last_issue_is_supplied(db) -> None:  # type: ignore[no-untyped-def]
+    pharmacist = UserFactory(role=Role.PHARMACIST)
+    user = UserFactory(role=Role.PATIENT)
+    patient = PatientFactory(user_id=user.id)
+    rx = _batch(db, patient, [(None, 28), (None, 28)], repeats=3)
+    rx.items[1].repeats_allowed = 1  # line 2 may be issued twice in all
+    _dispense(db, rx, pharmacist, utcnow() - timedelta(days=30))
+    _, second = rx_service.request_repeat(db.session, patient, rx.items[0].id, actor=user)
+    assert second is not None and len(second.items) == 2
+    second.status = PrescriptionStatus.VERIFIED
+    line_1 = next(i for i in second.items if i.line_id == rx.items[0].line_id)
+    rx_service.record_supply(db.session, second, [line_1], pharmacist,
+                             now=utcnow() - timedelta(days=25))
+    _, third = rx_service.request_repeat(db.session, patient, line_1.id, actor=user)
+    assert third is not None and [i.line_id for i in third.items] == [line_1.line_id]
+    listed = {s.item.line_id for s in rx_service.my_medicines(db.session, patient, _today())}
+    assert rx.items[1].line_id in listed  # its last issue (the second) is still to be had

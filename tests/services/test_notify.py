@@ -290,6 +290,17 @@ def test_repeat_reminders_once_per_patient_and_due_date(db) -> None:  # type: ig
         Notification.id.desc())).first() == late.id
 
 
+def test_a_reminder_sent_under_the_old_per_item_key_is_not_sent_again(db) -> None:  # type: ignore[no-untyped-def]
+    patient = patient_with_account()
+    rx = repeat_prescription(db.session, patient, [{"name": "A", "dosage": "one daily"}],
+                             dispensed_on=DISPENSED)
+    db.session.add(Notification(patient_id=patient.id, user_id=patient.user_id,
+                                kind="repeat.due", subject="s", body="b\n",
+                                dedupe_key=f"repeat-due:{rx.items[0].id}:{ORDERABLE}"))
+    db.session.commit()
+    assert create_repeat_reminders(db.session, ORDERABLE + timedelta(days=1)) == 0
+
+
 def test_one_patients_bad_record_does_not_stop_the_others_reminders(  # type: ignore[no-untyped-def]
         db, monkeypatch) -> None:
     from pharmacy.services import prescriptions
