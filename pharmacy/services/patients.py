@@ -260,7 +260,9 @@ def add_address(session: Session, patient: PatientProfile, *, actor: User, line1
 
     if not line1.strip() or not city.strip() or not postcode.strip():
         raise InvalidRequest("Give the first line, town and postcode.")
-    address = Address(patient=patient, line1=line1.strip()[:200],
+    # Joined to the patient only after the map lookup: its cache write flushes the session,
+    # and a half-made address hanging off the patient must not be flushed with it.
+    address = Address(line1=line1.strip()[:200],
                       line2=(line2 or "").strip()[:200] or None, city=city.strip()[:100],
                       postcode=postcode.strip().upper()[:16],
                       delivery_notes=(delivery_notes or "").strip() or None,
@@ -275,11 +277,12 @@ def add_address(session: Session, patient: PatientProfile, *, actor: User, line1
         address.latitude, address.longitude = found.latitude, found.longitude
     elif problem is None:
         problem = "We could not find that address on the map; check the postcode."
+    address.patient = patient
+    session.add(address)
     if address.is_default:
         for other in patient.addresses:
             other.is_default = False
         address.is_default = True
-    session.add(address)
     session.flush()
     audit.record(session, action="patient.address_added", entity_type="patient",
                  entity_id=patient.id, actor=actor, after={"address_id": address.id,
