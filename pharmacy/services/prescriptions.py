@@ -635,9 +635,10 @@ def _stop(session: Session, rx: Prescription, pharmacist: User, reason: str,
 
 def _cancel_orders_waiting_for(session: Session, rx: Prescription, actor: User, *,
                                reason: str) -> int:
-    """Cancel the unpacked orders that hold this prescription's items: their card holds are
-    voided, their stock and delivery places released. (A packed order cannot hold one: only
-    verified prescriptions are packed, and a verified one is not rejected.)"""
+    """Cancel the orders not yet dispatched that hold this prescription's items, packed ones
+    included (a withdrawn medicine must not go out in a parcel packed before): their card
+    holds are voided, their stock and delivery places released, and what was packed goes
+    back to the shelf and is no longer counted as supplied."""
     from ..models import Order, OrderLine, OrderStatus
     from .checkout import cancel_order
 
@@ -646,7 +647,7 @@ def _cancel_orders_waiting_for(session: Session, rx: Prescription, actor: User, 
             select(OrderLine.order_id).where(
                 OrderLine.prescription_item_id.in_([i.id for i in rx.items]))),
             Order.status.in_([OrderStatus.PLACED, OrderStatus.AWAITING_VERIFICATION,
-                              OrderStatus.READY_TO_PICK]))
+                              OrderStatus.READY_TO_PICK, OrderStatus.PACKED]))
         .order_by(Order.id).with_for_update()).all()
     for order in waiting:
         cancel_order(session, order, actor=actor, reason=reason)
@@ -690,9 +691,13 @@ def _stop_repeats(session: Session, original: Prescription, rx: Prescription,
     cancelled = 0
     withdrawn: list[int] = []
     for issue in _issues(session, original):
-        if issue is not rx and S.CANCELLED not in TRANSITIONS[issue.status]:
-            continue  # dispensed, rejected, expired: nothing left to stop
         before = issue.status
+        # Parcels of the batch not yet out of the door are pulled first (this may reopen an
+        # issue they had dispensed, which is then withdrawn like the others).
+        cancelled += _cancel_orders_waiting_for(session, issue, pharmacist,
+                                                reason=f"prescription withdrawn: {text}")
+        if issue is not rx and S.CANCELLED not in TRANSITIONS[issue.status]:
+            continue  # dispensed and delivered, rejected, expired: nothing left to stop
         if S.CANCELLED in TRANSITIONS[issue.status]:
             _transition(issue, S.CANCELLED)
             issue.decided_by_id, issue.decided_at, issue.decision_reason = (
@@ -702,8 +707,6 @@ def _stop_repeats(session: Session, original: Prescription, rx: Prescription,
                      entity_id=issue.id, actor=pharmacist, request_id=request_id, reason=text,
                      before={"status": before.value},
                      after={"status": issue.status.value, "repeats_stopped_by": rx.id})
-        cancelled += _cancel_orders_waiting_for(session, issue, pharmacist,
-                                                reason=f"prescription withdrawn: {text}")
     _review(session, rx, pharmacist, ReviewAction.WITHDRAWN, text)
     audit.record(session, action="prescription.repeats_stopped", entity_type="prescription",
                  entity_id=original.id, actor=pharmacist, request_id=request_id, reason=text,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import select
 
 from pharmacy.models import (
@@ -321,3 +322,29 @@ def test_a_line_stays_listed_until_its_last_issue_is_supplied(db) -> None:  # ty
     assert third is not None and [i.line_id for i in third.items] == [line_1.line_id]
     listed = {s.item.line_id for s in rx_service.my_medicines(db.session, patient, _today())}
     assert rx.items[1].line_id in listed  # its last issue (the second) is still to be had
+
+
+@pytest.mark.parametrize("packed", ["one item", "every item"])
+def test_withdrawing_pulls_a_parcel_packed_but_not_yet_out(client, db, world, packed) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    rx = _two_item_batch(db, world, "Atorvastatin 20mg tablets")
+    a, b = rx.items
+    order = _order_and_pack(client, db, world, [a.id] if packed == "one item" else [a.id, b.id])
+    db.session.expire_all()
+    issue = db.session.get(Prescription, rx.id)
+    assert issue.status is (PrescriptionStatus.VERIFIED if packed == "one item"
+                            else PrescriptionStatus.DISPENSED)
+    rx_service.withdraw(db.session, issue, world["pharmacist"], "eGFR fell: stop it")
+    db.session.commit()
+    db.session.expire_all()
+    assert db.session.get(Order, order.id).status is OrderStatus.CANCELLED
+    issue = db.session.get(Prescription, rx.id)
+    assert issue.status is PrescriptionStatus.CANCELLED
+    assert all(item.supplied_at is None for item in issue.items)
+    batch = db.session.scalar(select(StockBatch).where(
+        StockBatch.medicine_id == a.medicine_id))
+    assert batch.quantity_reserved == 0  # what was picked is back on the shelf
+    headers = _auth(client, world["patient"])
+    again = client.post("/api/v1/orders", json={
+        "lines": [{"prescription_item_id": a.id}], "address_id": _address(db, world["patient"]),
+        "slot_id": _slot(client, headers)}, headers=headers)
+    assert again.status_code == 422
