@@ -93,26 +93,28 @@ def _account() -> str:
     return "acct-none"
 
 
+def count_failure(key: str) -> int:
+    """One more failed sign-in under ``key`` in Redis, kept for the lockout period; how many
+    there are now (0 when Redis cannot be reached)."""
+    from redis.exceptions import RedisError
+
+    from .extensions import get_redis
+
+    try:
+        redis = get_redis()
+        failures = int(redis.incr(key))
+        if failures == 1:
+            redis.expire(key, int(current_app.config["LOGIN_LOCKOUT_S"]))
+        return failures
+    except RedisError:
+        logger.warning("could not count a failed sign-in (Redis unavailable)")
+        return 0
+
+
 def unknown_account_counter(email: str) -> Callable[[], int]:
     """Counts failed sign-ins for an e-mail with no active account (in Redis, for the
     lockout period), so that such an address is 'locked' like a real one."""
-
-    def count() -> int:
-        from redis.exceptions import RedisError
-
-        from .extensions import get_redis
-
-        key = f"dispensary:unknown-sign-in:{account_key_for(email[:254])}"
-        try:
-            redis = get_redis()
-            failures = int(redis.incr(key))
-            if failures == 1:
-                redis.expire(key, int(current_app.config["LOGIN_LOCKOUT_S"]))
-            return failures
-        except RedisError:
-            return 0
-
-    return count
+    return lambda: count_failure(f"dispensary:unknown-sign-in:{account_key_for(email[:254])}")
 
 
 def note_sign_in_failure() -> None:

@@ -115,7 +115,7 @@ def unmet_demand(session: Session, pharmacy_id: int, *,
                    Order.status.in_(SOLD),
                    OrderLine.medicine_id.in_(sorted({r.medicine_id for r in refusals})))
             .order_by(Order.placed_at)):
-        bought[patient_id, medicine_id].append((_utc(placed_at), float(units or 0)))
+        bought[patient_id, medicine_id].append((placed_at, float(units or 0)))
     episodes: dict[tuple[Any, int], list[Any]] = {}  # key -> [first, last, wanted]
     out: dict[tuple[int, date], float] = defaultdict(float)
 
@@ -128,7 +128,7 @@ def unmet_demand(session: Session, pharmacy_id: int, *,
             out[medicine_id, first.date()] += wanted - got
 
     for row in refusals:
-        at = _utc(row.occurred_at)
+        at = row.occurred_at  # aware UTC (UTCDateTime)
         key = (row.patient_id if row.patient_id is not None else ("row", row.id),
                row.medicine_id)
         episode = episodes.get(key)
@@ -150,10 +150,6 @@ def unmet_demand(session: Session, pharmacy_id: int, *,
 def _bought_between(purchases: Sequence[tuple[datetime, float]], first: datetime,
                     last: datetime) -> float:
     return sum(units for at, units in purchases if first <= at <= last)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def demand_history(session: Session, pharmacy_id: int, *, since: date) -> list[dict[str, Any]]:

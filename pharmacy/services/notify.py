@@ -369,8 +369,6 @@ def create_repeat_reminders(session: Session, day: date, *,
     Returns:
         How many notifications were created.
     """
-    from .prescriptions import REPEAT_LEAD_DAYS, my_medicines
-
     patients = session.scalars(
         select(PatientProfile)
         .join(User, User.id == PatientProfile.user_id)
@@ -390,8 +388,7 @@ def create_repeat_reminders(session: Session, day: date, *,
             # One patient's bad data (a stored bundle that no longer parses) must not
             # cancel everyone else's reminders.
             with session.begin_nested():
-                created += _remind(session, patient, day, oldest, REPEAT_LEAD_DAYS,
-                                   my_medicines)
+                created += _remind(session, patient, day, oldest)
         except Exception:
             logger.exception("repeat reminders for patient %s failed; the others go on",
                              patient.id)
@@ -399,10 +396,11 @@ def create_repeat_reminders(session: Session, day: date, *,
     return created
 
 
-def _remind(session: Session, patient: PatientProfile, day: date, oldest: date,
-            lead_days: int, my_medicines: Any) -> int:
+def _remind(session: Session, patient: PatientProfile, day: date, oldest: date) -> int:
     """One reminder per day on which some of the patient's items became orderable (items
     of one repeat batch due together are one message, not one each)."""
+    from .prescriptions import REPEAT_LEAD_DAYS, my_medicines
+
     due: dict[date, list[int]] = {}
     for status in my_medicines(session, patient, day):
         if status.can_order and status.earliest is not None and oldest < status.earliest <= day:
@@ -415,7 +413,7 @@ def _remind(session: Session, patient: PatientProfile, day: date, oldest: date,
                 Notification.dedupe_key.in_(earlier)).limit(1)) is not None:
             continue
         # The last day the current supply covers (it is due the day after).
-        last_day = earliest + timedelta(days=lead_days - 1)
+        last_day = earliest + timedelta(days=REPEAT_LEAD_DAYS - 1)
         row = create_notification(
             session, kind="repeat.due", patient=patient,
             dedupe_key=repeat_due_key(patient.id, earliest),

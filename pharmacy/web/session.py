@@ -16,7 +16,7 @@ from werkzeug.wrappers import Response
 from ..errors import Forbidden
 from ..extensions import db, get_redis
 from ..models import Role, User
-from ..rate_limits import PENDING_ACCOUNT_KEY
+from ..rate_limits import PENDING_ACCOUNT_KEY, count_failure
 
 logger = logging.getLogger(__name__)
 
@@ -110,15 +110,8 @@ def trusted_device() -> tuple[int, int] | None:
 def note_device_failure() -> None:
     """A failed sign-in from a remembered browser (counted for the lockout period)."""
     device = _device()
-    if device is None:
-        return
-    key = _DEVICE_FAILURES.format(device["d"])
-    try:
-        redis = get_redis()
-        if int(redis.incr(key)) == 1:
-            redis.expire(key, int(current_app.config["LOGIN_LOCKOUT_S"]))
-    except RedisError:
-        logger.warning("could not count a failed sign-in of a remembered browser")
+    if device is not None:
+        count_failure(_DEVICE_FAILURES.format(device["d"]))
 
 
 def remember_device(response: Response, user: User) -> Response:
