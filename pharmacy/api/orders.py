@@ -81,7 +81,7 @@ def _body(result: checkout.CheckoutResult | Order) -> dict[str, Any]:
     body: dict[str, Any] = {name: getattr(order, name) for name in (
         "id", "reference", "currency", "subtotal_minor", "prescription_charge_minor",
         "delivery_fee_minor", "total_minor", "delivery_window_start", "delivery_window_end",
-        "placed_at", "cancel_reason")}
+        "placed_at", "cancel_reason", "recalled_at", "recall_reason")}
     body["status"] = order.status.value
     body["lines"] = [{
         "id": line.id, "medicine_id": line.medicine_id, "name": line.medicine.name,

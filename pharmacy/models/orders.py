@@ -69,6 +69,10 @@ class Order(TimestampMixin, Base):
     # Unpaid orders give their reserved stock back after this time.
     reserved_until: Mapped[datetime | None]
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    # A parcel already out of the door that must not be handed over (its prescription was
+    # withdrawn): the courier brings it back and the pharmacy refunds it.
+    recalled_at: Mapped[datetime | None]
+    recall_reason: Mapped[str | None] = mapped_column(Text)
     needs_fridge: Mapped[bool] = mapped_column(default=False)
     parcel_count: Mapped[int] = mapped_column(default=1)
     version: Mapped[int] = mapped_column(default=1)

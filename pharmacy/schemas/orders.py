@@ -85,6 +85,11 @@ class OrderOutSchema(Schema):
     lines = fields.List(fields.Nested(LineOutSchema), required=True)
     payment = fields.Nested(PaymentOutSchema, allow_none=True)
     cancel_reason = fields.String(allow_none=True)
+    recalled_at = fields.DateTime(allow_none=True, metadata={
+        "description": "Set when the pharmacy recalled the parcel after it left (a "
+                       "medicine on it was withdrawn): it will not be delivered, and it is "
+                       "refunded when it is back"})
+    recall_reason = fields.String(allow_none=True)
     rebook = fields.Nested(RebookOutSchema, allow_none=True, metadata={
         "description": "On one order's page: why it needs a new delivery slot, else null"})
 

@@ -150,6 +150,37 @@ def refund_returned(session: Session, order: Order, *, actor: User | None, reaso
     return order
 
 
+def receive_recalled(session: Session, order: Order, *, actor: User,
+                     request_id: str | None = None) -> Order:
+    """A recalled parcel is back at the pharmacy (the caller locks the order): its open
+    delivery stop is closed, its units go back on the books (controlled drugs back in the
+    register, the pharmacist writes off what is not fit to supply again), and the patient
+    is refunded in full and told. Receiving it again changes nothing."""
+    if order.recalled_at is None:
+        raise Conflict("This parcel has not been recalled.", current_status=order.status.value)
+    if order.status is OrderStatus.REFUNDED:
+        return order
+    reason = f"recalled: {order.recall_reason}"
+    if order.status is OrderStatus.OUT_FOR_DELIVERY:
+        from .delivery import close_stops_brought_back
+
+        close_stops_brought_back(session, order, actor=actor)
+        orders.advance(session, order, OrderStatus.FAILED, actor=actor, request_id=request_id,
+                       reason="recalled parcel brought back without a delivery attempt")
+    if order.status is OrderStatus.FAILED:
+        orders.advance(session, order, OrderStatus.RETURNED, actor=actor, reason=reason,
+                       request_id=request_id)
+    refund_returned(session, order, actor=actor, reason=reason, request_id=request_id)
+    patient = session.get(PatientProfile, order.patient_id)
+    if patient is not None:
+        from . import notify
+
+        notify.create_notification(session, kind="order.recall_refunded", patient=patient,
+                                   dedupe_key=f"recall-refunded:{order.id}",
+                                   given_name=patient.given_name, reference=order.reference)
+    return order
+
+
 class PaymentRequired(DomainError):
     status, code, title = 402, "payment_required", "Payment Required"
 

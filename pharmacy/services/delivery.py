@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 SERVICE_S = 120                 # a doorstep hand-over
 FAILURE_REASONS = {"not_home": "Nobody at home", "wrong_address": "Wrong address",
                    "refused": "Refused by the recipient", "unsafe": "Unsafe to deliver"}
+#: The courier's "not handed over" for a parcel the pharmacy recalled (`orders.recall`).
+RECALLED = "recalled"
+RECALLED_WORDS = "Recalled by the pharmacy: brought back"
 MAX_SIGNATURE_BYTES = 200_000
 PLAN_JOB = "pharmacy.jobs.deliveries.plan_wave"
 
@@ -472,6 +475,13 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
     if order.status in (OrderStatus.CANCELLED, OrderStatus.REFUNDED):
         raise Conflict(f"This order was {order.status.value}: do not hand it over; bring "
                        "the parcel back to the pharmacy.")
+    if order.recalled_at is not None and action == "delivered":
+        raise Conflict(f"The pharmacy has recalled this parcel ({order.recall_reason}): do "
+                       "not hand it over; bring it back to the pharmacy.")
+    if failure_reason == RECALLED and order.recalled_at is None:
+        raise InvalidRequest("This parcel has not been recalled: choose why the delivery "
+                             "failed.", errors=[{"field": "failure_reason",
+                                                 "message": ", ".join(FAILURE_REASONS)}])
     if photo is not None and action != "delivered":
         raise InvalidRequest("A photo goes with a delivery only.",
                              errors=[{"field": "photo", "message": "Only for 'delivered'."}])
@@ -512,7 +522,7 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
                                        given_name=patient.given_name,
                                        reference=order.reference)
     elif action == "failed":
-        if failure_reason not in FAILURE_REASONS:
+        if failure_reason not in FAILURE_REASONS and failure_reason != RECALLED:
             raise InvalidRequest("Choose why the delivery failed.",
                                  errors=[{"field": "failure_reason",
                                           "message": ", ".join(FAILURE_REASONS)}])
@@ -523,8 +533,9 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
         stop.status = StopStatus.FAILED
         if order.status is OrderStatus.OUT_FOR_DELIVERY:
             orders.advance(session, order, OrderStatus.FAILED, actor=user,
-                           reason=FAILURE_REASONS[failure_reason])
-        _offer_new_slot(session, stop)
+                           reason=FAILURE_REASONS.get(failure_reason, RECALLED_WORDS))
+        if order.recalled_at is None:
+            _offer_new_slot(session, stop)
     else:
         raise InvalidRequest("Unknown action: use arrived, delivered or failed.")
     stop.completed_at = now
@@ -542,6 +553,20 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
                         "photo": photo_name is not None})
     recompute_etas(session, stop, now=now)
     return ActionResult(stop, attempt, False)
+
+
+def close_stops_brought_back(session: Session, order: Order, *, actor: User) -> None:
+    """A recalled parcel back at the pharmacy without a courier's word on it: its stops
+    still open on a route are closed as failed (no attempt), so the route shows it done."""
+    now = utcnow()
+    for stop in session.scalars(select(DeliveryStop).where(
+            DeliveryStop.order_id == order.id,
+            DeliveryStop.status.in_([StopStatus.PENDING, StopStatus.ARRIVED]))):
+        stop.status, stop.completed_at = StopStatus.FAILED, now
+        audit.record(session, action="delivery.brought_back", entity_type="delivery_stop",
+                     entity_id=stop.id, actor=actor, reason=RECALLED_WORDS,
+                     after={"order": order.id, "recalled": True})
+    session.flush()
 
 
 def expire_delivery_photos(session: Session, *, retention: timedelta,

@@ -69,6 +69,11 @@ ACTIVE_ORDER = (O.PLACED, O.AWAITING_VERIFICATION, O.READY_TO_PICK, O.PACKED,
 # A prescription item on one of these orders is being or has been supplied: it cannot be
 # ordered again (a returned, refunded or cancelled order gives it back).
 HOLDS_ITEM = (*ACTIVE_ORDER, O.DELIVERED)
+# A parcel past the pharmacy's door (with a courier, or back after a failed attempt): it can
+# no longer be cancelled, only recalled.
+RECALLABLE = (O.OUT_FOR_DELIVERY, O.FAILED)
+# What a recalled parcel may never do again.
+TOWARDS_PATIENT = frozenset({O.PACKED, O.OUT_FOR_DELIVERY, O.DELIVERED})
 MAX_OTC_PACKS = 2           # per product per order: a sales limit for pharmacy products
 MAX_LINES = 30
 LONDON = ZoneInfo("Europe/London")
@@ -152,6 +157,10 @@ def _transition(session: Session, order: Order, new: OrderStatus, *, actor: User
         raise InvalidOrderTransition(
             f"An order that is {old.value.replace('_', ' ')} cannot become "
             f"{new.value.replace('_', ' ')}.", current_status=old.value)
+    if order.recalled_at is not None and new in TOWARDS_PATIENT:
+        raise InvalidOrderTransition(
+            f"This parcel has been recalled ({order.recall_reason}): it comes back to the "
+            "pharmacy and must not go to the patient.", current_status=old.value)
     order.status = new
     audit.record(session, action=f"order.{new.value}", entity_type="order", entity_id=order.id,
                  actor=actor, reason=reason, request_id=request_id,
@@ -632,6 +641,34 @@ def cancel(session: Session, order: Order, *, actor: User | None, reason: str,
     _transition(session, order, O.CANCELLED, actor=actor, reason=reason, request_id=request_id)
     session.flush()
     return order
+
+
+def recall(session: Session, order: Order, *, actor: User | None, reason: str,
+           request_id: str | None = None) -> bool:
+    """A parcel already out of the door that must not reach the patient (a medicine on it
+    was withdrawn): the courier is told not to hand it over and to bring it back, and no
+    other delivery slot is offered. The pharmacy refunds it when it is back
+    (`checkout.receive_recalled`). False when it had already been recalled."""
+    if order.status not in RECALLABLE:
+        raise InvalidOrderTransition("Only a parcel out for delivery, or back after a failed "
+                                     "attempt, can be recalled.",
+                                     current_status=order.status.value)
+    if order.recalled_at is not None:
+        return False
+    order.recalled_at, order.recall_reason = utcnow(), reason
+    audit.record(session, action="order.recalled", entity_type="order", entity_id=order.id,
+                 actor=actor, reason=reason, request_id=request_id,
+                 before={"status": order.status.value, "recalled": False},
+                 after={"status": order.status.value, "recalled": True})
+    session.flush()
+    return True
+
+
+def recalled_parcels(session: Session) -> list[Order]:
+    """Recalled parcels the pharmacy has not yet received back and refunded, oldest first."""
+    return list(session.scalars(select(Order).where(
+        Order.recalled_at.is_not(None), Order.status.in_(RECALLABLE + (O.RETURNED,)))
+        .order_by(Order.recalled_at, Order.id)))
 
 
 def _drop_delivery_stops(session: Session, order: Order) -> None:

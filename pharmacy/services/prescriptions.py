@@ -26,6 +26,7 @@ from ..errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
 from ..models import (
     Allergy,
     Notification,
+    Order,
     PatientProfile,
     Prescriber,
     PrescriberProfession,
@@ -617,41 +618,101 @@ def _stop(session: Session, rx: Prescription, pharmacist: User, reason: str,
     waiting for the prescription cancelled; the patient told."""
     _require_pharmacist(pharmacist)
     text = _required_reason(reason, f"reason for {what}")
-    before = _transition(rx, new)
+    before = rx.status
+    pulled_reason = f"prescription {action.value}: {text}"
+    if new is S.CANCELLED and before is S.DISPENSED:
+        # Dispensed into a parcel that has not reached the patient: that parcel is pulled
+        # (cancelled if still here, recalled if out of the door), and the prescription stops.
+        if not undelivered_orders(session, rx):
+            _transition(rx, new)  # refused: supplied and delivered, nothing left to stop
+        pulled = _pull_orders_holding(session, rx, pharmacist, reason=pulled_reason)
+        rx.status = S.CANCELLED
+    else:
+        _transition(rx, new)
+        pulled = _pull_orders_holding(session, rx, pharmacist, reason=pulled_reason)
     rx.decided_by_id, rx.decided_at, rx.decision_reason = pharmacist.id, now or utcnow(), text
     _review(session, rx, pharmacist, action, text)
     audit.record(session, action=f"prescription.{action.value}", entity_type="prescription",
                  entity_id=rx.id, actor=pharmacist, request_id=request_id, reason=text,
-                 before={"status": before.value}, after={"status": rx.status.value})
-    cancelled = _cancel_orders_waiting_for(session, rx, pharmacist,
-                                           reason=f"prescription {action.value}: {text}")
+                 before={"status": before.value},
+                 after={"status": rx.status.value, "orders_cancelled": pulled.cancelled,
+                        "parcels_recalled": pulled.recalled})
     if rx.patient is not None:
         _notify_patient(session, rx.patient, f"prescription.{action.value}", subject,
-                        body + (" The order waiting for it has been cancelled and any payment "
-                                "released." if cancelled else ""))
+                        body + pulled.sentence())
     session.flush()
     return rx
 
 
-def _cancel_orders_waiting_for(session: Session, rx: Prescription, actor: User, *,
-                               reason: str) -> int:
-    """Cancel the orders not yet dispatched that hold this prescription's items, packed ones
-    included (a withdrawn medicine must not go out in a parcel packed before): their card
-    holds are voided, their stock and delivery places released, and what was packed goes
-    back to the shelf and is no longer counted as supplied."""
-    from ..models import Order, OrderLine, OrderStatus
-    from .checkout import cancel_order
+@dataclass(frozen=True)
+class Pulled:
+    """The orders a stopped prescription took back: ids cancelled here, and recalled."""
 
-    waiting = session.scalars(
-        select(Order).where(Order.id.in_(
-            select(OrderLine.order_id).where(
-                OrderLine.prescription_item_id.in_([i.id for i in rx.items]))),
-            Order.status.in_([OrderStatus.PLACED, OrderStatus.AWAITING_VERIFICATION,
-                              OrderStatus.READY_TO_PICK, OrderStatus.PACKED]))
-        .order_by(Order.id).with_for_update()).all()
-    for order in waiting:
-        cancel_order(session, order, actor=actor, reason=reason)
-    return len(waiting)
+    cancelled: list[int]
+    recalled: list[int]
+
+    def __add__(self, other: Pulled) -> Pulled:
+        return Pulled(self.cancelled + other.cancelled, self.recalled + other.recalled)
+
+    def sentence(self) -> str:
+        """What the patient is told about their orders."""
+        text = ""
+        if self.cancelled:
+            text += (" The order waiting for it has been cancelled and any payment "
+                     "released.")
+        if self.recalled:
+            text += (" The parcel on its way with it will not be delivered: it comes back "
+                     "to us and you will be refunded for it in full. You can order anything "
+                     "else it held again.")
+        return text
+
+
+#: Orders that hold an item but have not reached the patient.
+_UNDELIVERED = ("placed", "awaiting_verification", "ready_to_pick", "packed",
+                "out_for_delivery", "failed")
+
+
+def _orders_holding(session: Session, rx: Prescription, statuses: Sequence[str], *,
+                    lock: bool = False) -> list[Order]:
+    from ..models import OrderLine, OrderStatus
+
+    query = select(Order).where(
+        Order.id.in_(select(OrderLine.order_id).where(
+            OrderLine.prescription_item_id.in_([i.id for i in rx.items]))),
+        Order.status.in_([OrderStatus(s) for s in statuses]),
+        Order.recalled_at.is_(None)).order_by(Order.id)
+    return list(session.scalars(query.with_for_update() if lock else query))
+
+
+def undelivered_orders(session: Session, rx: Prescription) -> list[Order]:
+    """Orders holding this prescription's items that have not reached the patient (and are
+    not already on their way back): what withdrawing it would still stop."""
+    return _orders_holding(session, rx, _UNDELIVERED)
+
+
+def _pull_orders_holding(session: Session, rx: Prescription, actor: User, *,
+                         reason: str) -> Pulled:
+    """Stop every order holding this prescription's items that has not reached the patient.
+
+    Those not yet out of the door, packed ones included (a withdrawn medicine must not go
+    out in a parcel packed before), are cancelled: their card holds are voided, their stock
+    and delivery places released, and what was packed goes back to the shelf and is no
+    longer counted as supplied. Parcels already with a courier, or back after a failed
+    attempt, are recalled: the courier must not hand them over, and the pharmacy refunds
+    them when they are back (`orders.recall`)."""
+    from .checkout import cancel_order
+    from .orders import RECALLABLE, recall
+
+    cancelled: list[int] = []
+    recalled: list[int] = []
+    for order in _orders_holding(session, rx, _UNDELIVERED, lock=True):
+        if order.status in RECALLABLE:
+            if recall(session, order, actor=actor, reason=reason):
+                recalled.append(order.id)
+        else:
+            cancel_order(session, order, actor=actor, reason=reason)
+            cancelled.append(order.id)
+    return Pulled(cancelled, recalled)
 
 
 def withdraw(session: Session, rx: Prescription, pharmacist: User, reason: str, *,
@@ -688,14 +749,18 @@ def _stop_repeats(session: Session, original: Prescription, rx: Prescription,
                                 current_status=rx.status.value)
     if rx.status is not S.DISPENSED and S.CANCELLED not in TRANSITIONS[rx.status]:
         _transition(rx, S.CANCELLED)  # refused, with the usual message
-    cancelled = 0
+    pulled = Pulled([], [])
     withdrawn: list[int] = []
     for issue in _issues(session, original):
         before = issue.status
-        # Parcels of the batch not yet out of the door are pulled first (this may reopen an
-        # issue they had dispensed, which is then withdrawn like the others).
-        cancelled += _cancel_orders_waiting_for(session, issue, pharmacist,
-                                                reason=f"prescription withdrawn: {text}")
+        # Parcels of the batch not yet delivered are pulled first: cancelling one packed
+        # here reopens the issue it had dispensed, which is then withdrawn like the others;
+        # an issue whose parcel is recalled from the road is withdrawn as it is.
+        taken = _pull_orders_holding(session, issue, pharmacist,
+                                     reason=f"prescription withdrawn: {text}")
+        pulled += taken
+        if taken.recalled and issue.status is S.DISPENSED:
+            issue.status = S.VERIFIED  # its supply never reached the patient
         if issue is not rx and S.CANCELLED not in TRANSITIONS[issue.status]:
             continue  # dispensed and delivered, rejected, expired: nothing left to stop
         if S.CANCELLED in TRANSITIONS[issue.status]:
@@ -712,15 +777,15 @@ def _stop_repeats(session: Session, original: Prescription, rx: Prescription,
                  entity_id=original.id, actor=pharmacist, request_id=request_id, reason=text,
                  before={"repeats_stopped": False, "repeats_issued": original.repeats_issued},
                  after={"repeats_stopped": True, "withdrawn_issue": rx.id,
-                        "issues_cancelled": withdrawn})
+                        "issues_cancelled": withdrawn, "orders_cancelled": pulled.cancelled,
+                        "parcels_recalled": pulled.recalled})
     if rx.patient is not None:
         _notify_patient(session, rx.patient, "prescription.withdrawn",
                         "A repeat prescription of yours has been stopped",
                         "Our pharmacist has stopped a repeat prescription sent for you: no "
                         "further repeats of it will be issued. We will contact you or your "
                         "prescriber if anything is needed."
-                        + (" The order waiting for it has been cancelled and any payment "
-                           "released." if cancelled else ""))
+                        + pulled.sentence())
     session.flush()
     return rx
 

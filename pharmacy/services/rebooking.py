@@ -83,6 +83,8 @@ def _latest_stop(session: Session, order: Order) -> DeliveryStop | None:
 
 def rebook_reason(session: Session, order: Order) -> RebookReason | None:
     """Why this order needs a new slot, or None when it does not (or cannot have one)."""
+    if order.recalled_at is not None:
+        return None  # it comes back to the pharmacy and is refunded
     if order.status is OrderStatus.FAILED:
         stop = _latest_stop(session, order)
         attempt = None
@@ -163,6 +165,10 @@ def rebook_delivery(session: Session, order: Order, slot_id: int, *, actor: User
     now = now or utcnow()
     reason = rebook_reason(session, order)
     if reason is None:
+        if order.recalled_at is not None:
+            raise NotRebookable("The pharmacy has recalled this parcel: it will not be "
+                                "delivered, and it is refunded when it is back with us.",
+                                current_status=order.status.value)
         if slot_id == order.delivery_slot_id and order.status in (
                 OrderStatus.PACKED, OrderStatus.OUT_FOR_DELIVERY, OrderStatus.DELIVERED):
             return Rebooked(order, True)  # already in that slot: a repeated request

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, flash, g, redirect, render_template, r
 from ..errors import DomainError, InvalidRequest
 from ..extensions import db
 from ..models import Medicine, Pharmacy, PrescriptionStatus, Role
-from ..services import dashboards, rx_view
+from ..services import checkout, dashboards, orders, rx_view
 from ..services import inventory_ledger as ledger
 from ..services import prescriptions as rx_service
 from .forms import ActionForm, whole_number
@@ -24,12 +24,14 @@ bp.before_request(require_role(Role.PHARMACIST))
 
 _ID = "<int(max=2147483647):prescription_id>"
 _BATCH = "<int(max=2147483647):batch_id>"
+_ORDER = "<int(max=2147483647):order_id>"
 
 
 @bp.get("/")
 def home() -> Any:
     return render_template("pharmacist/home.html",
-                           summary=dashboards.pharmacist_summary(db.session))
+                           summary=dashboards.pharmacist_summary(db.session),
+                           recalled=len(orders.recalled_parcels(db.session)))
 
 
 @bp.get("/account-links")
@@ -66,6 +68,40 @@ def decide_account_link(link_id: int, decision: str) -> Any:
     return redirect(url_for(".account_links"))
 
 
+@bp.get("/recalled-parcels")
+def recalled_parcels() -> Any:
+    return _render_recalled()
+
+
+def _render_recalled(status: int = 200) -> Any:
+    parcels = orders.recalled_parcels(db.session)
+    return render_template("pharmacist/recalled_parcels.html", parcels=parcels,
+                           form=ActionForm(), tz=rx_service.LONDON), status
+
+
+@bp.post(f"/recalled-parcels/{_ORDER}/received")
+def receive_recalled(order_id: int) -> Any:
+    """The courier brought a recalled parcel back: refund it and put its units back."""
+    if not ActionForm().validate_on_submit():
+        flash("The form expired; please try again.", "error")
+        return redirect(url_for(".recalled_parcels"))
+    try:
+        order = orders.get_order(db.session, order_id, lock=True)
+        checkout.receive_recalled(db.session, order, actor=g.user,
+                                  request_id=g.get("request_id"))
+    except DomainError as err:
+        db.session.rollback()
+        flash(err.detail, "error")
+        return _render_recalled(err.status)
+    db.session.commit()
+    from ..jobs.outbox import relay_now
+
+    relay_now()
+    flash(f"{order.reference}: received back, refunded, and its units are back on the "
+          "books. Write off anything not fit to supply again.", "info")
+    return redirect(url_for(".recalled_parcels"))
+
+
 @bp.get("/prescriptions")
 def queue() -> Any:
     show = request.args.get("show", "open")
@@ -88,6 +124,8 @@ def _render_detail(prescription_id: int, status: int = 200) -> Any:
         history=rx_view.patient_history(db.session, rx),
         fhir=json.dumps(rx.source_bundle, indent=2, ensure_ascii=False),
         me=g.user,
+        undelivered=(rx_service.undelivered_orders(db.session, rx)
+                     if rx.status is PrescriptionStatus.DISPENSED else []),
     ), status
 
 
@@ -120,7 +158,8 @@ _DONE = {"verify": "Recorded your check.", "second-check": "Second check recorde
          "query": "Query recorded; the prescription is on hold.",
          "answer": "Answer recorded; the prescription is back in the queue.",
          "dispense": "Recorded as dispensed.",
-         "withdraw": "Withdrawn; orders waiting for it were cancelled and the patient told."}
+         "withdraw": "Withdrawn; orders waiting for it were cancelled, parcels already out "
+                     "recalled (see Recalled parcels), and the patient told."}
 
 
 _ANY_ACTION = ",".join(repr(a) for a in _ACTIONS)

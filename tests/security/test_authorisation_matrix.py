@@ -155,6 +155,8 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("pharmacist.reorders", "GET"): STAFF,
     ("pharmacist.account_links", "GET"): STAFF,
     ("pharmacist.decide_account_link", "POST"): STAFF,
+    ("pharmacist.recalled_parcels", "GET"): STAFF,
+    ("pharmacist.receive_recalled", "POST"): STAFF,
     ("pharmacist.reorders_accept", "POST"): STAFF,
     ("planner.waves", "GET"): frozenset({"pharmacist", "admin"}),
     ("planner.plan_slot", "POST"): frozenset({"pharmacist", "admin"}),
