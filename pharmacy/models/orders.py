@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, JSONType, TimestampMixin, str_enum, utcnow
@@ -106,6 +106,8 @@ class OrderLine(Base):
     # Units actually supplied (partial supply refunds the rest); None until packed.
     quantity_supplied: Mapped[int | None]
     is_prescription_item: Mapped[bool] = mapped_column(default=False)
+    # The line supplies units owed on an item supplied short before (not a first supply).
+    for_owing: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     order: Mapped[Order] = relationship(back_populates="lines")
     medicine: Mapped[Medicine] = relationship()

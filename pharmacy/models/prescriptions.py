@@ -91,6 +91,7 @@ class PrescriptionItem(Base):
     __table_args__ = (
         UniqueConstraint("prescription_id", "line_id"),
         CheckConstraint("quantity IS NULL OR quantity > 0", name="quantity_positive"),
+        CheckConstraint("quantity_owed >= 0", name="quantity_owed_non_negative"),
         CheckConstraint(
             "supply_duration_days IS NULL OR supply_duration_days > 0",
             name="supply_duration_positive",
@@ -119,6 +120,9 @@ class PrescriptionItem(Base):
     # its own supply. None on items dispensed before items were tracked one by one (the
     # issue's dispensed_at stands for them).
     supplied_at: Mapped[datetime | None]
+    # Units still owed to the patient after a short supply (an "owing"): they can be
+    # ordered against this item, without a new prescription, until they are all supplied.
+    quantity_owed: Mapped[int] = mapped_column(default=0, server_default="0")
 
     prescription: Mapped[Prescription] = relationship(back_populates="items")
     medicine: Mapped[Medicine | None] = relationship()

@@ -41,6 +41,9 @@ class ItemSchema(Schema):
     supply_duration_days = fields.Integer(allow_none=True)
     repeats_allowed = fields.Integer(required=True)
     cd_schedule = fields.Integer(allow_none=True)
+    quantity_owed = fields.Integer(metadata={
+        "description": "Units still owed after a short supply: an order line for this item "
+                       "then supplies them, charged the share of the item charge not yet paid"})
 
 
 class PrescriptionSummarySchema(Schema):

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..models import Medicine, PatientProfile, PrescriptionItem
+from ..models import Medicine, PatientProfile, PrescriptionItem, PrescriptionStatus
 from . import orders, prescriptions
 
 
@@ -22,6 +22,7 @@ class MedicineRow:
     orderable_now: bool          # the current issue is ready to order
     repeat: prescriptions.RepeatStatus | None
     on_order: bool               # on an order, not yet supplied
+    owed: int = 0                # units owed after a short supply, orderable now
 
 
 def my_medicines(session: Session, patient: PatientProfile, today: date) -> list[MedicineRow]:
@@ -34,10 +35,14 @@ def my_medicines(session: Session, patient: PatientProfile, today: date) -> list
     for status in prescriptions.my_medicines(session, patient, today):
         item = status.item
         supplied = prescriptions.item_supplied_at(item) is not None
-        on_order = not supplied and orders.on_active_order(session, item.id)
-        ready = (item.prescription.status in orders.ORDERABLE_RX and not supplied
+        owing = orders.owes(item) and item.prescription.status in (
+            *orders.ORDERABLE_RX, PrescriptionStatus.DISPENSED)
+        on_order = orders.on_active_order(session, item.id, owing=True) if owing else (
+            not supplied and orders.on_active_order(session, item.id))
+        ready = (((item.prescription.status in orders.ORDERABLE_RX and not supplied) or owing)
                  and not on_order and item.medicine_id is not None)
-        rows.append(MedicineRow(item, ready, None if ready else status, on_order))
+        rows.append(MedicineRow(item, ready, None if ready else status, on_order,
+                                item.quantity_owed if ready and owing else 0))
     return rows
 
 
@@ -70,7 +75,7 @@ def basket_lines(session: Session, patient: PatientProfile, basket: Mapping[str,
             item = session.get(PrescriptionItem, int(raw_id))
             if item is None or item.prescription.patient_id != patient.id:
                 continue
-            charge = 0 if patient.charge_exemption else pricing.prescription_charge_minor
+            _, charge = orders.prescription_line(item, patient, pricing)
             lines.append(BasketLine(key, item.medication_display, 1, charge, True,
                                     bool(item.medicine and item.medicine.cold_chain),
                                     orders.LineRequest(prescription_item_id=item.id)))

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -69,6 +69,10 @@ ACTIVE_ORDER = (O.PLACED, O.AWAITING_VERIFICATION, O.READY_TO_PICK, O.PACKED,
 # A prescription item on one of these orders is being or has been supplied: it cannot be
 # ordered again (a returned, refunded or cancelled order gives it back).
 HOLDS_ITEM = (*ACTIVE_ORDER, O.DELIVERED)
+# Orders whose units are not yet picked.
+PRE_PACK = (O.PLACED, O.AWAITING_VERIFICATION, O.READY_TO_PICK)
+# Orders whose packed units count as supplied to the patient.
+SUPPLIED_BY = (O.PACKED, O.OUT_FOR_DELIVERY, O.FAILED, O.DELIVERED)
 # A parcel past the pharmacy's door (with a courier, or back after a failed attempt): it can
 # no longer be cancelled, only recalled.
 RECALLABLE = (O.OUT_FOR_DELIVERY, O.FAILED)
@@ -285,29 +289,31 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
                 errors.append({"field": f"{where}.prescription_item_id",
                                "message": "Not a prescription item you hold."})
                 continue
-            if item.prescription.status not in ORDERABLE_RX or item.medicine is None:
+            owing = owes(item)
+            if not (item.prescription.status in ORDERABLE_RX or (
+                    owing and item.prescription.status is PrescriptionStatus.DISPENSED)) \
+                    or item.medicine is None:
                 errors.append({"field": f"{where}.prescription_item_id",
                                "message": f"This item is "
                                f"{item.prescription.status.value.replace('_', ' ')} and "
                                "cannot be ordered; request a repeat first."})
                 continue
-            if (item.id in seen_items or item.supplied_at is not None
-                    or on_active_order(session, item.id)):
+            if (item.id in seen_items or (item.supplied_at is not None and not owing)
+                    or on_active_order(session, item.id, owing=owing)):
                 errors.append({"field": f"{where}.prescription_item_id",
                                "message": "This item is already on an order, or has been "
                                "supplied."})
                 continue
             seen_items.add(item.id)
-            units = int(item.quantity or 0)
-            if units <= 0 or item.quantity != units:
+            units, charge = prescription_line(item, patient, pricing)
+            if units <= 0:
                 errors.append({"field": f"{where}.prescription_item_id",
                                "message": "This item's quantity needs a pharmacist; call us."})
                 continue
-            charge = 0 if patient.charge_exemption else pricing.prescription_charge_minor
             lines.append(OrderLine(medicine=item.medicine, medicine_id=item.medicine.id,
                                    prescription_item_id=item.id, quantity=units,
                                    unit_price_minor=0, line_total_minor=charge,
-                                   is_prescription_item=True))
+                                   is_prescription_item=True, for_owing=owing))
         else:
             medicine = session.get(Medicine, req.medicine_id)
             if medicine is None or not medicine.is_active:
@@ -332,12 +338,39 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
     return lines
 
 
-def on_active_order(session: Session, prescription_item_id: int) -> bool:
-    """Whether the item is on an order in progress or already delivered."""
+def owes(item: PrescriptionItem) -> bool:
+    """Whether units of this item are still owed after a short supply (an "owing")."""
+    return item.supplied_at is not None and item.quantity_owed > 0
+
+
+def prescription_line(item: PrescriptionItem, patient: PatientProfile,
+                      pricing: Pricing) -> tuple[int, int]:
+    """(units, charge) of an order line for this item: the whole quantity, or what is owed
+    after a short supply, charged the share of the item's charge not yet paid (a short
+    supply was charged pro rata). Units 0: a quantity that needs a pharmacist."""
+    whole = int(item.quantity or 0)
+    if whole <= 0 or item.quantity != whole:
+        return 0, 0
+    charge = 0 if patient.charge_exemption else pricing.prescription_charge_minor
+    if not owes(item):
+        return whole, charge
+    owed = min(item.quantity_owed, whole)
+    return owed, charge - charge * (whole - owed) // whole
+
+
+def on_active_order(session: Session, prescription_item_id: int, *,
+                    owing: bool = False) -> bool:
+    """Whether the item is on an order in progress or already delivered (a line packed
+    with none of it supplied does not count); for an owing, whether an order for it is
+    waiting to be packed (packing reduces what is owed)."""
+    if owing:
+        held = Order.status.in_(PRE_PACK)
+    else:
+        held = Order.status.in_(HOLDS_ITEM) & (
+            Order.status.in_(PRE_PACK) | (OrderLine.quantity_supplied > 0))
     return session.scalar(
         select(OrderLine.id).join(Order).where(
-            OrderLine.prescription_item_id == prescription_item_id,
-            Order.status.in_(HOLDS_ITEM)).limit(1)) is not None
+            OrderLine.prescription_item_id == prescription_item_id, held).limit(1)) is not None
 
 
 def prescription_problems(session: Session, order: Order) -> list[str]:
@@ -355,9 +388,14 @@ def prescription_problems(session: Session, order: Order) -> list[str]:
         assert item is not None
         rx = item.prescription
         name = item.medication_display or line.medicine.name
-        if rx.status is not PrescriptionStatus.VERIFIED:
+        if rx.status is not PrescriptionStatus.VERIFIED and not (
+                line.for_owing and rx.status is PrescriptionStatus.DISPENSED):
             problems.append(f"{name}: its prescription is "
                             f"{rx.status.value.replace('_', ' ')}, not verified.")
+            continue
+        if line.for_owing and line.quantity > item.quantity_owed:
+            problems.append(f"{name}: only {item.quantity_owed} units are owed now, not "
+                            f"{line.quantity} (an earlier supply was undone or made up).")
             continue
         if rx.id not in checked:
             checked[rx.id] = lapsed(session, rx)
@@ -384,17 +422,40 @@ def _dispense_supplied_prescriptions(session: Session, order: Order, actor: User
     other items. An issue whose every item has now been supplied is dispensed."""
     from .prescriptions import record_supply
 
-    supplied: dict[int, list[PrescriptionItem]] = {}
+    supplied: dict[int, list[tuple[PrescriptionItem, OrderLine]]] = {}
     for line in order.lines:
         if line.prescription_item_id is None or not line.quantity_supplied:
             continue
         item = session.get(PrescriptionItem, line.prescription_item_id)
         assert item is not None
-        supplied.setdefault(item.prescription_id, []).append(item)
+        if line.for_owing:
+            _set_owed(session, item, item.quantity_owed - line.quantity_supplied, actor=actor,
+                      reason=f"order {order.reference} supplied {line.quantity_supplied} "
+                             "owed units")
+        else:
+            supplied.setdefault(item.prescription_id, []).append((item, line))
     for prescription_id in sorted(supplied):
-        items = supplied[prescription_id]
-        if items[0].prescription.status is PrescriptionStatus.VERIFIED:
-            record_supply(session, items[0].prescription, items, actor)
+        pairs = supplied[prescription_id]
+        if pairs[0][0].prescription.status is PrescriptionStatus.VERIFIED:
+            record_supply(session, pairs[0][0].prescription, [item for item, _ in pairs], actor)
+            for item, line in pairs:
+                if line.quantity_supplied is not None and line.quantity_supplied < line.quantity:
+                    # Supplied short: the balance is owed, and can be ordered on this item.
+                    _set_owed(session, item, line.quantity - line.quantity_supplied,
+                              actor=actor, reason=f"order {order.reference} supplied "
+                              f"{line.quantity_supplied} of {line.quantity}")
+
+
+def _set_owed(session: Session, item: PrescriptionItem, owed: int, *, actor: User | None,
+              reason: str) -> None:
+    owed = max(0, owed)
+    if owed == item.quantity_owed:
+        return
+    audit.record(session, action="prescription.item_owing", entity_type="prescription",
+                 entity_id=item.prescription_id, actor=actor, reason=reason,
+                 before={"item": item.id, "quantity_owed": item.quantity_owed},
+                 after={"item": item.id, "quantity_owed": owed})
+    item.quantity_owed = owed
 
 
 def _reserve(session: Session, order: Order, *, slot_day: datetime, actor: User | None) -> None:
@@ -617,7 +678,8 @@ def mark_paid(session: Session, order: Order, *, actor: User | None,
     unverified = any(
         line.prescription_item_id is not None and session.get(
             PrescriptionItem, line.prescription_item_id).prescription.status  # type: ignore[union-attr]
-        is not PrescriptionStatus.VERIFIED
+        not in ((PrescriptionStatus.VERIFIED, PrescriptionStatus.DISPENSED) if line.for_owing
+                else (PrescriptionStatus.VERIFIED,))
         for line in order.lines)
     _transition(session, order, O.AWAITING_VERIFICATION if unverified else O.READY_TO_PICK,
                 actor=actor, request_id=request_id)
@@ -705,13 +767,37 @@ def _return_picked(session: Session, order: Order, *, actor: User | None, reason
                                           actor_id=actor.id if actor else None))
     session.flush()
     return_controlled_drugs(session, order, actor=actor, reason=reason)
-    # The patient never had these: their prescription items are not supplied after all.
+    # The patient never had these: their prescription items are not supplied after all
+    # (or, for units owed or supplied elsewhere too, are owed again).
     from .prescriptions import undo_supply
 
-    items = [session.get(PrescriptionItem, line.prescription_item_id) for line in order.lines
-             if line.prescription_item_id is not None and line.quantity_supplied]
-    undo_supply(session, [item for item in items if item is not None], actor,
-                reason=f"order {order.reference}: {reason}")
+    undone: list[PrescriptionItem] = []
+    for line in order.lines:
+        if line.prescription_item_id is None or not line.quantity_supplied:
+            continue
+        item = session.get(PrescriptionItem, line.prescription_item_id)
+        assert item is not None
+        why = f"order {order.reference}: {reason}"
+        elsewhere = _supplied_elsewhere(session, item, order)
+        if line.for_owing:
+            _set_owed(session, item, item.quantity_owed + line.quantity_supplied, actor=actor,
+                      reason=why)
+        elif elsewhere:
+            _set_owed(session, item, int(item.quantity or 0) - elsewhere, actor=actor,
+                      reason=why)
+        else:
+            _set_owed(session, item, 0, actor=actor, reason=why)
+            undone.append(item)
+    undo_supply(session, undone, actor, reason=f"order {order.reference}: {reason}")
+
+
+def _supplied_elsewhere(session: Session, item: PrescriptionItem, order: Order) -> int:
+    """Units of the item packed on the patient's other orders that count as supplied."""
+    return int(session.scalar(
+        select(func.coalesce(func.sum(OrderLine.quantity_supplied), 0))
+        .select_from(OrderLine).join(Order).where(
+            OrderLine.prescription_item_id == item.id, Order.id != order.id,
+            Order.status.in_(SUPPLIED_BY))) or 0)
 
 
 def _record_dispensed(session: Session, order: Order, *, actor: User | None) -> None:
