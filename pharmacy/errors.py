@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, render_template, request
 from sqlalchemy.exc import DataError
+from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from .extensions import db
@@ -150,6 +151,15 @@ def register_error_handlers(app: Flask) -> None:
         logger.info("database refused a request value: %s", type(err.orig).__name__)
         return _domain_error(InvalidRequest(
             "The request holds a value that cannot be stored (for example a NUL character)."))
+
+    @app.errorhandler(StaleDataError)
+    def _changed_meanwhile(err: StaleDataError) -> Any:
+        # A versioned row (order, payment, prescription, batch) was changed by another
+        # request between our read and our write: nothing was stored; try again.
+        db.session.rollback()
+        logger.info("concurrent change: %s", err)
+        return _domain_error(Conflict("Someone changed this record at the same moment; "
+                                      "reload and try again."))
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Any:

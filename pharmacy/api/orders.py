@@ -9,7 +9,7 @@ from flask import current_app, g, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from ..errors import Forbidden
+from ..errors import Conflict, Forbidden
 from ..extensions import commit_keeping_loaded, db
 from ..models import Order, OrderStatus, Pharmacy, Role
 from ..schemas.orders import (
@@ -265,6 +265,12 @@ class OrderTransitions(MethodView):
         order = orders.get_order(db.session, order_id, lock=True)
         target = OrderStatus(body["to"])
         rid = g.get("request_id")
+        if order.recalled_at is not None and target in (
+                OrderStatus.FAILED, OrderStatus.RETURNED, OrderStatus.REFUNDED):
+            raise Conflict("This parcel was recalled: receive it at "
+                           "/pharmacist/recalled-parcels (that closes its stop, refunds it "
+                           "and tells the patient).",
+                           current_status=order.status.value)
         if target is OrderStatus.PACKED:
             supplied = {line_id: v for k, v in (body.get("supplied") or {}).items()
                         if (line_id := whole_number(k)) is not None}

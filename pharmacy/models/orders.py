@@ -70,9 +70,12 @@ class Order(TimestampMixin, Base):
     reserved_until: Mapped[datetime | None]
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     # A parcel already out of the door that must not be handed over (its prescription was
-    # withdrawn): the courier brings it back and the pharmacy refunds it.
+    # withdrawn): the courier brings it back and the pharmacy refunds it. The recall is
+    # closed when the parcel is received back, or when a pharmacist has followed up a
+    # delivery made before the recall reached the courier.
     recalled_at: Mapped[datetime | None]
     recall_reason: Mapped[str | None] = mapped_column(Text)
+    recall_closed_at: Mapped[datetime | None]
     needs_fridge: Mapped[bool] = mapped_column(default=False)
     parcel_count: Mapped[int] = mapped_column(default=1)
     version: Mapped[int] = mapped_column(default=1)

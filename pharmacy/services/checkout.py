@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, DomainError
+from ..errors import Conflict, DomainError, InvalidRequest
 from ..models import (
     Order,
     OrderStatus,
@@ -24,7 +24,7 @@ from ..models import (
     User,
 )
 from ..models.base import utcnow
-from . import orders
+from . import audit, orders
 
 logger = logging.getLogger(__name__)
 
@@ -150,16 +150,27 @@ def refund_returned(session: Session, order: Order, *, actor: User | None, reaso
     return order
 
 
-def receive_recalled(session: Session, order: Order, *, actor: User,
+def receive_recalled(session: Session, order: Order, *, actor: User, checked: bool,
                      request_id: str | None = None) -> Order:
-    """A recalled parcel is back at the pharmacy (the caller locks the order): its open
-    delivery stop is closed, its units go back on the books (controlled drugs back in the
-    register, the pharmacist writes off what is not fit to supply again), and the patient
-    is refunded in full and told. Receiving it again changes nothing."""
+    """A recalled parcel is back at the pharmacy (the caller locks its open stops, then the
+    order: `delivery.lock_open_stops`): its open delivery stop is closed, its units go back
+    on the books (controlled drugs back in the register, the pharmacist writes off what is
+    not fit to supply again), and the patient is refunded in full and told. ``checked``:
+    the pharmacist confirms the sealed parcel is here and its contents counted. Receiving
+    it again changes nothing."""
     if order.recalled_at is None:
         raise Conflict("This parcel has not been recalled.", current_status=order.status.value)
     if order.status is OrderStatus.REFUNDED:
         return order
+    if order.status is OrderStatus.DELIVERED:
+        raise Conflict("This parcel was handed over before the recall reached the courier: "
+                       "it is with the patient. Contact them, and record that you did.",
+                       current_status=order.status.value)
+    if not checked:
+        raise InvalidRequest("Confirm that the sealed parcel is here and its contents "
+                             "counted before receiving it.",
+                             errors=[{"field": "checked", "message": "Required."}])
+    order.recall_closed_at = utcnow()
     reason = f"recalled: {order.recall_reason}"
     if order.status is OrderStatus.OUT_FOR_DELIVERY:
         from .delivery import close_stops_brought_back
@@ -178,6 +189,27 @@ def receive_recalled(session: Session, order: Order, *, actor: User,
         notify.create_notification(session, kind="order.recall_refunded", patient=patient,
                                    dedupe_key=f"recall-refunded:{order.id}",
                                    given_name=patient.given_name, reference=order.reference)
+    return order
+
+
+def follow_up_recall(session: Session, order: Order, *, actor: User, note: str,
+                     request_id: str | None = None) -> Order:
+    """Close the recall of a parcel handed over before the recall reached the courier, once
+    a pharmacist has contacted the patient (what was done goes in ``note``, audited)."""
+    text = " ".join((note or "").split())[:1000]
+    if order.recalled_at is None or order.status is not OrderStatus.DELIVERED:
+        raise Conflict("Only a recalled parcel that was delivered anyway is followed up; "
+                       "receive a parcel that came back.", current_status=order.status.value)
+    if order.recall_closed_at is not None:
+        return order
+    if not text:
+        raise InvalidRequest("Say how the patient was contacted and what they were told.",
+                             errors=[{"field": "note", "message": "Required."}])
+    order.recall_closed_at = utcnow()
+    audit.record(session, action="order.recall_followed_up", entity_type="order",
+                 entity_id=order.id, actor=actor, reason=text, request_id=request_id,
+                 before={"recall_closed": False}, after={"recall_closed": True})
+    session.flush()
     return order
 
 

@@ -439,11 +439,15 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
                   failure_reason: str | None = None, latitude: float | None = None,
                   longitude: float | None = None, photo: bytes | None = None,
                   photo_store: PhotoStore | None = None,
+                  recorded_at: datetime | None = None,
                   now: datetime | None = None) -> ActionResult:
     """A courier's action at a stop, idempotent on the phone's ``client_action_id``.
 
     The same action sent three times (a flaky connection) is recorded once. A delivery may
     carry a ``photo`` (proof of delivery), checked and stored by ``photo_store``.
+    ``recorded_at`` is when the phone recorded the action (it queues actions while offline):
+    a parcel recalled after it was handed over is recorded as delivered, and the recall
+    stays open for a pharmacist to follow up with the patient.
     """
     now = now or utcnow()
     courier = courier_of(session, user)
@@ -475,9 +479,13 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
     if order.status in (OrderStatus.CANCELLED, OrderStatus.REFUNDED):
         raise Conflict(f"This order was {order.status.value}: do not hand it over; bring "
                        "the parcel back to the pharmacy.")
+    before_recall = False
     if order.recalled_at is not None and action == "delivered":
-        raise Conflict(f"The pharmacy has recalled this parcel ({order.recall_reason}): do "
-                       "not hand it over; bring it back to the pharmacy.")
+        before_recall = (recorded_at is not None and recorded_at.tzinfo is not None
+                         and route.started_at <= recorded_at < order.recalled_at)
+        if not before_recall:
+            raise Conflict(f"The pharmacy has recalled this parcel ({order.recall_reason}): "
+                           "do not hand it over; bring it back to the pharmacy.")
     if failure_reason == RECALLED and order.recalled_at is None:
         raise InvalidRequest("This parcel has not been recalled: choose why the delivery "
                              "failed.", errors=[{"field": "failure_reason",
@@ -512,7 +520,10 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
                                   latitude=latitude, longitude=longitude, attempted_at=now)
         stop.status = StopStatus.DELIVERED
         if order.status is OrderStatus.OUT_FOR_DELIVERY:
-            orders.advance(session, order, OrderStatus.DELIVERED, actor=user)
+            orders.advance(session, order, OrderStatus.DELIVERED, actor=user,
+                           before_recall=before_recall,
+                           reason="handed over before the recall reached the courier"
+                           if before_recall else None)
         patient = session.get(PatientProfile, order.patient_id)
         if patient is not None:
             from . import notify
@@ -550,18 +561,28 @@ def record_action(session: Session, user: User, stop_id: int, *, action: str,
                  entity_id=stop.id, actor=user,
                  after={"attempt": attempt.id, "order": order.id,
                         "reason": failure_reason, "id_checked": bool(id_checked),
-                        "photo": photo_name is not None})
+                        "photo": photo_name is not None,
+                        "recorded_at": recorded_at.isoformat() if recorded_at else None,
+                        "before_recall": before_recall})
     recompute_etas(session, stop, now=now)
     return ActionResult(stop, attempt, False)
+
+
+def lock_open_stops(session: Session, order_id: int) -> list[DeliveryStop]:
+    """Lock an order's stops still open on a route. Taken before the order's own lock, in
+    the courier's order (stop, then order), so that the two never deadlock."""
+    return list(session.scalars(select(DeliveryStop).where(
+        DeliveryStop.order_id == order_id,
+        DeliveryStop.status.in_([StopStatus.PENDING, StopStatus.ARRIVED]))
+        .order_by(DeliveryStop.id).with_for_update()
+        .execution_options(populate_existing=True)))
 
 
 def close_stops_brought_back(session: Session, order: Order, *, actor: User) -> None:
     """A recalled parcel back at the pharmacy without a courier's word on it: its stops
     still open on a route are closed as failed (no attempt), so the route shows it done."""
     now = utcnow()
-    for stop in session.scalars(select(DeliveryStop).where(
-            DeliveryStop.order_id == order.id,
-            DeliveryStop.status.in_([StopStatus.PENDING, StopStatus.ARRIVED]))):
+    for stop in lock_open_stops(session, order.id):
         stop.status, stop.completed_at = StopStatus.FAILED, now
         audit.record(session, action="delivery.brought_back", entity_type="delivery_stop",
                      entity_id=stop.id, actor=actor, reason=RECALLED_WORDS,

@@ -76,6 +76,7 @@ def sales_history(session: Session, pharmacy_id: int, *, since: date) -> list[di
                func.sum(func.coalesce(OrderLine.quantity_supplied, OrderLine.quantity)))
         .join(Order, Order.id == OrderLine.order_id)
         .where(Order.pharmacy_id == pharmacy_id, Order.status.in_(SOLD),
+               Order.recalled_at.is_(None),  # withdrawn by the pharmacist: not a need met
                Order.placed_at >= datetime.combine(since, datetime.min.time(), tzinfo=UTC))
         .group_by(OrderLine.medicine_id, day)).all()
     out = []
@@ -112,7 +113,7 @@ def unmet_demand(session: Session, pharmacy_id: int, *,
                    func.coalesce(OrderLine.quantity_supplied, OrderLine.quantity))
             .join(Order, Order.id == OrderLine.order_id)
             .where(Order.pharmacy_id == pharmacy_id, Order.placed_at >= start,
-                   Order.status.in_(SOLD),
+                   Order.status.in_(SOLD), Order.recalled_at.is_(None),
                    OrderLine.medicine_id.in_(sorted({r.medicine_id for r in refusals})))
             .order_by(Order.placed_at)):
         bought[patient_id, medicine_id].append((placed_at, float(units or 0)))

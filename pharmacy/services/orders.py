@@ -155,13 +155,15 @@ class Placed:
 
 
 def _transition(session: Session, order: Order, new: OrderStatus, *, actor: User | None,
-                reason: str | None = None, request_id: str | None = None) -> None:
+                reason: str | None = None, request_id: str | None = None,
+                before_recall: bool = False) -> None:
     old = order.status
     if new not in TRANSITIONS[old]:
         raise InvalidOrderTransition(
             f"An order that is {old.value.replace('_', ' ')} cannot become "
             f"{new.value.replace('_', ' ')}.", current_status=old.value)
-    if order.recalled_at is not None and new in TOWARDS_PATIENT:
+    if order.recalled_at is not None and new in TOWARDS_PATIENT and not (
+            before_recall and new is O.DELIVERED):
         raise InvalidOrderTransition(
             f"This parcel has been recalled ({order.recall_reason}): it comes back to the "
             "pharmacy and must not go to the patient.", current_status=old.value)
@@ -727,9 +729,11 @@ def recall(session: Session, order: Order, *, actor: User | None, reason: str,
 
 
 def recalled_parcels(session: Session) -> list[Order]:
-    """Recalled parcels the pharmacy has not yet received back and refunded, oldest first."""
+    """Recalls still open, oldest first: parcels not yet received back and refunded, and
+    deliveries made before the recall reached the courier that no pharmacist has followed
+    up yet."""
     return list(session.scalars(select(Order).where(
-        Order.recalled_at.is_not(None), Order.status.in_(RECALLABLE + (O.RETURNED,)))
+        Order.recalled_at.is_not(None), Order.recall_closed_at.is_(None))
         .order_by(Order.recalled_at, Order.id)))
 
 
@@ -898,7 +902,8 @@ def pack(session: Session, order: Order, *, actor: User,
 
 
 def advance(session: Session, order: Order, new: OrderStatus, *, actor: User | None,
-            reason: str | None = None, request_id: str | None = None) -> Order:
+            reason: str | None = None, request_id: str | None = None,
+            before_recall: bool = False) -> Order:
     """A plain transition (ready to pick, out for delivery, delivered, failed, returned...).
 
     A parcel returned to the pharmacy puts its units back on the books (and controlled drugs
@@ -906,7 +911,8 @@ def advance(session: Session, order: Order, new: OrderStatus, *, actor: User | N
     """
     if new is O.READY_TO_PICK and order.status is O.AWAITING_VERIFICATION:
         _release_check(session, order, actor)
-    _transition(session, order, new, actor=actor, reason=reason, request_id=request_id)
+    _transition(session, order, new, actor=actor, reason=reason, request_id=request_id,
+                before_recall=before_recall)
     if new is O.DELIVERED:
         _record_dispensed(session, order, actor=actor)
     if new is O.RETURNED:

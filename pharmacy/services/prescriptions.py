@@ -623,9 +623,10 @@ def _stop(session: Session, rx: Prescription, pharmacist: User, reason: str,
     if new is S.CANCELLED and before is S.DISPENSED:
         # Dispensed into a parcel that has not reached the patient: that parcel is pulled
         # (cancelled if still here, recalled if out of the door), and the prescription stops.
-        if not undelivered_orders(session, rx):
-            _transition(rx, new)  # refused: supplied and delivered, nothing left to stop
+        # The orders are locked and read before deciding: a courier may deliver meanwhile.
         pulled = _pull_orders_holding(session, rx, pharmacist, reason=pulled_reason)
+        if not pulled:
+            _transition(rx, new)  # refused: supplied and delivered, nothing left to stop
         rx.status = S.CANCELLED
     else:
         _transition(rx, new)
@@ -646,7 +647,8 @@ def _stop(session: Session, rx: Prescription, pharmacist: User, reason: str,
 
 @dataclass(frozen=True)
 class Pulled:
-    """The orders a stopped prescription took back: ids cancelled here, and recalled."""
+    """The orders a stopped prescription took back: ids cancelled here, and recalled (now,
+    or already on their way back for another prescription)."""
 
     cancelled: list[int]
     recalled: list[int]
@@ -662,9 +664,12 @@ class Pulled:
                      "released.")
         if self.recalled:
             text += (" The parcel on its way with it will not be delivered: it comes back "
-                     "to us and you will be refunded for it in full. You can order anything "
-                     "else it held again.")
+                     "to us and you will be refunded for it in full. Once it is back, you "
+                     "can order anything else it held again.")
         return text
+
+    def __bool__(self) -> bool:
+        return bool(self.cancelled or self.recalled)
 
 
 #: Orders that hold an item but have not reached the patient.
@@ -679,14 +684,16 @@ def _orders_holding(session: Session, rx: Prescription, statuses: Sequence[str],
     query = select(Order).where(
         Order.id.in_(select(OrderLine.order_id).where(
             OrderLine.prescription_item_id.in_([i.id for i in rx.items]))),
-        Order.status.in_([OrderStatus(s) for s in statuses]),
-        Order.recalled_at.is_(None)).order_by(Order.id)
-    return list(session.scalars(query.with_for_update() if lock else query))
+        Order.status.in_([OrderStatus(s) for s in statuses])).order_by(Order.id)
+    if lock:  # and read afresh: a courier may have moved one on since it was last read
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return list(session.scalars(query))
 
 
 def undelivered_orders(session: Session, rx: Prescription) -> list[Order]:
-    """Orders holding this prescription's items that have not reached the patient (and are
-    not already on their way back): what withdrawing it would still stop."""
+    """Orders holding this prescription's items that have not reached the patient, parcels
+    already recalled and on their way back included: while there is one, the prescription
+    can be withdrawn even if it was dispensed."""
     return _orders_holding(session, rx, _UNDELIVERED)
 
 
@@ -699,7 +706,8 @@ def _pull_orders_holding(session: Session, rx: Prescription, actor: User, *,
     and delivery places released, and what was packed goes back to the shelf and is no
     longer counted as supplied. Parcels already with a courier, or back after a failed
     attempt, are recalled: the courier must not hand them over, and the pharmacy refunds
-    them when they are back (`orders.recall`)."""
+    them when they are back (`orders.recall`); one already recalled for another
+    prescription counts as recalled."""
     from .checkout import cancel_order
     from .orders import RECALLABLE, recall
 
@@ -707,8 +715,8 @@ def _pull_orders_holding(session: Session, rx: Prescription, actor: User, *,
     recalled: list[int] = []
     for order in _orders_holding(session, rx, _UNDELIVERED, lock=True):
         if order.status in RECALLABLE:
-            if recall(session, order, actor=actor, reason=reason):
-                recalled.append(order.id)
+            recall(session, order, actor=actor, reason=reason)
+            recalled.append(order.id)
         else:
             cancel_order(session, order, actor=actor, reason=reason)
             cancelled.append(order.id)

@@ -60,6 +60,7 @@
     }
   }
 
+  const RETRIES = 6;  // a server error answered this often is reported, not retried
   let flushing = false;
   async function flush() {
     if (flushing) { return; }
@@ -77,6 +78,15 @@
           return;
         }
         const body = await response.json().catch(() => ({}));
+        if ((response.status >= 500 || body.code === "concurrent_change") &&
+            (item.tries || 0) < RETRIES) {
+          // Not an answer about the action: keep it, and send it again later.
+          item.tries = (item.tries || 0) + 1;
+          save(queue);
+          say((body.error || "The server could not take the action now.") + " " +
+              queue.length + " action(s) will be sent again.");
+          return;
+        }
         queue.shift();
         save(queue);
         if (!response.ok) {
@@ -120,6 +130,8 @@
       const fields = Object.fromEntries(data.entries());
       fields.action = form.dataset.action;
       fields.client_action_id = newId();
+      // When it happened: a queued delivery may reach the pharmacy after a recall did.
+      fields.recorded_at = new Date().toISOString();
       if (form.dataset.action === "delivered" && canvas && signed) {
         fields.signature = canvas.toDataURL("image/png");
       }

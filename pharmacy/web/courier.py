@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import (
@@ -15,6 +16,7 @@ from flask import (
     request,
     url_for,
 )
+from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import DomainError
@@ -152,13 +154,29 @@ def action(stop_id: int) -> Any:
             failure_reason=form.get("failure_reason") or None,
             latitude=float(lat) if _is_number(lat) else None,
             longitude=float(lon) if _is_number(lon) else None,
-            photo=_uploaded_photo(store), photo_store=store)
+            photo=_uploaded_photo(store), photo_store=store,
+            recorded_at=_phone_time(form.get("recorded_at", "")))
     except DomainError as err:
         db.session.rollback()
         return jsonify(error=err.detail, errors=err.errors, code=err.code), err.status
+    except StaleDataError:
+        # The pharmacy changed the order at the same moment (a recall): the phone keeps
+        # the action and sends it again, and then gets the real answer.
+        db.session.rollback()
+        return jsonify(error="The pharmacy changed this parcel just now; sending again.",
+                       errors=[], code="concurrent_change"), 409
     db.session.commit()
     return jsonify(status=result.stop.status.value, replayed=result.replayed,
                    next=url_for(".route", route_id=result.stop.route_id))
+
+
+def _phone_time(raw: str) -> datetime | None:
+    """When the phone recorded a queued action (ISO 8601 with its offset), if readable."""
+    try:
+        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def _is_number(raw: str) -> bool:

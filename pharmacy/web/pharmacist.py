@@ -79,16 +79,29 @@ def _render_recalled(status: int = 200) -> Any:
                            form=ActionForm(), tz=rx_service.LONDON), status
 
 
-@bp.post(f"/recalled-parcels/{_ORDER}/received")
-def receive_recalled(order_id: int) -> Any:
-    """The courier brought a recalled parcel back: refund it and put its units back."""
+@bp.post(f"/recalled-parcels/{_ORDER}/<any('received', 'followed-up'):outcome>")
+def close_recall(order_id: int, outcome: str) -> Any:
+    """A recalled parcel is back (refund it, units back on the books), or was delivered
+    before the recall reached the courier and the patient has been contacted."""
+    from ..services import delivery
+
     if not ActionForm().validate_on_submit():
         flash("The form expired; please try again.", "error")
         return redirect(url_for(".recalled_parcels"))
     try:
+        delivery.lock_open_stops(db.session, order_id)  # the courier's lock order
         order = orders.get_order(db.session, order_id, lock=True)
-        checkout.receive_recalled(db.session, order, actor=g.user,
-                                  request_id=g.get("request_id"))
+        if outcome == "received":
+            checkout.receive_recalled(db.session, order, actor=g.user,
+                                      checked=request.form.get("checked") == "yes",
+                                      request_id=g.get("request_id"))
+            done = (f"{order.reference}: received back, refunded, and its units are back on "
+                    "the books. Write off anything not fit to supply again.")
+        else:
+            checkout.follow_up_recall(db.session, order, actor=g.user,
+                                      note=request.form.get("note", ""),
+                                      request_id=g.get("request_id"))
+            done = f"{order.reference}: follow-up recorded; the recall is closed."
     except DomainError as err:
         db.session.rollback()
         flash(err.detail, "error")
@@ -97,8 +110,7 @@ def receive_recalled(order_id: int) -> Any:
     from ..jobs.outbox import relay_now
 
     relay_now()
-    flash(f"{order.reference}: received back, refunded, and its units are back on the "
-          "books. Write off anything not fit to supply again.", "info")
+    flash(done, "info")
     return redirect(url_for(".recalled_parcels"))
 
 

@@ -156,7 +156,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("pharmacist.account_links", "GET"): STAFF,
     ("pharmacist.decide_account_link", "POST"): STAFF,
     ("pharmacist.recalled_parcels", "GET"): STAFF,
-    ("pharmacist.receive_recalled", "POST"): STAFF,
+    ("pharmacist.close_recall", "POST"): STAFF,
     ("pharmacist.reorders_accept", "POST"): STAFF,
     ("planner.waves", "GET"): frozenset({"pharmacist", "admin"}),
     ("planner.plan_slot", "POST"): frozenset({"pharmacist", "admin"}),
@@ -265,7 +265,7 @@ def world(db):  # type: ignore[no-untyped-def]
            "card_id": "pm_missing", "action": "reject", "attempt_id": attempt.id,
            "batch_id": batch.id, "change": "write-off", "po_change": "send", "line_id": 1,
            "link_id": 1, "decision": "refuse", "user_id": users["patient"].id,
-           "account_change": "unlock"}
+           "account_change": "unlock", "outcome": "received"}
     return {"users": users, "ids": ids}
 
 
