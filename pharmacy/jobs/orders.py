@@ -40,3 +40,17 @@ def release_unpaid_orders() -> int:
             db.session.rollback()
             logger.exception("could not release unpaid order %s", order_id)
     return released
+
+
+def expire_lapsed_prescriptions() -> int:
+    """RQ entry point: verified prescriptions past their legal validity become expired (see
+    `prescriptions.expire_lapsed`). Safe to retry or run twice.
+
+    Returns:
+        How many prescriptions this run expired.
+    """
+    from ..services import prescriptions
+
+    expired = prescriptions.expire_lapsed(db.session, now=utcnow())
+    db.session.commit()
+    return len(expired)

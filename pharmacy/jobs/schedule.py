@@ -5,7 +5,7 @@ from rq import cron
 from . import DEFAULT_QUEUE, FORECASTING_QUEUE
 from .deliveries import close_due_waves, expire_delivery_photos
 from .forecasts import refresh_reorder_suggestions
-from .orders import release_unpaid_orders
+from .orders import expire_lapsed_prescriptions, release_unpaid_orders
 from .outbox import relay_outbox
 from .reminders import queue_repeat_reminders, send_notifications
 from .stock import expire_stock, seal_audit_trail
@@ -13,6 +13,9 @@ from .stock import expire_stock, seal_audit_trail
 # 00:05 UTC every day: batches that expired yesterday become unusable.
 cron.register(expire_stock, DEFAULT_QUEUE, cron="5 0 * * *", job_timeout=300,
               name="expire-stock")
+# 00:20 UTC every day: verified prescriptions past their legal validity expire.
+cron.register(expire_lapsed_prescriptions, DEFAULT_QUEUE, cron="20 0 * * *", job_timeout=900,
+              name="expire-prescriptions")
 # 07:00 UTC every day: reminders for repeats that became orderable; mail goes every 5 minutes.
 cron.register(queue_repeat_reminders, DEFAULT_QUEUE, cron="0 7 * * *", job_timeout=600,
               name="repeat-reminders")

@@ -839,14 +839,75 @@ def lapsed(session: Session, rx: Prescription, *, now: datetime | None = None) -
     stated validity has run out), or None.
 
     The intake check is re-run on the stored bundle at today's date. A later issue of a
-    repeat batch is governed by the batch's own validity (see `repeat_status`), not by the
-    original's dispensing window.
+    repeat batch is governed by the batch's own validity (see `repeat_status`): 12 months
+    from when the batch was written, and the end date the prescriber gave each line.
     """
-    if rx.original_id is not None or not rx.source_bundle:
+    if rx.original_id is not None:
+        original = _original_of(session, rx)
+        today = (now or utcnow()).astimezone(LONDON).date()
+        if original.issued_on and today > _twelve_months_after(original.issued_on):
+            return (f"This repeat batch was written on {original.issued_on:%-d %B %Y} and "
+                    "its 12 months have run out.")
+        ends = [_validity_end(original, item.line_id) for item in rx.items]
+        if ends and all(end is not None and today > end for end in ends):
+            last = max(end for end in ends if end is not None)
+            return f"The prescriber made this repeat valid until {last:%-d %B %Y}."
+        return None
+    if not rx.source_bundle:
         return None
     report = validate(session, rx.source_bundle, now=now)
     reasons = [f.diagnostics for f in report.findings if f.rule in LAPSED_RULES]
     return " ".join(reasons) or None
+
+
+def expire_lapsed(session: Session, *, now: datetime | None = None) -> list[int]:
+    """Nightly: verified prescriptions (repeat issues included) whose legal validity has run
+    out become expired. Orders waiting for them and not yet packed are cancelled (their card
+    holds voided, stock and slots released: nothing could ever pick them), and the patient
+    is told to ask their prescriber. Each prescription has its own savepoint, so one that
+    fails is logged and left for the next run; a rerun finds nothing left to do. Returns
+    the ids expired."""
+    now = now or utcnow()
+    expired: list[int] = []
+    for rx_id in session.scalars(select(Prescription.id).where(
+            Prescription.status == S.VERIFIED).order_by(Prescription.id)).all():
+        try:
+            with session.begin_nested():
+                if _expire_if_lapsed(session, rx_id, now):
+                    expired.append(rx_id)
+        except Exception:
+            logger.exception("could not expire prescription %s", rx_id)
+    return expired
+
+
+def _expire_if_lapsed(session: Session, rx_id: int, now: datetime) -> bool:
+    from .checkout import cancel_order
+
+    rx = session.scalar(select(Prescription).where(Prescription.id == rx_id)
+                        .with_for_update().execution_options(populate_existing=True))
+    if rx is None or rx.status is not S.VERIFIED:
+        return False
+    reason = lapsed(session, rx, now=now)
+    if not reason:
+        return False
+    waiting = _orders_holding(session, rx, ("placed", "awaiting_verification",
+                                            "ready_to_pick"), lock=True)
+    for order in waiting:
+        cancel_order(session, order, actor=None, reason=f"prescription expired: {reason}")
+    before = _transition(rx, S.EXPIRED)
+    audit.record(session, action="prescription.expired", entity_type="prescription",
+                 entity_id=rx.id, actor=None, reason=reason, before={"status": before.value},
+                 after={"status": rx.status.value, "orders_cancelled": [o.id for o in waiting]})
+    if rx.patient is not None:
+        names = ", ".join(i.medication_display for i in rx.items)
+        _notify_patient(session, rx.patient, "prescription.expired",
+                        "A prescription of yours has expired",
+                        f"Your prescription for {names} can no longer be supplied: {reason} "
+                        "Please ask your prescriber for a new one if you still need it."
+                        + (" The order waiting for it has been cancelled and any payment "
+                           "released." if waiting else ""))
+    session.flush()
+    return True
 
 
 def _refuse_if_lapsed(session: Session, rx: Prescription, now: datetime) -> None:

@@ -1,0 +1,78 @@
+"""The nightly expiry of verified prescriptions past their legal validity (PostgreSQL): a
+Schedule 2 prescription after its 28 days, a repeat issue after its batch's 12 months; the
+order waiting for it is cancelled and the patient told; a rerun changes nothing."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+from sqlalchemy import func, select
+
+from pharmacy.models import (
+    AuditEvent,
+    Notification,
+    Order,
+    OrderStatus,
+    Prescription,
+    PrescriptionItem,
+    PrescriptionStatus,
+)
+from pharmacy.models.base import utcnow
+from pharmacy.services import prescriptions as rx_service
+from tests.pharmacy.fhir_factory import METHADONE_CD2, bundle
+from tests.pharmacy.test_orders_api import _address, _auth, _slot, world  # noqa: F401
+from tests.pharmacy.test_rx_supply_rules import _receive, people  # noqa: F401
+
+
+def test_a_schedule_2_prescription_expires_the_night_after_its_28_days(  # type: ignore[no-untyped-def]
+        client, db, people) -> None:  # noqa: F811
+    rx = _receive(client, db, people, bundle(METHADONE_CD2,
+                                             authored=date.today() - timedelta(days=20)))
+    rx_service.verify(db.session, rx, people["ph1"],
+                      {w.key: "checked" for w in rx_service.warnings_of(rx)})
+    rx_service.second_check(db.session, rx, people["ph2"])
+    db.session.commit()
+    assert rx_service.expire_lapsed(db.session) == []  # day 20: still valid
+    later = utcnow() + timedelta(days=10)
+    assert rx_service.expire_lapsed(db.session, now=later) == [rx.id]
+    db.session.commit()
+    db.session.expire_all()
+    assert db.session.get(Prescription, rx.id).status is PrescriptionStatus.EXPIRED
+    event = db.session.scalar(select(AuditEvent).where(
+        AuditEvent.action == "prescription.expired"))
+    assert event.entity_id == str(rx.id) and "28 days" in event.reason
+    assert rx_service.expire_lapsed(db.session, now=later) == []  # a rerun: nothing to do
+
+
+def test_a_repeat_issue_expires_with_its_batch_and_its_waiting_order_is_cancelled(  # type: ignore[no-untyped-def]
+        client, db, world) -> None:  # noqa: F811
+    original = db.session.get(Prescription, world["rx_item"].prescription_id)
+    original.issued_on = date.today() - timedelta(days=300)
+    issue = Prescription(prescription_id="RX-1/2", patient_id=original.patient_id,
+                         original_id=original.id, status=PrescriptionStatus.VERIFIED,
+                         prescription_type="repeat", repeats_allowed=3, issue_number=2,
+                         source_bundle={"resourceType": "Bundle"})
+    issue.items.append(PrescriptionItem(line_id="1", medicine_id=world["rx_item"].medicine_id,
+                                        medication_code="x", medication_display="Amlodipine",
+                                        quantity=Decimal(28), supply_duration_days=28))
+    db.session.add(issue)
+    db.session.commit()
+    headers = _auth(client, world["patient"])
+    placed = client.post("/api/v1/orders", json={
+        "lines": [{"prescription_item_id": issue.items[0].id}],
+        "address_id": _address(db, world["patient"]), "slot_id": _slot(client, headers)},
+        headers=headers)
+    assert placed.status_code == 201, placed.get_json()
+    assert rx_service.expire_lapsed(db.session) == []  # the batch has months to run
+
+    in_14_months = utcnow() + timedelta(days=120)
+    assert "12 months" in rx_service.lapsed(db.session, issue, now=in_14_months)
+    assert rx_service.expire_lapsed(db.session, now=in_14_months) == [issue.id]
+    db.session.commit()
+    db.session.expire_all()
+    assert db.session.get(Prescription, issue.id).status is PrescriptionStatus.EXPIRED
+    order = db.session.get(Order, placed.get_json()["id"])
+    assert order.status is OrderStatus.CANCELLED and "expired" in order.cancel_reason
+    assert db.session.scalar(select(func.count(Notification.id)).where(
+        Notification.kind == "prescription.expired")) == 1
