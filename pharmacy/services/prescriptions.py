@@ -898,12 +898,12 @@ def _expire_if_lapsed(session: Session, rx_id: int, now: datetime) -> bool:
     audit.record(session, action="prescription.expired", entity_type="prescription",
                  entity_id=rx.id, actor=None, reason=reason, before={"status": before.value},
                  after={"status": rx.status.value, "orders_cancelled": [o.id for o in waiting]})
-    if rx.patient is not None:
-        names = ", ".join(i.medication_display for i in rx.items)
+    if rx.patient is not None:  # messages never name medicines (privacy)
         _notify_patient(session, rx.patient, "prescription.expired",
                         "A prescription of yours has expired",
-                        f"Your prescription for {names} can no longer be supplied: {reason} "
-                        "Please ask your prescriber for a new one if you still need it."
+                        "A prescription we hold for you has passed the date until which the "
+                        "law lets us supply it. Please ask your prescriber for a new one if "
+                        "you still need it."
                         + (" The order waiting for it has been cancelled and any payment "
                            "released." if waiting else ""))
     session.flush()
