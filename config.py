@@ -78,6 +78,7 @@ class Config:
     RATELIMIT_SIGN_IN_FAILURES_PER_IP: str = "20 per minute; 100 per hour"
     RATELIMIT_SIGN_IN_FAILURES_PER_ACCOUNT: str = "5 per minute"
     RATELIMIT_REGISTER_PER_IP: str = "10 per hour"
+    RATELIMIT_PASSWORD_RESET_PER_IP: str = "10 per hour"
     # Reverse proxies in front that set X-Forwarded-For (the client IP the limits key on).
     PROXY_FIX_X_FOR: int = 0
     # Photo proof of delivery: stored outside the web root; empty means instance/delivery-photos.
@@ -173,6 +174,7 @@ class Config:
             "RATELIMIT_SIGN_IN_FAILURES_PER_IP": "RATELIMIT_SIGN_IN_FAILURES_PER_IP",
             "RATELIMIT_SIGN_IN_FAILURES_PER_ACCOUNT": "RATELIMIT_SIGN_IN_FAILURES_PER_ACCOUNT",
             "RATELIMIT_REGISTER_PER_IP": "RATELIMIT_REGISTER_PER_IP",
+            "RATELIMIT_PASSWORD_RESET_PER_IP": "RATELIMIT_PASSWORD_RESET_PER_IP",
             "DELIVERY_PHOTO_DIR": "DELIVERY_PHOTO_DIR",
         }
         for attr, var in simple.items():

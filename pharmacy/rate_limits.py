@@ -35,6 +35,8 @@ _EXT = "dispensary.limiter"
 SIGN_IN_ENDPOINTS = ("auth.login", "auth.second_factor", "account.disable",
                      "auth.change_password", "api_auth.TokenResource")
 REGISTER_ENDPOINTS = ("auth.register",)
+# A forgotten password: asking for a link (each may e-mail someone) and using one.
+RESET_ENDPOINTS = ("auth.forgot_password", "auth.reset_password")
 # Where the second sign-in step keeps the account key of the password step.
 PENDING_ACCOUNT_KEY = "pending_account_key"
 
@@ -177,6 +179,8 @@ def _too_many_requests(err: RateLimitExceeded) -> Any:
     wait = f"{retry_after} seconds" if retry_after < 120 else f"{minutes} minutes"
     if request.endpoint in REGISTER_ENDPOINTS:
         detail = f"Too many registrations from your network; try again in {wait}."
+    elif request.endpoint in RESET_ENDPOINTS:
+        detail = f"Too many password requests from your network; try again in {wait}."
     else:
         detail = f"Too many sign-in attempts; try again in {wait}."
     if request.path.startswith("/api/"):
@@ -224,7 +228,10 @@ def init_rate_limits(app: Flask) -> Limiter:
     ]
     register = [limiter.limit(_setting("RATELIMIT_REGISTER_PER_IP"), scope="register-ip",
                               methods=["POST"])]
-    for endpoints, limits in ((SIGN_IN_ENDPOINTS, sign_in), (REGISTER_ENDPOINTS, register)):
+    reset = [limiter.limit(_setting("RATELIMIT_PASSWORD_RESET_PER_IP"),
+                           scope="password-reset-ip", methods=["POST"])]
+    for endpoints, limits in ((SIGN_IN_ENDPOINTS, sign_in), (REGISTER_ENDPOINTS, register),
+                              (RESET_ENDPOINTS, reset)):
         for endpoint in endpoints:
             view = app.view_functions[endpoint]
             for limit in limits:

@@ -1,4 +1,5 @@
-"""Staff accounts over their life: created, password set or changed, deactivated, reactivated.
+"""Accounts over their life: staff created, passwords set, changed or reset with an e-mailed
+link (everyone), staff deactivated and reactivated.
 
 Every change that should end what the account had open (a new password, deactivation)
 raises its token generation, which ends its web sessions and API tokens; every change is
@@ -7,8 +8,12 @@ audited with who did it (an operator named on the command line, or the user them
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Callable
 from datetime import datetime, time
 
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -195,3 +200,91 @@ def list_users(session: Session, *, query: str = "", role: Role | None = None,
     elif not text:
         stmt = stmt.where(User.role.in_(STAFF_ROLES))
     return list(session.scalars(stmt))
+
+
+# --- a forgotten password --------------------------------------------------------------------
+
+#: How long an e-mailed link to choose a new password works.
+RESET_LINK_HOURS = 1
+_RESET_SALT = "dispensary.password-reset"
+
+
+def _reset_serializer(secret_key: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret_key, salt=_RESET_SALT)
+
+
+def _password_fingerprint(user: User) -> str:
+    # The link dies with the password it was sent for (and with every sign-out everywhere).
+    material = f"{user.password_hash}:{user.token_generation}".encode()
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+def reset_token(user: User, *, secret_key: str) -> str:
+    """A signed, expiring token for one use: it names the account and the password it
+    replaces, so it stops working once the password changes."""
+    return str(_reset_serializer(secret_key).dumps({"u": user.id,
+                                                    "p": _password_fingerprint(user)}))
+
+
+def user_for_reset_token(session: Session, token: str, *, secret_key: str,
+                         now: datetime | None = None) -> User:
+    """The active account a reset link is for; InvalidRequest when it is forged, expired,
+    already used or for an account that is no longer open."""
+    expired = InvalidRequest("This link has expired or has already been used. Ask for a new "
+                             "one from the sign-in page.")
+    try:
+        data = _reset_serializer(secret_key).loads(
+            token, max_age=RESET_LINK_HOURS * 3600,
+            return_timestamp=False) if now is None else _loads_at(secret_key, token, now)
+    except (BadSignature, SignatureExpired):
+        raise expired from None
+    user = session.get(User, data.get("u")) if isinstance(data, dict) and isinstance(
+        data.get("u"), int) else None
+    if user is None or not user.is_active or not hmac.compare_digest(
+            str(data.get("p", "")), _password_fingerprint(user)):
+        raise expired
+    return user
+
+
+def _loads_at(secret_key: str, token: str, now: datetime) -> object:
+    """Read a token as it would be read at ``now`` (tests of expiry)."""
+    data, signed_at = _reset_serializer(secret_key).loads(token, return_timestamp=True)
+    if (now - signed_at).total_seconds() > RESET_LINK_HOURS * 3600:
+        raise SignatureExpired("expired")
+    return data
+
+
+def request_password_reset(session: Session, email: str, *, secret_key: str,
+                           link_for: Callable[[str], str], now: datetime | None = None) -> None:
+    """E-mail a link to choose a new password to the account with this address, if there is
+    one that is open. The caller answers the same whatever happened (no one learns which
+    addresses have accounts here), and at most one link goes out per account per quarter
+    hour (no one floods an inbox)."""
+    from . import notify
+
+    now = now or utcnow()
+    user = auth.find_user_by_email(session, email) if auth.looks_like_email(email) else None
+    if user is None or not user.is_active:
+        return
+    window = f"{now:%Y%m%d%H}-{now.minute // 15}"
+    row = notify.create_notification(
+        session, kind="account.password_reset", user_id=user.id,
+        dedupe_key=f"password-reset:{user.id}:{window}",
+        link=link_for(reset_token(user, secret_key=secret_key)), hours=RESET_LINK_HOURS)
+    if row is not None:
+        audit.record(session, action="user.password_reset_requested", entity_type="user",
+                     entity_id=user.id, actor=None)
+
+
+def reset_password(session: Session, token: str, *, new: str, confirm: str, secret_key: str,
+                   now: datetime | None = None) -> User:
+    """Choose a new password with an e-mailed link: the link is used up, every session and
+    API token of the account ends and a lockout is lifted. Two-step sign-in stays on."""
+    user = user_for_reset_token(session, token, secret_key=secret_key, now=now)
+    if new != confirm:
+        raise InvalidRequest("The two new passwords differ.",
+                             errors=[{"field": "confirm", "message": "Type the same password."}])
+    set_password(session, user, new, operator=None)
+    audit.record(session, action="user.password_reset", entity_type="user", entity_id=user.id,
+                 actor=user)
+    return user

@@ -208,6 +208,72 @@ def change_password() -> Any:
                            needs_code=totp.is_enrolled(user)), status
 
 
+class ForgotForm(FlaskForm):  # type: ignore[misc]
+    email = EmailField("E-mail", validators=[DataRequired(), Length(max=254)])
+
+
+class ResetForm(FlaskForm):  # type: ignore[misc]
+    new = PasswordField("New password", validators=[DataRequired(), Length(max=1024)])
+    confirm = PasswordField("New password again", validators=[DataRequired(), Length(max=1024)])
+
+
+@bp.route("/password/forgot", methods=["GET", "POST"])
+def forgot_password() -> Any:
+    """Ask for a link to choose a new password. The answer is the same whether or not the
+    address has an account here."""
+    from ..services import accounts
+
+    form = ForgotForm()
+    if form.validate_on_submit():
+        accounts.request_password_reset(
+            db.session, form.email.data or "", secret_key=current_app.config["SECRET_KEY"],
+            link_for=lambda token: url_for("auth.reset_password", token=token, _external=True))
+        db.session.commit()
+        flash("If an account uses that address, we have e-mailed it a link to choose a new "
+              f"password. The link works for {accounts.RESET_LINK_HOURS} hour; check your "
+              "spam folder if it does not arrive within a few minutes.", "info")
+        return redirect(url_for("auth.login"))
+    status = 400 if request.method == "POST" else 200
+    if status == 400:
+        flash("Give the e-mail address you sign in with.", "error")
+    return render_template("forgot_password.html", form=form), status
+
+
+@bp.route("/password/reset/<token>", methods=["GET", "POST"])
+def reset_password(token: str) -> Any:
+    """Choose a new password with an e-mailed link (used once; it expires)."""
+    from ..errors import DomainError
+    from ..services import accounts
+
+    secret = current_app.config["SECRET_KEY"]
+    form = ResetForm()
+    try:
+        user = accounts.user_for_reset_token(db.session, token[:512], secret_key=secret)
+    except DomainError as err:
+        flash(err.detail, "error")
+        return redirect(url_for("auth.forgot_password"))
+    if form.validate_on_submit():
+        try:
+            accounts.reset_password(db.session, token[:512], new=form.new.data or "",
+                                    confirm=form.confirm.data or "", secret_key=secret)
+        except DomainError as err:
+            db.session.rollback()
+            flash(err.detail, "error")
+            return render_template("reset_password.html", form=form,
+                                   minimum=accounts.minimum_for(user)), err.status
+        db.session.commit()
+        logout_user()
+        flash("Password changed. Sign in with it now; you are signed out everywhere else.",
+              "info")
+        return redirect(url_for("auth.login"))
+    status = 200
+    if request.method == "POST":
+        flash("The form expired; please try again.", "error")
+        status = 400
+    return render_template("reset_password.html", form=form,
+                           minimum=accounts.minimum_for(user)), status
+
+
 @bp.post("/logout")
 def logout() -> Any:
     form = LogoutForm()

@@ -74,6 +74,10 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("account.disable", "POST"): frozenset({"pharmacist", "admin"}),
     ("auth.register", "GET"): EVERYONE,
     ("auth.register", "POST"): EVERYONE,
+    ("auth.forgot_password", "GET"): EVERYONE,
+    ("auth.forgot_password", "POST"): EVERYONE,
+    ("auth.reset_password", "GET"): EVERYONE,
+    ("auth.reset_password", "POST"): EVERYONE,
     ("health.healthz", "GET"): EVERYONE,
     ("health.readyz", "GET"): EVERYONE,
     ("_metrics", "GET"): EVERYONE,  # for the scraper; counts only, no ids or patient data
@@ -265,7 +269,8 @@ def world(db):  # type: ignore[no-untyped-def]
            "card_id": "pm_missing", "action": "reject", "attempt_id": attempt.id,
            "batch_id": batch.id, "change": "write-off", "po_change": "send", "line_id": 1,
            "link_id": 1, "decision": "refuse", "user_id": users["patient"].id,
-           "account_change": "unlock", "outcome": "received"}
+           "account_change": "unlock", "outcome": "received",
+           "token": "not-a-reset-token"}
     return {"users": users, "ids": ids}
 
 

@@ -61,6 +61,7 @@ MORE_EXAMPLES = {"courier.action": 30}
 SKIPPED = {
     "auth.logout": "ends the session (it takes no fields but the CSRF token)",
     "auth.second_factor": "only while a sign-in waits for its code; tests/security/test_totp.py",
+    "auth.reset_password": "needs a valid e-mailed link; tests/security/test_password_reset.py",
 }
 
 # Each route's fields, as its view reads them (pharmacy/web/*.py). The page that draws the
@@ -70,6 +71,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "auth.register": ("email", "password", "given_name", "family_name", "date_of_birth",
                       "nhs_number", "terms", "privacy"),
     "auth.change_password": ("current", "new", "confirm"),
+    "auth.forgot_password": ("email",),
     "account.setup": (),
     "account.confirm": ("code",),
     "account.disable": ("code",),
@@ -117,6 +119,7 @@ PAYMENTS = ("patient.pay_submit", "patient.pay_confirm", "patient.setup_intent")
 FORM_PAGES = {
     "auth.login": "auth.login", "auth.register": "auth.register",
     "auth.change_password": "auth.change_password",
+    "auth.forgot_password": "auth.forgot_password",
     "account.setup": "account.two_factor", "account.confirm": "account.two_factor",
     "account.disable": "account.two_factor",
     "patient.request_repeat": "patient.medicines", "patient.add_to_basket": "patient.shop",
