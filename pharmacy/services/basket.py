@@ -36,7 +36,8 @@ def my_medicines(session: Session, patient: PatientProfile, today: date) -> list
         item = status.item
         supplied = prescriptions.item_supplied_at(item) is not None
         owing = orders.owes(item) and item.prescription.status in (
-            *orders.ORDERABLE_RX, PrescriptionStatus.DISPENSED)
+            *orders.ORDERABLE_RX, PrescriptionStatus.DISPENSED) and (
+            orders.owing_closed(session, item) is None)
         on_order = orders.on_active_order(session, item.id, owing=True) if owing else (
             not supplied and orders.on_active_order(session, item.id))
         ready = (((item.prescription.status in orders.ORDERABLE_RX and not supplied) or owing)

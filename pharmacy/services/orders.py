@@ -286,7 +286,10 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
                            "medicine_id."})
             continue
         if req.prescription_item_id is not None:
-            item = session.get(PrescriptionItem, req.prescription_item_id)
+            # Locked and read afresh: two checkouts of one item (an owing above all) at the
+            # same moment must not both pass the checks below.
+            locked = lock_items(session, [req.prescription_item_id])
+            item = locked[0] if locked else None
             if item is None or item.prescription.patient_id != patient.id:
                 errors.append({"field": f"{where}.prescription_item_id",
                                "message": "Not a prescription item you hold."})
@@ -305,6 +308,9 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
                 errors.append({"field": f"{where}.prescription_item_id",
                                "message": "This item is already on an order, or has been "
                                "supplied."})
+                continue
+            if owing and (why := owing_closed(session, item)):
+                errors.append({"field": f"{where}.prescription_item_id", "message": why})
                 continue
             seen_items.add(item.id)
             units, charge = prescription_line(item, patient, pricing)
@@ -338,6 +344,27 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
     if errors:
         raise InvalidRequest("Some items cannot be ordered.", errors=errors)
     return lines
+
+
+def lock_items(session: Session, item_ids: Sequence[int]) -> list[PrescriptionItem]:
+    """Lock prescription items (in id order, so that two transactions never deadlock) and
+    read them afresh: what is owed and supplied is decided under this lock."""
+    if not item_ids:
+        return []
+    return list(session.scalars(
+        select(PrescriptionItem).where(PrescriptionItem.id.in_(sorted(set(item_ids))))
+        .order_by(PrescriptionItem.id).with_for_update()
+        .execution_options(populate_existing=True)))
+
+
+def owing_closed(session: Session, item: PrescriptionItem) -> str | None:
+    """Why the units owed on this item can no longer be supplied (its prescription lapsed),
+    or None."""
+    from .prescriptions import lapsed
+
+    reason = lapsed(session, item.prescription)
+    return f"What we owe you on this item can no longer be supplied: {reason}" if reason \
+        else None
 
 
 def owes(item: PrescriptionItem) -> bool:
@@ -413,6 +440,8 @@ def _release_check(session: Session, order: Order, actor: User | None) -> None:
         return
     if actor is None or actor.role is not Role.PHARMACIST:
         raise Forbidden("Only a pharmacist releases an order with prescription items.")
+    lock_items(session, [line.prescription_item_id for line in order.lines
+                         if line.prescription_item_id is not None])
     problems = prescription_problems(session, order)
     if problems:
         raise Conflict("This order cannot be picked: " + " ".join(problems))
@@ -450,7 +479,10 @@ def _dispense_supplied_prescriptions(session: Session, order: Order, actor: User
 
 def _set_owed(session: Session, item: PrescriptionItem, owed: int, *, actor: User | None,
               reason: str) -> None:
-    owed = max(0, owed)
+    """Set what is owed on an item (locked by the caller), audited."""
+    if owed < 0:
+        raise Conflict(f"{item.medication_display}: this would supply {-owed} more than "
+                       "prescribed; supply at most what is owed.")
     if owed == item.quantity_owed:
         return
     audit.record(session, action="prescription.item_owing", entity_type="prescription",
@@ -775,19 +807,19 @@ def _return_picked(session: Session, order: Order, *, actor: User | None, reason
     # (or, for units owed or supplied elsewhere too, are owed again).
     from .prescriptions import undo_supply
 
+    # What is owed is worked out again from the supplies that still stand, whichever of an
+    # item's parcels (first supply or owing) comes back, and in whatever order.
     undone: list[PrescriptionItem] = []
-    for line in order.lines:
-        if line.prescription_item_id is None or not line.quantity_supplied:
-            continue
-        item = session.get(PrescriptionItem, line.prescription_item_id)
-        assert item is not None
+    returned = [line for line in order.lines
+                if line.prescription_item_id is not None and line.quantity_supplied]
+    locked = {i.id: i for i in lock_items(session, [line.prescription_item_id  # type: ignore[misc]
+                                                   for line in returned])}
+    for line in returned:
+        item = locked[line.prescription_item_id]  # type: ignore[index]
         why = f"order {order.reference}: {reason}"
         elsewhere = _supplied_elsewhere(session, item, order)
-        if line.for_owing:
-            _set_owed(session, item, item.quantity_owed + line.quantity_supplied, actor=actor,
-                      reason=why)
-        elif elsewhere:
-            _set_owed(session, item, int(item.quantity or 0) - elsewhere, actor=actor,
+        if elsewhere:
+            _set_owed(session, item, max(0, int(item.quantity or 0) - elsewhere), actor=actor,
                       reason=why)
         else:
             _set_owed(session, item, 0, actor=actor, reason=why)

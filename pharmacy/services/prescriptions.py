@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -625,12 +625,14 @@ def _stop(session: Session, rx: Prescription, pharmacist: User, reason: str,
         # (cancelled if still here, recalled if out of the door), and the prescription stops.
         # The orders are locked and read before deciding: a courier may deliver meanwhile.
         pulled = _pull_orders_holding(session, rx, pharmacist, reason=pulled_reason)
-        if not pulled:
+        owed = end_owings(session, rx, pharmacist, reason=pulled_reason)
+        if not pulled and not owed:
             _transition(rx, new)  # refused: supplied and delivered, nothing left to stop
         rx.status = S.CANCELLED
     else:
         _transition(rx, new)
         pulled = _pull_orders_holding(session, rx, pharmacist, reason=pulled_reason)
+        end_owings(session, rx, pharmacist, reason=pulled_reason)
     rx.decided_by_id, rx.decided_at, rx.decision_reason = pharmacist.id, now or utcnow(), text
     _review(session, rx, pharmacist, action, text)
     audit.record(session, action=f"prescription.{action.value}", entity_type="prescription",
@@ -723,6 +725,42 @@ def _pull_orders_holding(session: Session, rx: Prescription, actor: User, *,
     return Pulled(cancelled, recalled)
 
 
+def end_owings(session: Session, rx: Prescription, actor: User | None, *, reason: str,
+               lines: Collection[str] | None = None) -> list[int]:
+    """End what is still owed on this prescription's items (of ``lines`` only, if given):
+    it stopped, lapsed or was superseded. Returns the items whose owing ended."""
+    from .orders import lock_items
+
+    ended = []
+    for item in lock_items(session, [i.id for i in rx.items if i.quantity_owed > 0]):
+        if item.quantity_owed <= 0 or (lines is not None and item.line_id not in lines):
+            continue
+        audit.record(session, action="prescription.item_owing", entity_type="prescription",
+                     entity_id=rx.id, actor=actor, reason=reason,
+                     before={"item": item.id, "quantity_owed": item.quantity_owed},
+                     after={"item": item.id, "quantity_owed": 0})
+        item.quantity_owed = 0
+        ended.append(item.id)
+    return ended
+
+
+def end_owing(session: Session, item: PrescriptionItem, pharmacist: User, reason: str, *,
+              request_id: str | None = None) -> None:
+    """A pharmacist ends what is owed on an item (supplied at the counter, or no longer
+    needed), with a reason; refused while an order for it waits to be packed."""
+    from .orders import on_active_order
+
+    _require_pharmacist(pharmacist)
+    text = _required_reason(reason, "reason for ending the owing")
+    if item.quantity_owed <= 0:
+        raise InvalidTransition("Nothing is owed on this item.")
+    if on_active_order(session, item.id, owing=True):
+        raise InvalidTransition("An order for what is owed is waiting to be packed: pack it "
+                                "or cancel it first.")
+    end_owings(session, item.prescription, pharmacist, reason=text, lines={item.line_id})
+    session.flush()
+
+
 def withdraw(session: Session, rx: Prescription, pharmacist: User, reason: str, *,
              now: datetime | None = None, request_id: str | None = None) -> Prescription:
     """Stop a prescription that is not yet dispensed, verified ones included (a problem
@@ -766,6 +804,7 @@ def _stop_repeats(session: Session, original: Prescription, rx: Prescription,
         # an issue whose parcel is recalled from the road is withdrawn as it is.
         taken = _pull_orders_holding(session, issue, pharmacist,
                                      reason=f"prescription withdrawn: {text}")
+        end_owings(session, issue, pharmacist, reason=f"prescription withdrawn: {text}")
         pulled += taken
         if taken.recalled and issue.status is S.DISPENSED:
             issue.status = S.VERIFIED  # its supply never reached the patient
@@ -877,6 +916,17 @@ def expire_lapsed(session: Session, *, now: datetime | None = None) -> list[int]
                     expired.append(rx_id)
         except Exception:
             logger.exception("could not expire prescription %s", rx_id)
+    # What is still owed on a dispensed prescription can no longer be supplied either.
+    owing = session.scalars(select(PrescriptionItem.prescription_id).where(
+        PrescriptionItem.quantity_owed > 0).distinct()).all()
+    for rx_id in sorted(owing):
+        rx = session.get(Prescription, rx_id)
+        if rx is None or rx.status is not S.DISPENSED:
+            continue
+        reason = lapsed(session, rx, now=now)
+        if reason:
+            with session.begin_nested():
+                end_owings(session, rx, None, reason=f"prescription expired: {reason}")
     return expired
 
 
@@ -1204,6 +1254,9 @@ def request_repeat(session: Session, patient: PatientProfile, item_id: int, *,
     # Lines repeat at their own pace: the batch has issued as many repeats as its most
     # repeated line (so never more than the largest numberOfRepeatsAllowed).
     carried = {source.line_id for source in due}
+    for issue in issues:  # a new issue of a line supersedes what an earlier one still owed
+        end_owings(session, issue, actor, reason=f"superseded by issue {issue_number}",
+                   lines=carried)
     original.repeats_issued = max(
         len(_line_rows(issues, source.line_id)) + (source.line_id in carried) - 1
         for source in original.items)

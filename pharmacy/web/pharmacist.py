@@ -163,7 +163,19 @@ _ACTIONS = {
         db.session, rx, who, request_id=g.get("request_id")),
     "withdraw": lambda rx, who, form: rx_service.withdraw(
         db.session, rx, who, form.get("withdraw-reason", ""), request_id=g.get("request_id")),
+    "end-owing": lambda rx, who, form: rx_service.end_owing(
+        db.session, _item_of(rx, form.get("item_id", "")), who, form.get("owing-reason", ""),
+        request_id=g.get("request_id")),
 }
+
+
+def _item_of(rx: Any, raw: str) -> Any:
+    item_id = whole_number(raw)
+    item = next((i for i in rx.items if i.id == item_id), None)
+    if item is None:
+        raise InvalidRequest("Choose an item of this prescription.",
+                             errors=[{"field": "item_id", "message": "Not an item here."}])
+    return item
 
 _DONE = {"verify": "Recorded your check.", "second-check": "Second check recorded: verified.",
          "reject": "Rejected; the prescriber and patient will be told.",
@@ -171,7 +183,8 @@ _DONE = {"verify": "Recorded your check.", "second-check": "Second check recorde
          "answer": "Answer recorded; the prescription is back in the queue.",
          "dispense": "Recorded as dispensed.",
          "withdraw": "Withdrawn; orders waiting for it were cancelled, parcels already out "
-                     "recalled (see Recalled parcels), and the patient told."}
+                     "recalled (see Recalled parcels), and the patient told.",
+         "end-owing": "The owing has ended; nothing more will be supplied on that item."}
 
 
 _ANY_ACTION = ",".join(repr(a) for a in _ACTIONS)

@@ -19,7 +19,7 @@ from pharmacy.models import (
 from pharmacy.services import basket, orders
 from pharmacy.services.checkout import cancel_order
 from tests.factories import DEFAULT_PASSWORD
-from tests.pharmacy.helpers import web_login
+from tests.pharmacy.helpers import csrf_token, web_login
 from tests.pharmacy.test_orders_api import _address, _auth, _slot, world  # noqa: F401
 from tests.pharmacy.test_repeat_items import _today
 
@@ -141,7 +141,141 @@ def test_migration_0017_owes_the_balance_of_items_supplied_short_before_it(  # t
     db.session.execute(PrescriptionItem.__table__.update().values(quantity_owed=0))
     db.session.commit()  # as a row supplied short before the revision
 
-    db.session.execute(migration.BACKFILL)
+    db.session.execute(migration.BACKFILL, {"since": migration.backfill_since()})
     db.session.commit()
     db.session.expire_all()
     assert db.session.get(PrescriptionItem, item_id).quantity_owed == 8
+
+
+def _delivered_short(client, db, world, supplied: int = 20) -> int:  # type: ignore[no-untyped-def]  # noqa: F811
+    """World's item ordered and packed short, then delivered (the parcel reached the patient)."""
+    item_id, pharmacist_id = world["rx_item"].id, world["pharmacist"].id
+    order = _paid_and_packed(db, _place(client, db, world, item_id).get_json()["id"],
+                             pharmacist_id, supplied=supplied)
+    order.status = OrderStatus.DELIVERED  # out and delivered; those steps are tested elsewhere
+    db.session.commit()
+    return item_id
+
+
+@pytest.mark.parametrize("kind", ["repeat", "acute"])
+def test_withdrawing_a_prescription_ends_what_is_owed_on_it(client, db, world, kind) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from pharmacy.services import prescriptions as rx_service
+
+    item = world["rx_item"]
+    db.session.get(type(item.prescription), item.prescription_id).prescription_type = kind
+    db.session.commit()
+    item_id = _delivered_short(client, db, world)
+    rx = db.session.get(PrescriptionItem, item_id).prescription
+    assert rx.status is PrescriptionStatus.DISPENSED and rx.items[0].quantity_owed == 8
+    # Dispensed and delivered, but the balance is still to come: withdrawing stops it.
+    rx_service.withdraw(db.session, rx, db.session.get(User, world["pharmacist"].id),
+                        "prescriber stopped it")
+    db.session.commit()
+    db.session.expire_all()
+    item = db.session.get(PrescriptionItem, item_id)
+    assert item.quantity_owed == 0
+    assert item.prescription.status is (PrescriptionStatus.CANCELLED if kind == "acute"
+                                        else PrescriptionStatus.DISPENSED)
+    assert _place(client, db, world, item_id).status_code == 422
+    row = [r for r in basket.my_medicines(db.session, world["patients"][0], _today())
+           if r.item.id == item_id]
+    assert not row or not row[0].orderable_now
+
+
+def test_concurrent_orders_for_one_owing_place_exactly_one(app, client, db, world) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pharmacy.errors import DomainError
+    from pharmacy.extensions import db as ext_db
+    from pharmacy.models import PatientProfile
+
+    item_id = _delivered_short(client, db, world)
+    patient_id, user_id = world["patients"][0].id, world["patient"].id
+    address_id = _address(db, world["patient"])
+    slot_id = _slot(client, _auth(client, world["patient"]))
+
+    def checkout(_: int) -> int | str:
+        with app.app_context():
+            try:
+                placed = orders.place_order(
+                    ext_db.session, ext_db.session.get(PatientProfile, patient_id),
+                    orders.OrderRequest(lines=[orders.LineRequest(prescription_item_id=item_id)],
+                                        address_id=address_id, slot_id=slot_id),
+                    actor=ext_db.session.get(User, user_id), pricing=orders.Pricing())
+                ext_db.session.commit()
+                return placed.order.id
+            except DomainError as err:
+                ext_db.session.rollback()
+                return err.code
+            finally:
+                ext_db.session.remove()
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(checkout, range(6)))
+    assert sum(isinstance(r, int) for r in results) == 1, results
+
+
+def test_a_new_repeat_issue_ends_what_the_last_one_owed(client, db, world) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from datetime import timedelta
+
+    from pharmacy.services import prescriptions as rx_service
+    from tests.pharmacy.test_repeat_items import _batch
+
+    rx = _batch(db, world["patients"][0], [(world["rx_item"].medicine_id, 28)])
+    item_id = rx.items[0].id
+    order = _paid_and_packed(db, _place(client, db, world, item_id).get_json()["id"],
+                             world["pharmacist"].id, supplied=20)
+    order.status = OrderStatus.DELIVERED
+    item = db.session.get(PrescriptionItem, item_id)
+    assert item.quantity_owed == 8
+    item.supplied_at -= timedelta(days=25)  # the next issue is due
+    db.session.commit()
+    status, issue = rx_service.request_repeat(db.session, world["patients"][0], item_id,
+                                              actor=db.session.get(User, world["patient"].id))
+    db.session.commit()
+    assert issue is not None, status.reason
+    assert db.session.get(PrescriptionItem, item_id).quantity_owed == 0
+    assert _place(client, db, world, item_id).status_code == 422
+
+
+def test_a_pharmacist_ends_an_owing_supplied_at_the_counter(client, db, world) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    item_id = _delivered_short(client, db, world)
+    rx_id = db.session.get(PrescriptionItem, item_id).prescription_id
+    pharmacist = db.session.get(User, world["pharmacist"].id)
+    web_login(client, pharmacist.email, DEFAULT_PASSWORD)
+    page = client.get(f"/pharmacist/prescriptions/{rx_id}").get_data(as_text=True)
+    assert "8 owed" in page and "End the owing" in page
+    token = csrf_token(client, f"/pharmacist/prescriptions/{rx_id}")
+    url = f"/pharmacist/prescriptions/{rx_id}/end-owing"
+    assert client.post(url, data={"csrf_token": token, "item_id": str(item_id),
+                                  "owing-reason": ""}).status_code == 422
+    done = client.post(url, data={"csrf_token": token, "item_id": str(item_id),
+                                  "owing-reason": "Gave the 8 at the counter"})
+    assert done.status_code == 302
+    db.session.expire_all()
+    assert db.session.get(PrescriptionItem, item_id).quantity_owed == 0
+    assert db.session.scalar(select(AuditEvent).where(
+        AuditEvent.action == "prescription.item_owing",
+        AuditEvent.reason == "Gave the 8 at the counter")) is not None
+
+
+def test_cancelling_the_first_supply_then_its_owing_leaves_nothing_supplied(  # type: ignore[no-untyped-def]
+        client, db, world) -> None:  # noqa: F811
+    item_id, pharmacist_id = world["rx_item"].id, world["pharmacist"].id
+    first_id = _paid_and_packed(db, _place(client, db, world, item_id).get_json()["id"],
+                                pharmacist_id, supplied=20).id
+    owing_id = _paid_and_packed(db, _place(client, db, world, item_id).get_json()["id"],
+                                pharmacist_id).id
+    pharmacist = db.session.get(User, pharmacist_id)
+    cancel_order(db.session, db.session.get(Order, first_id), actor=pharmacist, reason="x")
+    db.session.commit()
+    item = db.session.get(PrescriptionItem, item_id)
+    assert item.quantity_owed == 20 and item.supplied_at is not None  # the 8 still stand
+    cancel_order(db.session, db.session.get(Order, owing_id), actor=pharmacist, reason="y")
+    db.session.commit()
+    db.session.expire_all()
+    item = db.session.get(PrescriptionItem, item_id)
+    assert item.quantity_owed == 0 and item.supplied_at is None  # nothing reached anyone
+    assert item.prescription.status is PrescriptionStatus.VERIFIED
+    placed = _place(client, db, world, item_id)
+    assert placed.status_code == 201 and placed.get_json()["lines"][0]["quantity"] == 28
