@@ -43,14 +43,25 @@ def release_unpaid_orders() -> int:
 
 
 def expire_lapsed_prescriptions() -> int:
-    """RQ entry point: verified prescriptions past their legal validity become expired (see
-    `prescriptions.expire_lapsed`). Safe to retry or run twice.
+    """RQ entry point: prescriptions past their legal validity expire (see
+    `prescriptions.expire_prescription`). The slow search takes no locks; then each
+    prescription is locked, changed and committed on its own, so a failure or a timeout
+    keeps what was done. Safe to retry or run twice.
 
     Returns:
-        How many prescriptions this run expired.
+        How many prescriptions this run changed.
     """
     from ..services import prescriptions
 
-    expired = prescriptions.expire_lapsed(db.session, now=utcnow())
-    db.session.commit()
-    return len(expired)
+    now = utcnow()
+    candidates = prescriptions.lapsed_prescriptions(db.session, now=now)
+    db.session.rollback()  # end the read: no snapshot or lock held while changing
+    changed = 0
+    for rx_id in candidates:
+        try:
+            changed += prescriptions.expire_prescription(db.session, rx_id, now=now)
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            logger.exception("could not expire prescription %s", rx_id)
+    return changed

@@ -887,10 +887,11 @@ def lapsed(session: Session, rx: Prescription, *, now: datetime | None = None) -
         if original.issued_on and today > _twelve_months_after(original.issued_on):
             return (f"This repeat batch was written on {original.issued_on:%-d %B %Y} and "
                     "its 12 months have run out.")
-        ends = [_validity_end(original, item.line_id) for item in rx.items]
-        if ends and all(end is not None and today > end for end in ends):
-            last = max(end for end in ends if end is not None)
-            return f"The prescriber made this repeat valid until {last:%-d %B %Y}."
+        # Like the original's check: one line past the end the prescriber gave is enough.
+        ended = [end for item in rx.items
+                 if (end := _validity_end(original, item.line_id)) is not None and today > end]
+        if ended:
+            return f"The prescriber made this repeat valid until {min(ended):%-d %B %Y}."
         return None
     if not rx.source_bundle:
         return None
@@ -899,65 +900,76 @@ def lapsed(session: Session, rx: Prescription, *, now: datetime | None = None) -
     return " ".join(reasons) or None
 
 
-def expire_lapsed(session: Session, *, now: datetime | None = None) -> list[int]:
-    """Nightly: verified prescriptions (repeat issues included) whose legal validity has run
-    out become expired. Orders waiting for them and not yet packed are cancelled (their card
-    holds voided, stock and slots released: nothing could ever pick them), and the patient
-    is told to ask their prescriber. Each prescription has its own savepoint, so one that
-    fails is logged and left for the next run; a rerun finds nothing left to do. Returns
-    the ids expired."""
-    now = now or utcnow()
-    expired: list[int] = []
-    for rx_id in session.scalars(select(Prescription.id).where(
-            Prescription.status == S.VERIFIED).order_by(Prescription.id)).all():
-        try:
-            with session.begin_nested():
-                if _expire_if_lapsed(session, rx_id, now):
-                    expired.append(rx_id)
-        except Exception:
-            logger.exception("could not expire prescription %s", rx_id)
-    # What is still owed on a dispensed prescription can no longer be supplied either.
-    owing = session.scalars(select(PrescriptionItem.prescription_id).where(
-        PrescriptionItem.quantity_owed > 0).distinct()).all()
-    for rx_id in sorted(owing):
-        rx = session.get(Prescription, rx_id)
-        if rx is None or rx.status is not S.DISPENSED:
-            continue
-        reason = lapsed(session, rx, now=now)
-        if reason:
-            with session.begin_nested():
-                end_owings(session, rx, None, reason=f"prescription expired: {reason}")
-    return expired
+def lapsed_prescriptions(session: Session, *, now: datetime) -> list[int]:
+    """Read only, no locks (it re-validates every verified bundle, the slow part): ids of
+    verified prescriptions past their legal validity, and of dispensed ones that still owe
+    units past it."""
+    verified = session.scalars(select(Prescription).where(
+        Prescription.status == S.VERIFIED).order_by(Prescription.id)).all()
+    owing = session.scalars(select(Prescription).where(
+        Prescription.status == S.DISPENSED,
+        Prescription.id.in_(select(PrescriptionItem.prescription_id).where(
+            PrescriptionItem.quantity_owed > 0))).order_by(Prescription.id)).all()
+    return [rx.id for rx in (*verified, *owing) if lapsed(session, rx, now=now)]
 
 
-def _expire_if_lapsed(session: Session, rx_id: int, now: datetime) -> bool:
+def expire_prescription(session: Session, rx_id: int, *, now: datetime) -> bool:
+    """Expire one prescription past its legal validity (locked and checked again here): a
+    verified one becomes expired; on a dispensed one what is still owed ends. Orders for it
+    not yet packed are cancelled (card holds voided, stock and slots released: nothing could
+    ever pick them), and the patient is told to ask their prescriber. False when there was
+    nothing to do. The caller commits (one prescription per transaction)."""
     from .checkout import cancel_order
 
     rx = session.scalar(select(Prescription).where(Prescription.id == rx_id)
                         .with_for_update().execution_options(populate_existing=True))
-    if rx is None or rx.status is not S.VERIFIED:
+    if rx is None or rx.status not in (S.VERIFIED, S.DISPENSED):
         return False
     reason = lapsed(session, rx, now=now)
-    if not reason:
+    if not reason or (rx.status is S.DISPENSED
+                      and not any(i.quantity_owed > 0 for i in rx.items)):
         return False
     waiting = _orders_holding(session, rx, ("placed", "awaiting_verification",
                                             "ready_to_pick"), lock=True)
     for order in waiting:
         cancel_order(session, order, actor=None, reason=f"prescription expired: {reason}")
-    before = _transition(rx, S.EXPIRED)
+    ended = end_owings(session, rx, None, reason=f"prescription expired: {reason}")
+    before = rx.status
+    if rx.status is S.VERIFIED:
+        _transition(rx, S.EXPIRED)
     audit.record(session, action="prescription.expired", entity_type="prescription",
                  entity_id=rx.id, actor=None, reason=reason, before={"status": before.value},
-                 after={"status": rx.status.value, "orders_cancelled": [o.id for o in waiting]})
+                 after={"status": rx.status.value, "orders_cancelled": [o.id for o in waiting],
+                        "owings_ended": ended})
     if rx.patient is not None:  # messages never name medicines (privacy)
         _notify_patient(session, rx.patient, "prescription.expired",
                         "A prescription of yours has expired",
                         "A prescription we hold for you has passed the date until which the "
-                        "law lets us supply it. Please ask your prescriber for a new one if "
-                        "you still need it."
-                        + (" The order waiting for it has been cancelled and any payment "
-                           "released." if waiting else ""))
+                        "law lets us supply it"
+                        + (", so what we still owed you on it can no longer be supplied"
+                           if ended else "")
+                        + ". Please ask your prescriber for a new one if you still need it."
+                        + (" The order waiting for it has been cancelled (all of it, with "
+                           "anything else it held) and any payment released; you can order "
+                           "the rest again." if waiting else ""))
     session.flush()
     return True
+
+
+def expire_lapsed(session: Session, *, now: datetime | None = None) -> list[int]:
+    """Expire every prescription past its legal validity (`expire_prescription`), each in
+    its own savepoint: one that fails is logged and left for the next run. The nightly job
+    commits each one on its own instead. Returns the ids changed."""
+    now = now or utcnow()
+    done: list[int] = []
+    for rx_id in lapsed_prescriptions(session, now=now):
+        try:
+            with session.begin_nested():
+                if expire_prescription(session, rx_id, now=now):
+                    done.append(rx_id)
+        except Exception:
+            logger.exception("could not expire prescription %s", rx_id)
+    return done
 
 
 def _refuse_if_lapsed(session: Session, rx: Prescription, now: datetime) -> None:

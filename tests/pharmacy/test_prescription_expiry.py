@@ -4,6 +4,7 @@ order waiting for it is cancelled and the patient told; a rerun changes nothing.
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -76,3 +77,46 @@ def test_a_repeat_issue_expires_with_its_batch_and_its_waiting_order_is_cancelle
     assert order.status is OrderStatus.CANCELLED and "expired" in order.cancel_reason
     assert db.session.scalar(select(func.count(Notification.id)).where(
         Notification.kind == "prescription.expired")) == 1
+
+
+def test_the_nightly_job_expires_what_has_lapsed_and_a_rerun_changes_nothing(app, client, db, people) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from pharmacy.jobs.orders import expire_lapsed_prescriptions
+
+    rx = _receive(client, db, people, bundle(METHADONE_CD2,
+                                             authored=date.today() - timedelta(days=20)))
+    rx_service.verify(db.session, rx, people["ph1"],
+                      {w.key: "checked" for w in rx_service.warnings_of(rx)})
+    rx_service.second_check(db.session, rx, people["ph2"])
+    ids = [rx.id]
+    db.session.commit()
+    assert expire_lapsed_prescriptions() == 0  # day 20: nothing has lapsed
+    for rx_id in ids:  # as if written 40 days ago
+        rx = db.session.get(Prescription, rx_id)
+        document = dict(rx.source_bundle)
+        text = json.dumps(document).replace(str(date.today() - timedelta(days=20)),
+                                            str(date.today() - timedelta(days=40)))
+        rx.source_bundle = json.loads(text)
+    db.session.commit()
+    assert expire_lapsed_prescriptions() == 1
+    db.session.expire_all()
+    assert {db.session.get(Prescription, i).status for i in ids} == {PrescriptionStatus.EXPIRED}
+    assert expire_lapsed_prescriptions() == 0
+
+
+def test_what_is_owed_on_a_lapsed_dispensed_prescription_ends_and_its_order_is_cancelled(  # type: ignore[no-untyped-def]
+        client, db, world, monkeypatch) -> None:  # noqa: F811
+    from tests.pharmacy.test_owings import _delivered_short, _place
+
+    item_id = _delivered_short(client, db, world)
+    waiting = _place(client, db, world, item_id)
+    assert waiting.status_code == 201  # the 8 owed, ordered
+    rx_id = db.session.get(PrescriptionItem, item_id).prescription_id
+    monkeypatch.setattr(rx_service, "lapsed", lambda session, rx, now=None: (
+        "It has run out." if rx.id == rx_id else None))
+    assert rx_service.expire_lapsed(db.session) == [rx_id]
+    db.session.commit()
+    db.session.expire_all()
+    item = db.session.get(PrescriptionItem, item_id)
+    assert item.quantity_owed == 0
+    assert item.prescription.status is PrescriptionStatus.DISPENSED  # what was supplied stands
+    assert db.session.get(Order, waiting.get_json()["id"]).status is OrderStatus.CANCELLED
