@@ -117,6 +117,9 @@ class Config:
     # empty: the route is drawn on a plain background, which needs no network.
     MAP_TILE_URL: str = ""
     MAP_TILE_ATTRIBUTION: str = ""
+    # Where patients and staff reach the site (links in e-mails are built from it, never
+    # from a request's Host header). Production needs an https:// address.
+    PUBLIC_BASE_URL: str = "http://127.0.0.1:5000"
     # Notifications: "console" logs them (development); "smtp" sends e-mail.
     NOTIFY_BACKEND: str = "console"
     SMTP_HOST: str = "localhost"
@@ -164,6 +167,7 @@ class Config:
             "MAP_TILE_ATTRIBUTION": "MAP_TILE_ATTRIBUTION",
             "CD_REGISTER_SCHEDULES": "CD_REGISTER_SCHEDULES",
             "NOTIFY_BACKEND": "NOTIFY_BACKEND",
+            "PUBLIC_BASE_URL": "PUBLIC_BASE_URL",
             "SMTP_HOST": "SMTP_HOST",
             "SMTP_FROM": "SMTP_FROM",
             "SMTP_USERNAME": "SMTP_USERNAME",
@@ -228,6 +232,11 @@ class Config:
                 # The console backend only logs: reminders and order messages would be
                 # marked sent and lost for good.
                 raise ConfigError("production needs NOTIFY_BACKEND=smtp and SMTP_HOST set")
+            if not env.get("PUBLIC_BASE_URL", "").startswith("https://"):
+                # E-mailed links (a password reset) are built from it: never from a Host
+                # header an attacker chose, and never over plain http.
+                raise ConfigError("production needs PUBLIC_BASE_URL=https://... (the site's "
+                                  "address)")
             values.setdefault("SESSION_COOKIE_SECURE", True)
         return cls(**values)  # type: ignore[arg-type]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
 from datetime import datetime, time
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -254,32 +253,51 @@ def _loads_at(secret_key: str, token: str, now: datetime) -> object:
     return data
 
 
-def request_password_reset(session: Session, email: str, *, secret_key: str,
-                           link_for: Callable[[str], str], now: datetime | None = None) -> None:
-    """E-mail a link to choose a new password to the account with this address, if there is
-    one that is open. The caller answers the same whatever happened (no one learns which
-    addresses have accounts here), and at most one link goes out per account per quarter
-    hour (no one floods an inbox)."""
+#: The page a reset link opens (the token follows it).
+RESET_PATH = "/password/reset/"
+
+
+def reset_link(base_url: str, token: str) -> str:
+    """The link e-mailed: always on the site's configured address (PUBLIC_BASE_URL), never
+    on a Host header someone sent."""
+    return f"{base_url.rstrip('/')}{RESET_PATH}{token}"
+
+
+def request_password_reset(session: Session, email: str, *, secret_key: str, base_url: str,
+                           now: datetime | None = None) -> int | None:
+    """Write a message with a link to choose a new password for the account with this
+    address, if there is one that is open; the id of the message, or None. Run off the
+    request (a job), so that the page answers alike and as fast whatever happened (no one
+    learns which addresses have accounts here); at most one link goes out per account per
+    quarter hour (no one floods an inbox)."""
     from . import notify
 
     now = now or utcnow()
     user = auth.find_user_by_email(session, email) if auth.looks_like_email(email) else None
     if user is None or not user.is_active:
-        return
+        return None
     window = f"{now:%Y%m%d%H}-{now.minute // 15}"
     row = notify.create_notification(
         session, kind="account.password_reset", user_id=user.id,
         dedupe_key=f"password-reset:{user.id}:{window}",
-        link=link_for(reset_token(user, secret_key=secret_key)), hours=RESET_LINK_HOURS)
-    if row is not None:
-        audit.record(session, action="user.password_reset_requested", entity_type="user",
-                     entity_id=user.id, actor=None)
+        link=reset_link(base_url, reset_token(user, secret_key=secret_key)),
+        hours=RESET_LINK_HOURS)
+    if row is None:
+        return None
+    audit.record(session, action="user.password_reset_requested", entity_type="user",
+                 entity_id=user.id, actor=None)
+    return row.id
 
 
 def reset_password(session: Session, token: str, *, new: str, confirm: str, secret_key: str,
                    now: datetime | None = None) -> User:
     """Choose a new password with an e-mailed link: the link is used up, every session and
-    API token of the account ends and a lockout is lifted. Two-step sign-in stays on."""
+    API token of the account ends and a lockout is lifted. Two-step sign-in stays on.
+    The account row is locked first and the link checked under the lock: two uses of one
+    link at the same moment cannot both pass."""
+    found = user_for_reset_token(session, token, secret_key=secret_key, now=now)
+    session.scalar(select(User.id).where(User.id == found.id).with_for_update())
+    session.refresh(found)
     user = user_for_reset_token(session, token, secret_key=secret_key, now=now)
     if new != confirm:
         raise InvalidRequest("The two new passwords differ.",

@@ -17,7 +17,7 @@ import functools
 import logging
 import re
 import smtplib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
@@ -258,7 +258,7 @@ def backend_from_config(config: Mapping[str, Any]) -> NotificationBackend:
 # --- sending ---------------------------------------------------------------------------------
 
 def send_pending(session: Session, backend: NotificationBackend, *, limit: int = SEND_BATCH,
-                 now: datetime | None = None) -> int:
+                 now: datetime | None = None, only_ids: Collection[int] | None = None) -> int:
     """Deliver unsent notifications (oldest first, up to ``limit``) and stamp ``sent_at``.
 
     Each message is its own transaction: locked with SKIP LOCKED (two runs at once never
@@ -290,6 +290,8 @@ def send_pending(session: Session, backend: NotificationBackend, *, limit: int =
                     .with_for_update(of=Notification, skip_locked=True))
             if backend.channels is not None:
                 stmt = stmt.where(Notification.channel.in_(sorted(backend.channels)))
+            if only_ids is not None:  # these now, ahead of the queue (a password link)
+                stmt = stmt.where(Notification.id.in_(sorted(only_ids)))
             found = session.execute(stmt).first()
             if found is None:
                 break

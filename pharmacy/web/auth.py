@@ -6,7 +6,17 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, StringField
 from wtforms.validators import DataRequired, Length
@@ -221,14 +231,19 @@ class ResetForm(FlaskForm):  # type: ignore[misc]
 def forgot_password() -> Any:
     """Ask for a link to choose a new password. The answer is the same whether or not the
     address has an account here."""
-    from ..services import accounts
+    import uuid
+
+    from ..jobs.outbox import relay_now
+    from ..services import accounts, outbox
 
     form = ForgotForm()
     if form.validate_on_submit():
-        accounts.request_password_reset(
-            db.session, form.email.data or "", secret_key=current_app.config["SECRET_KEY"],
-            link_for=lambda token: url_for("auth.reset_password", token=token, _external=True))
+        # The same work whatever the address: the account is looked up by a job.
+        outbox.add(db.session, key=f"password-reset:{uuid.uuid4()}",
+                   function="pharmacy.jobs.accounts.send_password_reset",
+                   args=[(form.email.data or "")[:254]], job_timeout_s=60)
         db.session.commit()
+        relay_now()
         flash("If an account uses that address, we have e-mailed it a link to choose a new "
               f"password. The link works for {accounts.RESET_LINK_HOURS} hour; check your "
               "spam folder if it does not arrive within a few minutes.", "info")
@@ -239,22 +254,47 @@ def forgot_password() -> Any:
     return render_template("forgot_password.html", form=form), status
 
 
-@bp.route("/password/reset/<token>", methods=["GET", "POST"])
-def reset_password(token: str) -> Any:
-    """Choose a new password with an e-mailed link (used once; it expires)."""
+_RESET_TOKEN = "password_reset_token"
+
+
+@bp.get("/password/reset/<token>")
+def open_reset_link(token: str) -> Any:
+    """An e-mailed link: its token moves into this browser's session and the browser goes
+    on to a page whose address holds no token, so the page's own requests carry none in a
+    Referer (as Django does). The link keeps working until it is used or expires: a mail
+    scanner that opens it first does not spoil it."""
+    from ..errors import DomainError
+    from ..services import accounts
+
+    token = token[:512]
+    try:
+        accounts.user_for_reset_token(db.session, token,
+                                      secret_key=current_app.config["SECRET_KEY"])
+    except DomainError as err:
+        flash(err.detail, "error")
+        return redirect(url_for("auth.forgot_password"))
+    session[_RESET_TOKEN] = token
+    return redirect(url_for("auth.reset_password"))
+
+
+@bp.route("/password/reset", methods=["GET", "POST"])
+def reset_password() -> Any:
+    """Choose a new password after opening an e-mailed link (used once; it expires)."""
     from ..errors import DomainError
     from ..services import accounts
 
     secret = current_app.config["SECRET_KEY"]
+    token = session.get(_RESET_TOKEN, "")
     form = ResetForm()
     try:
-        user = accounts.user_for_reset_token(db.session, token[:512], secret_key=secret)
+        user = accounts.user_for_reset_token(db.session, token, secret_key=secret)
     except DomainError as err:
+        session.pop(_RESET_TOKEN, None)
         flash(err.detail, "error")
         return redirect(url_for("auth.forgot_password"))
     if form.validate_on_submit():
         try:
-            accounts.reset_password(db.session, token[:512], new=form.new.data or "",
+            accounts.reset_password(db.session, token, new=form.new.data or "",
                                     confirm=form.confirm.data or "", secret_key=secret)
         except DomainError as err:
             db.session.rollback()
@@ -263,6 +303,7 @@ def reset_password(token: str) -> Any:
                                    minimum=accounts.minimum_for(user)), err.status
         db.session.commit()
         logout_user()
+        session.pop(_RESET_TOKEN, None)
         flash("Password changed. Sign in with it now; you are signed out everywhere else.",
               "info")
         return redirect(url_for("auth.login"))

@@ -21,7 +21,8 @@ def test_production_refuses_to_start_without_secret_and_database() -> None:
                          "REDIS_URL": "redis://r"})
 
 
-MAIL = {"NOTIFY_BACKEND": "smtp", "SMTP_HOST": "mail.example.org"}
+MAIL = {"NOTIFY_BACKEND": "smtp", "SMTP_HOST": "mail.example.org",
+        "PUBLIC_BASE_URL": "https://pharmacy.example.org"}
 
 
 def test_production_refuses_to_only_log_its_messages() -> None:
@@ -31,6 +32,14 @@ def test_production_refuses_to_only_log_its_messages() -> None:
         with pytest.raises(ConfigError, match="NOTIFY_BACKEND=smtp and SMTP_HOST"):
             Config.from_env({**base, **mail})
     assert Config.from_env({**base, **MAIL}).NOTIFY_BACKEND == "smtp"
+
+
+def test_production_builds_links_from_its_own_https_address() -> None:
+    base = {"DISPENSARY_ENV": "production", "SECRET_KEY": "s" * 40,
+            "DATABASE_URL": "postgres://u@db/pharmacy", "REDIS_URL": "redis://r", **MAIL}
+    for address in ("", "http://pharmacy.example.org"):
+        with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
+            Config.from_env({**base, "PUBLIC_BASE_URL": address})
 
 
 def test_production_refuses_a_weak_secret() -> None:

@@ -79,7 +79,8 @@ def test_a_repeat_issue_expires_with_its_batch_and_its_waiting_order_is_cancelle
         Notification.kind == "prescription.expired")) == 1
 
 
-def test_the_nightly_job_expires_what_has_lapsed_and_a_rerun_changes_nothing(app, client, db, people) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+def test_the_nightly_job_expires_what_has_lapsed_and_a_rerun_changes_nothing(  # type: ignore[no-untyped-def]
+        app, client, db, people) -> None:  # noqa: F811
     from pharmacy.jobs.orders import expire_lapsed_prescriptions
 
     rx = _receive(client, db, people, bundle(METHADONE_CD2,

@@ -172,6 +172,7 @@ def test_production_sends_hsts() -> None:
     app = create_app(Config.from_env({
         "DISPENSARY_ENV": "production", "SECRET_KEY": "s" * 40,
         "DATABASE_URL": "sqlite:///:memory:", "REDIS_URL": "redis://127.0.0.1:1/0",
-        "NOTIFY_BACKEND": "smtp", "SMTP_HOST": "mail.example.org"}))
+        "NOTIFY_BACKEND": "smtp", "SMTP_HOST": "mail.example.org",
+        "PUBLIC_BASE_URL": "https://pharmacy.example"}))
     response = app.test_client().get("/healthz", base_url="https://pharmacy.example")
     assert "max-age=31536000" in response.headers["Strict-Transport-Security"]

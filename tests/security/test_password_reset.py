@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from pharmacy.errors import InvalidRequest
-from pharmacy.models import AuditEvent, Notification, Role, User
+from pharmacy.models import AuditEvent, Notification, OutboxMessage, Role, User
 from pharmacy.models.base import utcnow
 from pharmacy.services import accounts
 from tests.factories import DEFAULT_PASSWORD, UserFactory
@@ -20,10 +20,20 @@ from tests.pharmacy.helpers import csrf_token, web_login
 NEW = "a brand new passphrase"
 
 
-def _ask(client, email: str):  # type: ignore[no-untyped-def]
-    token = csrf_token(client, "/password/forgot")
-    return client.post("/password/forgot", data={"csrf_token": token, "email": email},
-                       follow_redirects=True)
+def _ask(client, db, email: str, host: str = "localhost"):  # type: ignore[no-untyped-def]
+    """Ask for a link, then run the job the page left in the outbox (no worker in tests)."""
+    from pharmacy.jobs.outbox import run_message
+
+    page = client.get("/password/forgot", base_url=f"http://{host}").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page)
+    assert token, page
+    page = client.post("/password/forgot", data={"csrf_token": token.group(1), "email": email},
+                       base_url=f"http://{host}", follow_redirects=True)
+    for message_id in db.session.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.key.like("password-reset:%"),
+            OutboxMessage.completed_at.is_(None))).all():
+        run_message(message_id)
+    return page
 
 
 def _link(db, user_id: int) -> str:  # type: ignore[no-untyped-def]
@@ -35,7 +45,7 @@ def _link(db, user_id: int) -> str:  # type: ignore[no-untyped-def]
     return match.group(1)
 
 
-def test_a_forgotten_password_is_reset_once_with_the_emailed_link(client, db) -> None:  # type: ignore[no-untyped-def]
+def test_a_forgotten_password_is_reset_once_with_the_emailed_link(app, client, db) -> None:  # type: ignore[no-untyped-def]
     user = UserFactory(role=Role.PATIENT)
     db.session.commit()
     user_id, email = user.id, user.email
@@ -44,21 +54,32 @@ def test_a_forgotten_password_is_reset_once_with_the_emailed_link(client, db) ->
     user.locked_until = utcnow() + timedelta(minutes=15)  # then locked by failed sign-ins
     db.session.commit()
 
-    known = _ask(client, email).get_data(as_text=True)
-    unknown = _ask(client, "nobody-" + email).get_data(as_text=True)
+    known = _ask(client, db, email, host="evil.example").get_data(as_text=True)
+    unknown = _ask(client, db, "nobody-" + email).get_data(as_text=True)
     said = "If an account uses that address"
     assert said in known and said in unknown  # the same answer either way
     assert db.session.scalar(select(func.count(Notification.id)).where(
         Notification.kind == "account.password_reset")) == 1
-    _ask(client, email.upper())  # again within the quarter hour: no second e-mail
+    _ask(client, db, email.upper())  # again within the quarter hour: no second e-mail
     assert db.session.scalar(select(func.count(Notification.id)).where(
         Notification.kind == "account.password_reset")) == 1
 
+    sent = db.session.scalar(select(Notification).where(
+        Notification.kind == "account.password_reset"))
+    assert sent.sent_at is not None  # sent at once, ahead of the queue
+    # Built on the configured address, whatever Host header the asker sent.
+    assert f"{app.config['PUBLIC_BASE_URL']}/password/reset/" in sent.body
+    assert "evil.example" not in sent.body
+
     link = _link(db, user_id)
-    token = csrf_token(client, link)
-    short = client.post(link, data={"csrf_token": token, "new": "short", "confirm": "short"})
+    opened = client.get(link)  # the token moves into the session; the page has none
+    assert opened.status_code == 302 and opened.headers["Location"] == "/password/reset"
+    token = csrf_token(client, "/password/reset")
+    short = client.post("/password/reset", data={"csrf_token": token, "new": "short",
+                                                 "confirm": "short"})
     assert short.status_code == 422
-    done = client.post(link, data={"csrf_token": token, "new": NEW, "confirm": NEW})
+    done = client.post("/password/reset", data={"csrf_token": token, "new": NEW,
+                                                "confirm": NEW})
     assert done.status_code == 302 and done.headers["Location"].endswith("/login")
     db.session.expire_all()
     user = db.session.get(User, user_id)
@@ -90,6 +111,6 @@ def test_a_link_expires_after_an_hour_and_a_forged_one_never_works(app, db) -> N
     db.session.commit()
     with pytest.raises(InvalidRequest, match="expired"):  # a closed account
         accounts.user_for_reset_token(db.session, token, secret_key=secret)
-    accounts.request_password_reset(db.session, user.email, secret_key=secret,
-                                    link_for=lambda t: t)
+    assert accounts.request_password_reset(db.session, user.email, secret_key=secret,
+                                           base_url="https://x.example") is None
     assert db.session.scalar(select(func.count(Notification.id))) == 0
