@@ -45,6 +45,9 @@ class User(TimestampMixin, Base):
     # Optional second factor (pharmacists, admins): an RFC 6238 secret, set when enrolment
     # starts and in force once a code has confirmed it; the last time step used, so that a
     # code is never accepted twice.
+    # When the owner proved the e-mail address is theirs (a link sent to it). A patient who
+    # registered themself cannot sign in before; accounts made by staff are confirmed.
+    email_verified_at: Mapped[datetime | None] = mapped_column(default=utcnow)
     totp_secret: Mapped[str | None] = mapped_column(String(64))
     totp_enabled_at: Mapped[datetime | None]
     totp_last_counter: Mapped[int | None]

@@ -142,13 +142,16 @@ class NotificationBackend(Protocol):
 
 
 class ConsoleBackend:
-    """Development: one log line per message, ids only (no address, subject or body)."""
+    """Development: one log line per message, ids only (no address, subject or body); with
+    ``show_text`` (the local demo only, never production or tests), the subject and body
+    too, so that a link to confirm an account or reset a password can be followed."""
 
     name = "console"
     channels: frozenset[str] | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, *, show_text: bool = False) -> None:
         self.sent: list[int] = []
+        self.show_text = show_text
 
     def open(self) -> None:
         return None
@@ -157,6 +160,9 @@ class ConsoleBackend:
         logger.info("notification %s kind=%s channel=%s user=%s patient=%s delivered to console",
                     message.notification_id, message.kind, message.channel, message.user_id,
                     message.patient_id)
+        if self.show_text:
+            print(f"--- e-mail {message.notification_id}: {message.subject}\n{message.body}"
+                  "--- end of e-mail", flush=True)
         self.sent.append(message.notification_id)
 
     def close(self) -> None:
@@ -237,7 +243,7 @@ def backend_from_config(config: Mapping[str, Any]) -> NotificationBackend:
     """
     name = str(config.get("NOTIFY_BACKEND") or "console").strip().lower()
     if name == "console":
-        return ConsoleBackend()
+        return ConsoleBackend(show_text=config.get("ENV") == "development")
     if name == "smtp":
         try:
             port = int(config.get("SMTP_PORT") or 25)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from stdnum.gb import nhs
@@ -51,8 +52,13 @@ class Registration:
     accepted_privacy: bool
 
 
-def register(session: Session, form: Registration, *, today: date) -> User:
+def register(session: Session, form: Registration, *, today: date) -> User | None:
     """Create a patient account; the NHS number (optional) must pass its check digit.
+
+    None when the address already has an account: nothing is created, and the caller
+    answers exactly as for a new one (it sends the address a message in both cases:
+    `send_registration_mail`). A new account signs in once its owner has opened the link
+    sent to the address (`confirm_email`).
 
     When the NHS number is one the pharmacy already holds (a prescription came for that
     person), the account is not joined to that record here: knowing a number and a date of
@@ -61,8 +67,6 @@ def register(session: Session, form: Registration, *, today: date) -> User:
     (nothing is revealed about who is a patient here).
     """
     errors = []
-    if auth.find_user_by_email(session, form.email) is not None:
-        raise Conflict("An account with this e-mail already exists; sign in instead.")
     if not auth.looks_like_email(form.email):
         errors.append({"field": "email", "message": "Give your e-mail address."})
     if len(form.password) < MIN_PASSWORD:
@@ -81,9 +85,16 @@ def register(session: Session, form: Registration, *, today: date) -> User:
         errors.append({"field": "name", "message": "Give your first and last name."})
     if errors:
         raise InvalidRequest("Please correct the form.", errors=errors)
+    if auth.find_user_by_email(session, form.email) is not None:
+        # Answered like a new registration (the caller e-mails the address either way), so
+        # no one learns who has an account here; the password is hashed all the same, so
+        # that this answer takes as long.
+        auth.hash_password(form.password)
+        return None
     user = auth.create_user(session, email=form.email, password=form.password,
                             role=Role.PATIENT,
                             full_name=f"{form.given_name.strip()} {form.family_name.strip()}")
+    user.email_verified_at = None  # until the owner opens the link sent to the address
     if number is not None:
         known = session.scalar(select(PatientProfile).where(PatientProfile.nhs_number == number))
         link = PatientLinkRequest(
@@ -136,9 +147,12 @@ def refuse_pending_links(session: Session, user: User, *, reason: str) -> None:
 
 
 def link_requests(session: Session) -> list[PatientLinkRequest]:
-    """Accounts waiting to be joined to a record, oldest first (for pharmacists)."""
-    return list(session.scalars(select(PatientLinkRequest).where(
-        PatientLinkRequest.status == LinkStatus.PENDING).order_by(PatientLinkRequest.id)))
+    """Accounts waiting to be joined to a record, oldest first (for pharmacists): only
+    those whose owner has confirmed the e-mail address (no queue of throwaway claims)."""
+    return list(session.scalars(select(PatientLinkRequest).join(
+        User, User.id == PatientLinkRequest.user_id).where(
+        PatientLinkRequest.status == LinkStatus.PENDING, User.email_verified_at.is_not(None))
+        .order_by(PatientLinkRequest.id)))
 
 
 def decide_link(session: Session, request_id: int, *, confirm: bool, note: str,
@@ -288,3 +302,67 @@ def add_address(session: Session, patient: PatientProfile, *, actor: User, line1
                  entity_id=patient.id, actor=actor, after={"address_id": address.id,
                                                            "located": found is not None})
     return AddedAddress(address, found is not None, problem)
+
+
+# --- the e-mail address is the owner's --------------------------------------------------------
+
+#: How long the link confirming a new account's address works.
+CONFIRM_LINK_DAYS = 7
+CONFIRM_PATH = "/register/confirm/"
+_CONFIRM_SALT = "dispensary.email-confirm"
+
+
+def confirm_token(user: User, *, secret_key: str) -> str:
+    return str(URLSafeTimedSerializer(secret_key, salt=_CONFIRM_SALT).dumps(
+        {"u": user.id, "e": user.email}))
+
+
+def registration_mail(session: Session, email: str, *, secret_key: str, base_url: str,
+                      now: datetime | None = None) -> int | None:
+    """The message a registration sends to its address (run off the request, by a job): a
+    link to confirm a new, unconfirmed account; or, when the address already had an
+    account, a note saying so (sign in, or reset the password). At most one per account per
+    quarter hour. The id of the message, or None."""
+    from . import notify
+
+    now = now or utcnow()
+    user = auth.find_user_by_email(session, email) if auth.looks_like_email(email) else None
+    if user is None or not user.is_active:
+        return None
+    window = f"{now:%Y%m%d%H}-{now.minute // 15}"
+    if user.email_verified_at is None:
+        link = f"{base_url.rstrip('/')}{CONFIRM_PATH}{confirm_token(user, secret_key=secret_key)}"
+        row = notify.create_notification(
+            session, kind="account.confirm_email", user_id=user.id,
+            dedupe_key=f"confirm-email:{user.id}:{window}", link=link, days=CONFIRM_LINK_DAYS)
+    else:
+        row = notify.create_notification(
+            session, kind="account.already_registered", user_id=user.id,
+            dedupe_key=f"already-registered:{user.id}:{window}",
+            sign_in=f"{base_url.rstrip('/')}/login",
+            reset=f"{base_url.rstrip('/')}/password/forgot")
+    return row.id if row is not None else None
+
+
+def confirm_email(session: Session, token: str, *, secret_key: str,
+                  now: datetime | None = None) -> User:
+    """Open the link sent to a new account's address: the address is confirmed (audited)
+    and the owner may sign in. Opening it again changes nothing. It does not sign anyone
+    in: whoever holds the link still needs the password."""
+    now = now or utcnow()
+    refused = InvalidRequest("This link has expired or is not valid. Sign in to have a new "
+                             "one sent.")
+    try:
+        data = URLSafeTimedSerializer(secret_key, salt=_CONFIRM_SALT).loads(
+            token[:512], max_age=CONFIRM_LINK_DAYS * 86_400)
+    except (BadSignature, SignatureExpired):
+        raise refused from None
+    user = session.get(User, data.get("u")) if isinstance(data, dict) and isinstance(
+        data.get("u"), int) else None
+    if user is None or not user.is_active or user.email != data.get("e"):
+        raise refused
+    if user.email_verified_at is None:
+        user.email_verified_at = now
+        audit.record(session, action="user.email_confirmed", entity_type="user",
+                     entity_id=user.id, actor=user)
+    return user

@@ -106,6 +106,13 @@ def login() -> Any:
         if result.outcome in (auth.SignIn.BAD_CREDENTIALS, auth.SignIn.LOCKED):
             note_device_failure()
         target = _safe_next(request.args.get("next"))
+        if result.outcome is auth.SignIn.OK and result.user is not None \
+                and result.user.email_verified_at is None:
+            # The right password, but the address is not confirmed yet: a new link goes.
+            _mail_registration(result.user.email)
+            flash("Confirm your e-mail address first: we have sent a new link to it (it can "
+                  "take a few minutes; check your spam folder).", "error")
+            return render_template("login.html", form=form), 403
         if result.outcome is auth.SignIn.OK and result.user is not None:
             login_user(result.user)
             flash("Signed in.", "info")
@@ -231,19 +238,12 @@ class ResetForm(FlaskForm):  # type: ignore[misc]
 def forgot_password() -> Any:
     """Ask for a link to choose a new password. The answer is the same whether or not the
     address has an account here."""
-    import uuid
-
-    from ..jobs.outbox import relay_now
-    from ..services import accounts, outbox
+    from ..services import accounts
 
     form = ForgotForm()
     if form.validate_on_submit():
         # The same work whatever the address: the account is looked up by a job.
-        outbox.add(db.session, key=f"password-reset:{uuid.uuid4()}",
-                   function="pharmacy.jobs.accounts.send_password_reset",
-                   args=[(form.email.data or "")[:254]], job_timeout_s=60)
-        db.session.commit()
-        relay_now()
+        _mail_by_job("password-reset", "send_password_reset", form.email.data or "")
         flash("If an account uses that address, we have e-mailed it a link to choose a new "
               f"password. The link works for {accounts.RESET_LINK_HOURS} hour; check your "
               "spam folder if it does not arrive within a few minutes.", "info")
@@ -329,6 +329,42 @@ def logout() -> Any:
     return redirect(url_for("auth.login"))
 
 
+def _mail_by_job(key: str, job: str, email: str) -> None:
+    """Leave a job (``pharmacy.jobs.accounts.<job>``) in the outbox to look the address up
+    and e-mail it, commit, and relay it at once."""
+    import uuid
+
+    from ..jobs.outbox import relay_now
+    from ..services import outbox
+
+    outbox.add(db.session, key=f"{key}:{uuid.uuid4()}",
+               function=f"pharmacy.jobs.accounts.{job}", args=[email[:254]], job_timeout_s=60)
+    db.session.commit()
+    relay_now()
+
+
+def _mail_registration(email: str) -> None:
+    """After a registration (or a sign-in before confirming): a link to confirm the
+    address, or a note that it already has an account."""
+    _mail_by_job("registration-mail", "send_registration_mail", email)
+
+
+@bp.get("/register/confirm/<token>")
+def confirm_email(token: str) -> Any:
+    """The link sent to a new account's address: confirmed; now sign in."""
+    from ..errors import DomainError
+    from ..services import patients
+
+    try:
+        patients.confirm_email(db.session, token, secret_key=current_app.config["SECRET_KEY"])
+    except DomainError as err:
+        return render_template("error.html", status=400, title="This link does not work",
+                               detail=err.detail), 400
+    db.session.commit()
+    flash("Your e-mail address is confirmed. Sign in to continue.", "info")
+    return redirect(url_for("auth.login"))
+
+
 class RegisterForm(FlaskForm):  # type: ignore[misc]
     """CSRF only; the fields are read and checked by the patients service."""
 
@@ -353,7 +389,7 @@ def register() -> Any:
         except ValueError:
             dob = date(1, 1, 1)  # refused by the service with a clear message
         try:
-            user = patients.register(db.session, patients.Registration(
+            patients.register(db.session, patients.Registration(
                 email=values.get("email", "")[:254], password=values.get("password", "")[:1024],
                 given_name=values.get("given_name", "")[:100],
                 family_name=values.get("family_name", "")[:100], date_of_birth=dob,
@@ -367,12 +403,9 @@ def register() -> Any:
                 flash(e["message"], "error")
             return render_template("register.html", form=form, values=values), err.status
         db.session.commit()
-        login_user(user)
-        if user.patient is None:  # an NHS number was given: a pharmacist checks it first
-            flash("Welcome! Because you gave an NHS number, a pharmacist will check it is you "
-                  "(they may call you) before your account opens. We will e-mail you when "
-                  "it is done.", "info")
-            return redirect(url_for("patient.home"))
-        flash("Welcome! Add a delivery address to start ordering.", "info")
-        return redirect(url_for("patient.profile"))
+        # New or already known, the same answer and the same message to the address: no one
+        # learns here who has an account.
+        _mail_registration(values.get("email", ""))
+        return render_template("check_inbox.html",
+                               nhs_number=bool(values.get("nhs_number", "").strip())), 200
     return render_template("register.html", form=form, values={}), status

@@ -46,3 +46,37 @@ def shopper(db, pharmacy, *, slot_capacity: int):  # type: ignore[no-untyped-def
     db.session.add_all([address, slot])
     db.session.commit()
     return user, patient, address, slot
+
+
+def run_outbox(db, prefix: str) -> None:  # type: ignore[no-untyped-def]
+    """Run, in this process, the outbox jobs a request left (keys starting with ``prefix``):
+    tests have no worker."""
+    from sqlalchemy import select
+
+    from pharmacy.jobs.outbox import run_message
+    from pharmacy.models import OutboxMessage
+
+    for message_id in db.session.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.key.like(f"{prefix}%"), OutboxMessage.completed_at.is_(None))
+            .order_by(OutboxMessage.id)).all():
+        run_message(message_id)
+
+
+def register_and_confirm(client: FlaskClient, db, data: dict[str, str]) -> TestResponse:  # type: ignore[no-untyped-def]
+    """Register on the web page, open the link e-mailed to the address, then sign in."""
+    from sqlalchemy import select
+
+    from pharmacy.models import Notification, User
+
+    page = client.post("/register", data={**data, "csrf_token": csrf_token(client, "/register")})
+    assert page.status_code == 200 and "Check your inbox" in page.get_data(as_text=True), \
+        page.get_data(as_text=True)
+    run_outbox(db, "registration-mail:")
+    user = db.session.scalar(select(User).where(User.email == data["email"].lower()))
+    body = db.session.scalars(select(Notification.body).where(
+        Notification.user_id == user.id, Notification.kind == "account.confirm_email")
+        .order_by(Notification.id.desc())).first()
+    link = re.search(r"https?://[^/\s]+(/register/confirm/\S+)", body or "")
+    assert link, body
+    assert client.get(link.group(1)).status_code == 302
+    return web_login(client, data["email"], data["password"])

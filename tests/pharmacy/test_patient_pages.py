@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from pharmacy.models import AuditEvent, PatientProfile, User
 from tests.factories import PharmacyFactory
-from tests.pharmacy.helpers import csrf_token, web_login
+from tests.pharmacy.helpers import csrf_token, register_and_confirm, run_outbox, web_login
 
 GOOD = {"given_name": "Rosa", "family_name": "Parkes", "date_of_birth": "1958-02-04",
         "nhs_number": "943 476 5919", "email": "rosa@example.com",
@@ -21,10 +21,10 @@ def registered(client, db, app, monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setitem(app.config, "GEOCODER", "none")
     PharmacyFactory()
     db.session.commit()
-    token = csrf_token(client, "/register")
-    # Without an NHS number the record opens at once (with one, a pharmacist checks first).
-    response = client.post("/register", data={**GOOD, "nhs_number": "", "csrf_token": token})
-    assert response.status_code == 302, response.get_data(as_text=True)
+    # Without an NHS number the record opens once the address is confirmed (with one, a
+    # pharmacist checks first).
+    signed_in = register_and_confirm(client, db, {**GOOD, "nhs_number": ""})
+    assert signed_in.status_code == 302, signed_in.get_data(as_text=True)
     return client
 
 
@@ -51,11 +51,45 @@ def test_registration_problems_are_explained_and_nothing_is_created(
     assert db.session.scalar(select(User)) is None
 
 
-def test_a_second_account_for_the_same_email_is_refused(registered, client, db) -> None:  # type: ignore[no-untyped-def]
+def test_a_second_account_for_the_same_email_is_not_made_and_not_revealed(  # type: ignore[no-untyped-def]
+        registered, client, db) -> None:
+    from pharmacy.models import Notification
+
     registered.post("/logout", data={"csrf_token": csrf_token(registered, "/patient/")})
     token = csrf_token(client, "/register")
-    again = client.post("/register", data={**GOOD, "csrf_token": token})
-    assert again.status_code == 409
+    again = client.post("/register", data={**GOOD, "email": GOOD["email"].upper(),
+                                           "csrf_token": token})
+    fresh = client.post("/register", data={**GOOD, "email": "someone.new@example.com",
+                                           "csrf_token": token})
+    # The same page either way: no one learns here which addresses have accounts.
+    assert again.status_code == fresh.status_code == 200
+    assert again.get_data(as_text=True) == fresh.get_data(as_text=True)
+    assert db.session.scalar(select(func.count(User.id))) == 2
+    run_outbox(db, "registration-mail:")
+    owner = db.session.scalar(select(User).where(User.email == GOOD["email"]))
+    told = db.session.scalar(select(Notification).where(Notification.user_id == owner.id,
+                                                        Notification.kind ==
+                                                        "account.already_registered"))
+    assert told is not None and "/password/forgot" in told.body
+
+
+def test_an_unconfirmed_account_cannot_sign_in_and_gets_a_new_link(client, db) -> None:  # type: ignore[no-untyped-def]
+    from pharmacy.models import Notification
+
+    PharmacyFactory()
+    db.session.commit()
+    client.post("/register", data={**GOOD, "nhs_number": "",
+                                   "csrf_token": csrf_token(client, "/register")})
+    refused = web_login(client, GOOD["email"], GOOD["password"])
+    assert refused.status_code == 403 and "Confirm your e-mail address" in refused.get_data(
+        as_text=True)
+    api = client.post("/api/v1/auth/token", json={"email": GOOD["email"],
+                                                  "password": GOOD["password"]})
+    assert api.status_code == 403
+    run_outbox(db, "registration-mail:")
+    assert db.session.scalar(select(func.count(Notification.id)).where(
+        Notification.kind == "account.confirm_email")) == 1  # one per quarter hour
+    assert client.get("/register/confirm/forged").status_code == 400
 
 
 def test_profile_allergies_and_address(registered, db) -> None:  # type: ignore[no-untyped-def]
@@ -159,11 +193,10 @@ def test_an_nhs_number_waits_for_a_pharmacist_and_registering_reveals_nothing(  
                                subject="A prescription", body="...\n")
         db.session.add(waiting)
     db.session.commit()
-    response = client.post("/register", data={**GOOD, "csrf_token": csrf_token(client,
-                                                                               "/register")})
-    assert (response.status_code, response.headers["Location"]) == (302, "/patient/")
+    response = register_and_confirm(client, db, GOOD)
+    assert (response.status_code, response.headers["Location"]) == (302, "/")
     page = client.get("/patient/").get_data(as_text=True)
-    assert "a pharmacist will check it is you" in page and "Okonkwo" not in page
+    assert "waiting for our pharmacist to check your details" in page and "Okonkwo" not in page
     user = db.session.scalar(select(User).where(User.email == GOOD["email"]))
     assert user.patient is None
     assert client.get("/patient/medicines").status_code == 403  # nothing of any record

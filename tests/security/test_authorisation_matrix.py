@@ -77,6 +77,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("auth.forgot_password", "GET"): EVERYONE,
     ("auth.forgot_password", "POST"): EVERYONE,
     ("auth.open_reset_link", "GET"): EVERYONE,
+    ("auth.confirm_email", "GET"): EVERYONE,
     ("auth.reset_password", "GET"): EVERYONE,
     ("auth.reset_password", "POST"): EVERYONE,
     ("health.healthz", "GET"): EVERYONE,

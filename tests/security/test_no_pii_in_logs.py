@@ -17,7 +17,7 @@ from pharmacy.models import Role
 from pharmacy.services.formulary import load_formulary
 from tests.factories import DEFAULT_PASSWORD, PharmacyFactory, UserFactory
 from tests.pharmacy.fhir_factory import AMLODIPINE_5, SIMVASTATIN_40, bundle
-from tests.pharmacy.helpers import api_token, csrf_token
+from tests.pharmacy.helpers import api_token, csrf_token, register_and_confirm
 
 PATIENT = {"given_name": "Philippa", "family_name": "Quennell", "date_of_birth": "1958-02-04",
            "nhs_number": "943 476 5919", "email": "philippa.quennell@example.com",
@@ -46,8 +46,7 @@ def test_no_personal_data_in_the_logs(app, client, db, monkeypatch) -> None:  # 
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     try:
-        token = csrf_token(client, "/register")
-        assert client.post("/register", data={**PATIENT, "csrf_token": token}).status_code == 302
+        assert register_and_confirm(client, db, PATIENT).status_code == 302
         client.post("/logout", data={"csrf_token": csrf_token(client, "/patient/")})
         wrong = client.post("/api/v1/auth/token", json={
             "email": PATIENT["email"], "password": "wrong horse battery staple"})
