@@ -122,6 +122,9 @@ class Config:
     PUBLIC_BASE_URL: str = "http://127.0.0.1:5000"
     # Notifications: "console" logs them (development); "smtp" sends e-mail.
     NOTIFY_BACKEND: str = "console"
+    # The console backend prints each message's text (the local demo, `make run`, so that a
+    # link to confirm an account can be followed); never set where messages are real.
+    NOTIFY_CONSOLE_SHOW_TEXT: bool = False
     SMTP_HOST: str = "localhost"
     SMTP_PORT: int = 25
     SMTP_FROM: str = "Dispensary <no-reply@localhost>"
@@ -208,6 +211,9 @@ class Config:
                 "REORDER_SERVICE_LEVEL", env["REORDER_SERVICE_LEVEL"], 0.5, 0.999)
         if "RATELIMIT_ENABLED" in env:
             values["RATELIMIT_ENABLED"] = parse_bool("RATELIMIT_ENABLED", env["RATELIMIT_ENABLED"])
+        if "NOTIFY_CONSOLE_SHOW_TEXT" in env:
+            values["NOTIFY_CONSOLE_SHOW_TEXT"] = parse_bool("NOTIFY_CONSOLE_SHOW_TEXT",
+                                                            env["NOTIFY_CONSOLE_SHOW_TEXT"])
         if "SMTP_STARTTLS" in env:
             values["SMTP_STARTTLS"] = parse_bool("SMTP_STARTTLS", env["SMTP_STARTTLS"])
         if "SESSION_COOKIE_SECURE" in env:

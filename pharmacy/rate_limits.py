@@ -35,8 +35,9 @@ _EXT = "dispensary.limiter"
 SIGN_IN_ENDPOINTS = ("auth.login", "auth.second_factor", "account.disable",
                      "auth.change_password", "api_auth.TokenResource")
 REGISTER_ENDPOINTS = ("auth.register",)
-# A forgotten password: asking for a link (each may e-mail someone) and using one.
-RESET_ENDPOINTS = ("auth.forgot_password", "auth.reset_password")
+# A forgotten password: asking for a link (each may e-mail someone) and using one; and the
+# password asked when a registration's link is opened.
+RESET_ENDPOINTS = ("auth.forgot_password", "auth.reset_password", "auth.confirm_registration")
 # Where the second sign-in step keeps the account key of the password step.
 PENDING_ACCOUNT_KEY = "pending_account_key"
 

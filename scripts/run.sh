@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 export FLASK_APP=wsgi.py
+# The demo sends no e-mail: the worker prints each message, links included.
+export NOTIFY_CONSOLE_SHOW_TEXT=true
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-5000}
 pids=()

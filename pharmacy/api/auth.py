@@ -9,7 +9,7 @@ from flask import current_app, g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from ..errors import Forbidden, TooManyAttempts, Unauthorised
+from ..errors import TooManyAttempts, Unauthorised
 from ..extensions import db
 from ..rate_limits import note_sign_in_failure, unknown_account_counter
 from ..schemas.auth import TokenRequestSchema, TokenSchema, UserSchema
@@ -37,8 +37,6 @@ class TokenResource(MethodView):
     @blp.alt_response(401, description="Wrong e-mail or password (code `unauthorised`); for an "
                       "account with two-step sign-in, a missing (`totp_required`) or wrong or "
                       "reused (`totp_invalid`) `totp` code")
-    @blp.alt_response(403, description="A patient who registered and has not yet confirmed "
-                      "the e-mail address (code `forbidden`)")
     @blp.alt_response(422, description="Invalid request body")
     @blp.alt_response(429, description="Too many attempts (account locked for a while, or too "
                       "many from this client or for this account); see Retry-After")
@@ -65,9 +63,6 @@ class TokenResource(MethodView):
             raise WrongSecondFactor("The code is wrong, expired or already used.")
         if result.outcome is not auth.SignIn.OK or result.user is None:
             raise Unauthorised("Wrong e-mail or password.")
-        if result.user.email_verified_at is None:
-            raise Forbidden("Confirm your e-mail address first: open the link we sent to it "
-                            "(signing in on the website sends a new one).")
         return {
             "access_token": auth.issue_token(cfg["SECRET_KEY"], result.user),
             "token_type": "Bearer",

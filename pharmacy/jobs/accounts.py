@@ -3,8 +3,6 @@ asked (so that the page answers alike, and as fast, whether or not the address h
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from flask import current_app
 from sqlalchemy.orm import Session
 
@@ -12,35 +10,56 @@ from ..extensions import db
 from ..services import accounts, notify, patients
 
 
-def _write_and_send(write: Callable[..., int | None], email: str) -> bool:
-    """Write the message (``write`` returns its id, or None for no message), commit, and
-    send it ahead of the queue: the links in these messages expire."""
+def send_password_reset(email: str) -> bool:
+    """RQ entry point (through the outbox): the link to choose a new password, if ``email``
+    is an open account's, written and sent at once, ahead of the queue (the link expires).
+    Safe to run twice (one link per quarter hour).
+
+    Returns:
+        Whether a link was written.
+    """
     config = current_app.config
     session: Session = db.session
-    row_id = write(session, email, secret_key=config["SECRET_KEY"],
-                   base_url=config["PUBLIC_BASE_URL"])
+    row_id = accounts.request_password_reset(session, email, secret_key=config["SECRET_KEY"],
+                                             base_url=config["PUBLIC_BASE_URL"])
     session.commit()
     if row_id is not None:
         notify.send_pending(session, notify.backend_from_config(config), only_ids=[row_id])
     return row_id is not None
 
 
-def send_password_reset(email: str) -> bool:
-    """RQ entry point (through the outbox): the link to choose a new password, if ``email``
-    is an open account's. Safe to run twice (one link per quarter hour).
+def send_registration_mail(pending_id: int) -> bool:
+    """RQ entry point (through the outbox): after a registration, e-mail its address at
+    once: a link to confirm it, or a note that the address already has an account. Sent
+    before the link's token is stored: a failed send leaves nothing behind, and the job's
+    retry makes a new link.
 
     Returns:
-        Whether a link was written.
+        Whether a message was sent.
     """
-    return _write_and_send(accounts.request_password_reset, email)
+    config = current_app.config
+    mail = patients.registration_mail(db.session, pending_id,
+                                      base_url=config["PUBLIC_BASE_URL"])
+    if mail is None:
+        db.session.rollback()
+        return False
+    backend = notify.backend_from_config(config)
+    backend.open()
+    try:
+        backend.send(notify.OutgoingMessage(0, mail.kind, notify.EMAIL, mail.to, mail.subject,
+                                            mail.body, None, None))
+    finally:
+        backend.close()
+    db.session.commit()
+    return True
 
 
-def send_registration_mail(email: str) -> bool:
-    """RQ entry point (through the outbox): after a registration (or a sign-in before the
-    address was confirmed), a link to confirm a new account, or a note that the address
-    already has one.
+def purge_pending_registrations() -> int:
+    """RQ entry point (nightly): forget registrations whose link expired unopened.
 
     Returns:
-        Whether a message was written.
+        How many were forgotten.
     """
-    return _write_and_send(patients.registration_mail, email)
+    purged = patients.purge_pending_registrations(db.session)
+    db.session.commit()
+    return purged

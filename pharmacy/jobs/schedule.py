@@ -3,6 +3,7 @@
 from rq import cron
 
 from . import DEFAULT_QUEUE, FORECASTING_QUEUE
+from .accounts import purge_pending_registrations
 from .deliveries import close_due_waves, expire_delivery_photos
 from .forecasts import refresh_reorder_suggestions
 from .orders import expire_lapsed_prescriptions, release_unpaid_orders
@@ -38,3 +39,6 @@ cron.register(seal_audit_trail, DEFAULT_QUEUE, cron="*/5 * * * *", job_timeout=6
 # 03:15 UTC every day: proof-of-delivery photos past DELIVERY_PHOTO_RETENTION_DAYS go.
 cron.register(expire_delivery_photos, DEFAULT_QUEUE, cron="15 3 * * *", job_timeout=600,
               name="expire-delivery-photos")
+# 02:10 UTC every day: registrations whose link expired unopened are forgotten.
+cron.register(purge_pending_registrations, DEFAULT_QUEUE, cron="10 2 * * *", job_timeout=300,
+              name="purge-pending-registrations")

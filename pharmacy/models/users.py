@@ -45,9 +45,6 @@ class User(TimestampMixin, Base):
     # Optional second factor (pharmacists, admins): an RFC 6238 secret, set when enrolment
     # starts and in force once a code has confirmed it; the last time step used, so that a
     # code is never accepted twice.
-    # When the owner proved the e-mail address is theirs (a link sent to it). A patient who
-    # registered themself cannot sign in before; accounts made by staff are confirmed.
-    email_verified_at: Mapped[datetime | None] = mapped_column(default=utcnow)
     totp_secret: Mapped[str | None] = mapped_column(String(64))
     totp_enabled_at: Mapped[datetime | None]
     totp_last_counter: Mapped[int | None]
@@ -281,3 +278,24 @@ class GeocodeCache(Base):
     longitude: Mapped[float | None]
     display_name: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PendingRegistration(Base):
+    """A registration waiting for its owner to open the link e-mailed to the address and
+    give the password again. No account exists until then: signing in to the address, or
+    registering it again, behaves as for any address (nothing is revealed, and no one can
+    hold an address they cannot read). Expired rows are purged every night."""
+
+    __tablename__ = "pending_registrations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), index=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    given_name: Mapped[str] = mapped_column(String(100))
+    family_name: Mapped[str] = mapped_column(String(100))
+    date_of_birth: Mapped[date]
+    nhs_number: Mapped[str | None] = mapped_column(String(10))
+    # SHA-256 of the link's random token (the token itself is only in the e-mail).
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]

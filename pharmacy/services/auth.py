@@ -35,6 +35,11 @@ def password_matches(user: User, password: str) -> bool:
     return _password_matches(user.password_hash, password)
 
 
+def verify_password(stored_hash: str, password: str) -> bool:
+    """Whether ``password`` matches a stored hash (a registration waiting to be confirmed)."""
+    return _password_matches(stored_hash, password)
+
+
 def _password_matches(user_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(user_hash, password)
@@ -264,8 +269,11 @@ def token_claims(secret_key: str, token: str, *, max_age_s: int) -> TokenClaims 
 
 
 def create_user(session: Session, *, email: str, password: str, role: Role,
-                full_name: str) -> User:
-    user = User(email=normalise_email(email), password_hash=hash_password(password), role=role,
+                full_name: str, password_hash: str | None = None) -> User:
+    """A new account; ``password_hash`` when the password was hashed before (a registration
+    confirmed later), else ``password`` is hashed here."""
+    user = User(email=normalise_email(email),
+                password_hash=password_hash or hash_password(password), role=role,
                 full_name=full_name)
     session.add(user)
     session.flush()

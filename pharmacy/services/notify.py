@@ -243,7 +243,7 @@ def backend_from_config(config: Mapping[str, Any]) -> NotificationBackend:
     """
     name = str(config.get("NOTIFY_BACKEND") or "console").strip().lower()
     if name == "console":
-        return ConsoleBackend(show_text=config.get("ENV") == "development")
+        return ConsoleBackend(show_text=bool(config.get("NOTIFY_CONSOLE_SHOW_TEXT")))
     if name == "smtp":
         try:
             port = int(config.get("SMTP_PORT") or 25)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from stdnum.gb import nhs
 
@@ -19,6 +21,7 @@ from ..models import (
     Notification,
     PatientLinkRequest,
     PatientProfile,
+    PendingRegistration,
     Pharmacy,
     Role,
     User,
@@ -52,20 +55,17 @@ class Registration:
     accepted_privacy: bool
 
 
-def register(session: Session, form: Registration, *, today: date) -> User | None:
-    """Create a patient account; the NHS number (optional) must pass its check digit.
-
-    None when the address already has an account: nothing is created, and the caller
-    answers exactly as for a new one (it sends the address a message in both cases:
-    `send_registration_mail`). A new account signs in once its owner has opened the link
-    sent to the address (`confirm_email`).
-
-    When the NHS number is one the pharmacy already holds (a prescription came for that
-    person), the account is not joined to that record here: knowing a number and a date of
-    birth proves nothing. A link request waits for a pharmacist to check who the person
-    is, and the answer is the same whether the record exists, is claimed or does not match
-    (nothing is revealed about who is a patient here).
+def register(session: Session, form: Registration, *, today: date,
+             now: datetime | None = None) -> PendingRegistration:
+    """Check a registration form and keep it, pending, until its owner opens the link
+    e-mailed to the address (`registration_mail`) and gives the password again
+    (`confirm_registration`). No account exists before: this does the same work, and the
+    caller answers the same, whether or not the address already has an account (the job
+    that e-mails it tells that address so instead of sending a link), so no one learns here
+    who has an account, and no one can hold an address they cannot read. The NHS number
+    (optional) must pass its check digit.
     """
+    now = now or utcnow()
     errors = []
     if not auth.looks_like_email(form.email):
         errors.append({"field": "email", "message": "Give your e-mail address."})
@@ -85,44 +85,57 @@ def register(session: Session, form: Registration, *, today: date) -> User | Non
         errors.append({"field": "name", "message": "Give your first and last name."})
     if errors:
         raise InvalidRequest("Please correct the form.", errors=errors)
-    if auth.find_user_by_email(session, form.email) is not None:
-        # Answered like a new registration (the caller e-mails the address either way), so
-        # no one learns who has an account here; the password is hashed all the same, so
-        # that this answer takes as long.
-        auth.hash_password(form.password)
-        return None
-    user = auth.create_user(session, email=form.email, password=form.password,
-                            role=Role.PATIENT,
-                            full_name=f"{form.given_name.strip()} {form.family_name.strip()}")
-    user.email_verified_at = None  # until the owner opens the link sent to the address
-    if number is not None:
-        known = session.scalar(select(PatientProfile).where(PatientProfile.nhs_number == number))
-        link = PatientLinkRequest(
-            user_id=user.id, nhs_number=number, patient_id=known.id if known else None,
-            given_name=form.given_name.strip()[:100], family_name=form.family_name.strip()[:100],
-            date_of_birth=form.date_of_birth)
-        session.add(link)
+    pending = PendingRegistration(
+        email=auth.normalise_email(form.email), password_hash=auth.hash_password(form.password),
+        given_name=form.given_name.strip()[:100], family_name=form.family_name.strip()[:100],
+        date_of_birth=form.date_of_birth, nhs_number=number, created_at=now,
+        expires_at=now + timedelta(days=CONFIRM_LINK_DAYS))
+    session.add(pending)
+    session.flush()
+    return pending
+
+
+def _open_account(session: Session, pending: PendingRegistration) -> User:
+    """The account a confirmed registration opens (consent dates from the registration).
+
+    When the NHS number is one the pharmacy already holds (a prescription came for that
+    person), the account is not joined to that record here: knowing a number and a date of
+    birth proves nothing. A link request waits for a pharmacist to check who the person
+    is, and the answer is the same whether the record exists, is claimed or does not match
+    (nothing is revealed about who is a patient here).
+    """
+    user = auth.create_user(session, email=pending.email, password="", role=Role.PATIENT,
+                            full_name=f"{pending.given_name} {pending.family_name}",
+                            password_hash=pending.password_hash)
+    if pending.nhs_number is not None:
+        known = session.scalar(select(PatientProfile).where(
+            PatientProfile.nhs_number == pending.nhs_number))
+        session.add(PatientLinkRequest(
+            user_id=user.id, nhs_number=pending.nhs_number,
+            patient_id=known.id if known else None, given_name=pending.given_name,
+            family_name=pending.family_name, date_of_birth=pending.date_of_birth))
         session.flush()
         audit.record(session, action="patient.link_requested", entity_type="user",
                      entity_id=user.id, actor=user)
         return user
     patient = PatientProfile(
-        nhs_number=None, given_name=form.given_name.strip()[:100],
-        family_name=form.family_name.strip()[:100], date_of_birth=form.date_of_birth,
-        other_identifier_system=PATIENT_ID_SYSTEM, other_identifier=uuid.uuid4().hex)
+        nhs_number=None, given_name=pending.given_name, family_name=pending.family_name,
+        date_of_birth=pending.date_of_birth, other_identifier_system=PATIENT_ID_SYSTEM,
+        other_identifier=uuid.uuid4().hex)
     session.add(patient)
-    _open_record(session, patient, user.id)
+    _open_record(session, patient, user.id, consented_at=pending.created_at)
     session.flush()
     audit.record(session, action="patient.registered", entity_type="patient",
                  entity_id=patient.id, actor=user)
     return user
 
 
-def _open_record(session: Session, patient: PatientProfile, user_id: int) -> None:
+def _open_record(session: Session, patient: PatientProfile, user_id: int, *,
+                 consented_at: datetime | None = None) -> None:
     depot = session.scalar(select(Pharmacy).order_by(Pharmacy.id))
     patient.user_id = user_id
     patient.nominated_pharmacy_id = patient.nominated_pharmacy_id or (depot.id if depot else None)
-    patient.terms_accepted_at = patient.privacy_accepted_at = utcnow()
+    patient.terms_accepted_at = patient.privacy_accepted_at = consented_at or utcnow()
 
 
 def pending_link(session: Session, user: User) -> PatientLinkRequest | None:
@@ -147,12 +160,10 @@ def refuse_pending_links(session: Session, user: User, *, reason: str) -> None:
 
 
 def link_requests(session: Session) -> list[PatientLinkRequest]:
-    """Accounts waiting to be joined to a record, oldest first (for pharmacists): only
-    those whose owner has confirmed the e-mail address (no queue of throwaway claims)."""
-    return list(session.scalars(select(PatientLinkRequest).join(
-        User, User.id == PatientLinkRequest.user_id).where(
-        PatientLinkRequest.status == LinkStatus.PENDING, User.email_verified_at.is_not(None))
-        .order_by(PatientLinkRequest.id)))
+    """Accounts waiting to be joined to a record, oldest first (for pharmacists). Every one
+    has confirmed its e-mail address (accounts open only then)."""
+    return list(session.scalars(select(PatientLinkRequest).where(
+        PatientLinkRequest.status == LinkStatus.PENDING).order_by(PatientLinkRequest.id)))
 
 
 def decide_link(session: Session, request_id: int, *, confirm: bool, note: str,
@@ -306,63 +317,96 @@ def add_address(session: Session, patient: PatientProfile, *, actor: User, line1
 
 # --- the e-mail address is the owner's --------------------------------------------------------
 
-#: How long the link confirming a new account's address works.
+#: How long the link confirming a registration works.
 CONFIRM_LINK_DAYS = 7
 CONFIRM_PATH = "/register/confirm/"
-_CONFIRM_SALT = "dispensary.email-confirm"
 
 
-def confirm_token(user: User, *, secret_key: str) -> str:
-    return str(URLSafeTimedSerializer(secret_key, salt=_CONFIRM_SALT).dumps(
-        {"u": user.id, "e": user.email}))
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
-def registration_mail(session: Session, email: str, *, secret_key: str, base_url: str,
-                      now: datetime | None = None) -> int | None:
+def registration_mail(session: Session, pending_id: int, *, base_url: str,
+                      now: datetime | None = None) -> RegistrationMail | None:
     """The message a registration sends to its address (run off the request, by a job): a
-    link to confirm a new, unconfirmed account; or, when the address already had an
-    account, a note saying so (sign in, or reset the password). At most one per account per
-    quarter hour. The id of the message, or None."""
+    link to confirm it; or, when the address already has an account, a note saying so (sign
+    in, or reset the password), and the pending registration goes. None when there is
+    nothing to send (expired, already confirmed, or already sent: a job run twice)."""
     from . import notify
 
     now = now or utcnow()
-    user = auth.find_user_by_email(session, email) if auth.looks_like_email(email) else None
-    if user is None or not user.is_active:
+    pending = session.get(PendingRegistration, pending_id)
+    if pending is None or pending.expires_at <= now or pending.token_hash is not None:
         return None
-    window = f"{now:%Y%m%d%H}-{now.minute // 15}"
-    if user.email_verified_at is None:
-        link = f"{base_url.rstrip('/')}{CONFIRM_PATH}{confirm_token(user, secret_key=secret_key)}"
-        row = notify.create_notification(
-            session, kind="account.confirm_email", user_id=user.id,
-            dedupe_key=f"confirm-email:{user.id}:{window}", link=link, days=CONFIRM_LINK_DAYS)
-    else:
-        row = notify.create_notification(
-            session, kind="account.already_registered", user_id=user.id,
-            dedupe_key=f"already-registered:{user.id}:{window}",
-            sign_in=f"{base_url.rstrip('/')}/login",
-            reset=f"{base_url.rstrip('/')}/password/forgot")
-    return row.id if row is not None else None
+    base = base_url.rstrip("/")
+    if auth.find_user_by_email(session, pending.email) is not None:
+        session.delete(pending)
+        subject, body = notify.render_notification(
+            "account.already_registered", sign_in=f"{base}/login",
+            reset=f"{base}/password/forgot")
+        return RegistrationMail(pending.email, "account.already_registered", subject, body)
+    token = secrets.token_urlsafe(32)
+    pending.token_hash = _token_hash(token)
+    subject, body = notify.render_notification(
+        "account.confirm_email", link=f"{base}{CONFIRM_PATH}{token}", days=CONFIRM_LINK_DAYS)
+    return RegistrationMail(pending.email, "account.confirm_email", subject, body)
 
 
-def confirm_email(session: Session, token: str, *, secret_key: str,
-                  now: datetime | None = None) -> User:
-    """Open the link sent to a new account's address: the address is confirmed (audited)
-    and the owner may sign in. Opening it again changes nothing. It does not sign anyone
-    in: whoever holds the link still needs the password."""
-    now = now or utcnow()
-    refused = InvalidRequest("This link has expired or is not valid. Sign in to have a new "
-                             "one sent.")
+@dataclass(frozen=True)
+class RegistrationMail:
+    """A message to an address that has no account yet (it is sent, not kept)."""
+
+    to: str
+    kind: str
+    subject: str
+    body: str
+
+
+def pending_for_token(session: Session, token: str, *,
+                      now: datetime | None = None) -> PendingRegistration:
+    """The pending registration a link is for; InvalidRequest when unknown or expired."""
+    pending = session.scalar(select(PendingRegistration).where(
+        PendingRegistration.token_hash == _token_hash(token[:512])))
+    if pending is None or pending.expires_at <= (now or utcnow()):
+        raise InvalidRequest("This link has expired or has already been used. Register "
+                             "again to have a new one sent.")
+    return pending
+
+
+def confirm_registration(session: Session, token: str, password: str, *,
+                         now: datetime | None = None) -> User | None:
+    """Open the account of a registration whose link was opened, when the password given
+    now is the one chosen then (a link opened by a mail scanner, or by someone an attacker
+    registered the address for, opens nothing). The account, or None when the address got
+    an account meanwhile (its owner should sign in). Either way the address's pending
+    registrations go."""
+    pending = pending_for_token(session, token, now=now)
+    if not auth.verify_password(pending.password_hash, password):
+        raise InvalidRequest("That is not the password you chose when you registered.",
+                             errors=[{"field": "password", "message": "Wrong password."}])
+    email = pending.email
+    for row in session.scalars(select(PendingRegistration).where(
+            PendingRegistration.email == email)).all():
+        session.delete(row)
+    session.flush()
+    if auth.find_user_by_email(session, email) is not None:
+        return None
     try:
-        data = URLSafeTimedSerializer(secret_key, salt=_CONFIRM_SALT).loads(
-            token[:512], max_age=CONFIRM_LINK_DAYS * 86_400)
-    except (BadSignature, SignatureExpired):
-        raise refused from None
-    user = session.get(User, data.get("u")) if isinstance(data, dict) and isinstance(
-        data.get("u"), int) else None
-    if user is None or not user.is_active or user.email != data.get("e"):
-        raise refused
-    if user.email_verified_at is None:
-        user.email_verified_at = now
-        audit.record(session, action="user.email_confirmed", entity_type="user",
-                     entity_id=user.id, actor=user)
+        with session.begin_nested():
+            user = _open_account(session, pending)
+    except IntegrityError:  # registered and confirmed twice at the same moment
+        return None
+    audit.record(session, action="user.email_confirmed", entity_type="user",
+                 entity_id=user.id, actor=user)
     return user
+
+
+def purge_pending_registrations(session: Session, *, now: datetime | None = None) -> int:
+    """Forget registrations whose link expired unopened (nightly)."""
+    now = now or utcnow()
+    expired = session.scalars(select(PendingRegistration).where(
+        PendingRegistration.expires_at <= now)).all()
+    for row in expired:
+        session.delete(row)
+    session.flush()
+    return len(expired)

@@ -106,13 +106,6 @@ def login() -> Any:
         if result.outcome in (auth.SignIn.BAD_CREDENTIALS, auth.SignIn.LOCKED):
             note_device_failure()
         target = _safe_next(request.args.get("next"))
-        if result.outcome is auth.SignIn.OK and result.user is not None \
-                and result.user.email_verified_at is None:
-            # The right password, but the address is not confirmed yet: a new link goes.
-            _mail_registration(result.user.email)
-            flash("Confirm your e-mail address first: we have sent a new link to it (it can "
-                  "take a few minutes; check your spam folder).", "error")
-            return render_template("login.html", form=form), 403
         if result.outcome is auth.SignIn.OK and result.user is not None:
             login_user(result.user)
             flash("Signed in.", "info")
@@ -329,40 +322,85 @@ def logout() -> Any:
     return redirect(url_for("auth.login"))
 
 
-def _mail_by_job(key: str, job: str, email: str) -> None:
-    """Leave a job (``pharmacy.jobs.accounts.<job>``) in the outbox to look the address up
-    and e-mail it, commit, and relay it at once."""
+def _mail_by_job(key: str, job: str, arg: str | int) -> None:
+    """Leave a job (``pharmacy.jobs.accounts.<job>``) in the outbox to write and send a
+    message, commit, and relay it at once."""
     import uuid
 
     from ..jobs.outbox import relay_now
     from ..services import outbox
 
     outbox.add(db.session, key=f"{key}:{uuid.uuid4()}",
-               function=f"pharmacy.jobs.accounts.{job}", args=[email[:254]], job_timeout_s=60)
+               function=f"pharmacy.jobs.accounts.{job}",
+               args=[arg[:254] if isinstance(arg, str) else arg], job_timeout_s=60)
     db.session.commit()
     relay_now()
 
 
-def _mail_registration(email: str) -> None:
-    """After a registration (or a sign-in before confirming): a link to confirm the
-    address, or a note that it already has an account."""
-    _mail_by_job("registration-mail", "send_registration_mail", email)
+class ConfirmForm(FlaskForm):  # type: ignore[misc]
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+
+
+_REGISTRATION_TOKEN = "registration_token"
 
 
 @bp.get("/register/confirm/<token>")
-def confirm_email(token: str) -> Any:
-    """The link sent to a new account's address: confirmed; now sign in."""
+def open_confirm_link(token: str) -> Any:
+    """The link e-mailed after registering: its token moves into this browser's session and
+    the browser goes on to a page, with no token in its address, that asks for the password
+    chosen at registration (a mail scanner opening the link opens no account)."""
     from ..errors import DomainError
     from ..services import patients
 
     try:
-        patients.confirm_email(db.session, token, secret_key=current_app.config["SECRET_KEY"])
+        patients.pending_for_token(db.session, token)
     except DomainError as err:
         return render_template("error.html", status=400, title="This link does not work",
                                detail=err.detail), 400
-    db.session.commit()
-    flash("Your e-mail address is confirmed. Sign in to continue.", "info")
-    return redirect(url_for("auth.login"))
+    session[_REGISTRATION_TOKEN] = token[:512]
+    return redirect(url_for("auth.confirm_registration"))
+
+
+@bp.route("/register/confirm", methods=["GET", "POST"])
+def confirm_registration() -> Any:
+    """Give the password chosen at registration: the account opens and you are signed in."""
+    from ..errors import DomainError
+    from ..services import patients
+
+    token = session.get(_REGISTRATION_TOKEN, "")
+    form = ConfirmForm()
+    try:
+        patients.pending_for_token(db.session, token)
+    except DomainError as err:
+        session.pop(_REGISTRATION_TOKEN, None)
+        return render_template("error.html", status=400, title="This link does not work",
+                               detail=err.detail), 400
+    status = 200
+    if form.validate_on_submit():
+        try:
+            user = patients.confirm_registration(db.session, token, form.password.data or "")
+        except DomainError as err:
+            db.session.rollback()
+            note_sign_in_failure()
+            flash(err.detail, "error")
+            return render_template("confirm_registration.html", form=form), err.status
+        db.session.commit()
+        session.pop(_REGISTRATION_TOKEN, None)
+        if user is None:
+            flash("This address already has an account: sign in.", "info")
+            return redirect(url_for("auth.login"))
+        login_user(user)
+        if user.patient is None:  # an NHS number was given: a pharmacist checks it first
+            flash("Welcome! Because you gave an NHS number, a pharmacist will check it is you "
+                  "(they may call you) before your account opens. We will e-mail you when "
+                  "it is done.", "info")
+            return redirect(url_for("patient.home"))
+        flash("Welcome! Add a delivery address to start ordering.", "info")
+        return redirect(url_for("patient.profile"))
+    if request.method == "POST":
+        flash("The form expired; please try again.", "error")
+        status = 400
+    return render_template("confirm_registration.html", form=form), status
 
 
 class RegisterForm(FlaskForm):  # type: ignore[misc]
@@ -389,7 +427,7 @@ def register() -> Any:
         except ValueError:
             dob = date(1, 1, 1)  # refused by the service with a clear message
         try:
-            patients.register(db.session, patients.Registration(
+            pending = patients.register(db.session, patients.Registration(
                 email=values.get("email", "")[:254], password=values.get("password", "")[:1024],
                 given_name=values.get("given_name", "")[:100],
                 family_name=values.get("family_name", "")[:100], date_of_birth=dob,
@@ -402,10 +440,9 @@ def register() -> Any:
             for e in err.errors:
                 flash(e["message"], "error")
             return render_template("register.html", form=form, values=values), err.status
-        db.session.commit()
-        # New or already known, the same answer and the same message to the address: no one
-        # learns here who has an account.
-        _mail_registration(values.get("email", ""))
+        # New or already known, the same answer after the same work, and a message to the
+        # address either way (a job writes it): no one learns here who has an account.
+        _mail_by_job("registration-mail", "send_registration_mail", pending.id)
         return render_template("check_inbox.html",
                                nhs_number=bool(values.get("nhs_number", "").strip())), 200
     return render_template("register.html", form=form, values={}), status

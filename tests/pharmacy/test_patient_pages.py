@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pytest
@@ -9,7 +10,12 @@ from sqlalchemy import func, select
 
 from pharmacy.models import AuditEvent, PatientProfile, User
 from tests.factories import PharmacyFactory
-from tests.pharmacy.helpers import csrf_token, register_and_confirm, run_outbox, web_login
+from tests.pharmacy.helpers import (
+    csrf_token,
+    register_and_confirm,
+    registration_mail,
+    web_login,
+)
 
 GOOD = {"given_name": "Rosa", "family_name": "Parkes", "date_of_birth": "1958-02-04",
         "nhs_number": "943 476 5919", "email": "rosa@example.com",
@@ -53,43 +59,61 @@ def test_registration_problems_are_explained_and_nothing_is_created(
 
 def test_a_second_account_for_the_same_email_is_not_made_and_not_revealed(  # type: ignore[no-untyped-def]
         registered, client, db) -> None:
-    from pharmacy.models import Notification
-
     registered.post("/logout", data={"csrf_token": csrf_token(registered, "/patient/")})
     token = csrf_token(client, "/register")
     again = client.post("/register", data={**GOOD, "email": GOOD["email"].upper(),
+                                           "password": "another long password",
                                            "csrf_token": token})
     fresh = client.post("/register", data={**GOOD, "email": "someone.new@example.com",
+                                           "password": "another long password",
                                            "csrf_token": token})
     # The same page either way: no one learns here which addresses have accounts.
     assert again.status_code == fresh.status_code == 200
     assert again.get_data(as_text=True) == fresh.get_data(as_text=True)
-    assert db.session.scalar(select(func.count(User.id))) == 2
-    run_outbox(db, "registration-mail:")
-    owner = db.session.scalar(select(User).where(User.email == GOOD["email"]))
-    told = db.session.scalar(select(Notification).where(Notification.user_id == owner.id,
-                                                        Notification.kind ==
-                                                        "account.already_registered"))
-    assert told is not None and "/password/forgot" in told.body
+    # Nor by signing in with the password just chosen: no account exists for either.
+    for email in (GOOD["email"], "someone.new@example.com"):
+        tried = web_login(client, email, "another long password")
+        assert tried.status_code == 401
+    assert db.session.scalar(select(func.count(User.id))) == 1
+    sent = {m.to: m for m in registration_mail(db)}
+    assert sent[GOOD["email"]].kind == "account.already_registered"
+    assert "/password/forgot" in sent[GOOD["email"]].body
+    assert sent["someone.new@example.com"].kind == "account.confirm_email"
 
 
-def test_an_unconfirmed_account_cannot_sign_in_and_gets_a_new_link(client, db) -> None:  # type: ignore[no-untyped-def]
-    from pharmacy.models import Notification
+def test_a_registration_opens_only_with_its_link_and_its_password(client, db) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from pharmacy.models import PendingRegistration
+    from pharmacy.models.base import utcnow
+    from pharmacy.services import patients
 
     PharmacyFactory()
     db.session.commit()
-    client.post("/register", data={**GOOD, "nhs_number": "",
+    # Someone registers an address they cannot read, with their own password...
+    client.post("/register", data={**GOOD, "nhs_number": "", "password": "the squatters pw",
                                    "csrf_token": csrf_token(client, "/register")})
-    refused = web_login(client, GOOD["email"], GOOD["password"])
-    assert refused.status_code == 403 and "Confirm your e-mail address" in refused.get_data(
-        as_text=True)
-    api = client.post("/api/v1/auth/token", json={"email": GOOD["email"],
-                                                  "password": GOOD["password"]})
-    assert api.status_code == 403
-    run_outbox(db, "registration-mail:")
-    assert db.session.scalar(select(func.count(Notification.id)).where(
-        Notification.kind == "account.confirm_email")) == 1  # one per quarter hour
+    (squat,) = registration_mail(db)
+    link = re.search(r"(/register/confirm/\S+)", squat.body).group(1)
     assert client.get("/register/confirm/forged").status_code == 400
+    # ...the owner (or a mail scanner) opens the link: without that password nothing opens.
+    assert client.get(link).status_code == 302
+    wrong = client.post("/register/confirm", data={
+        "csrf_token": csrf_token(client, "/register/confirm"), "password": GOOD["password"]})
+    assert wrong.status_code == 422
+    assert db.session.scalar(select(func.count(User.id))) == 0
+    # The owner registers for real and opens their own link: the account is theirs.
+    assert register_and_confirm(client, db, {**GOOD, "nhs_number": ""}).status_code == 302
+    user = db.session.scalar(select(User))
+    assert user.email == GOOD["email"] and user.patient is not None
+    assert db.session.scalar(select(func.count(PendingRegistration.id))) == 0  # both gone
+    assert client.get(link).status_code == 400  # the squatter's link is dead too
+    # Links that expire unopened are forgotten overnight.
+    client.post("/register", data={**GOOD, "email": "late@example.com",
+                                   "csrf_token": csrf_token(client, "/register")})
+    assert patients.purge_pending_registrations(db.session) == 0
+    assert patients.purge_pending_registrations(
+        db.session, now=utcnow() + timedelta(days=8)) == 1
 
 
 def test_profile_allergies_and_address(registered, db) -> None:  # type: ignore[no-untyped-def]
@@ -194,7 +218,7 @@ def test_an_nhs_number_waits_for_a_pharmacist_and_registering_reveals_nothing(  
         db.session.add(waiting)
     db.session.commit()
     response = register_and_confirm(client, db, GOOD)
-    assert (response.status_code, response.headers["Location"]) == (302, "/")
+    assert (response.status_code, response.headers["Location"]) == (302, "/patient/")
     page = client.get("/patient/").get_data(as_text=True)
     assert "waiting for our pharmacist to check your details" in page and "Okonkwo" not in page
     user = db.session.scalar(select(User).where(User.email == GOOD["email"]))
@@ -248,7 +272,7 @@ def test_a_deactivated_accounts_link_request_is_refused_with_it(app, client, db)
 
     PharmacyFactory()
     db.session.commit()
-    client.post("/register", data={**GOOD, "csrf_token": csrf_token(client, "/register")})
+    register_and_confirm(client, db, GOOD)
     user = db.session.scalar(select(User).where(User.email == GOOD["email"]))
     accounts.set_active(db.session, user, False, reason="fraud report", operator="Ops")
     db.session.commit()

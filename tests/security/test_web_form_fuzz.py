@@ -62,6 +62,8 @@ SKIPPED = {
     "auth.logout": "ends the session (it takes no fields but the CSRF token)",
     "auth.second_factor": "only while a sign-in waits for its code; tests/security/test_totp.py",
     "auth.reset_password": "needs a valid e-mailed link; tests/security/test_password_reset.py",
+    "auth.confirm_registration": "needs a registration's e-mailed link; "
+                                 "tests/pharmacy/test_patient_pages.py",
 }
 
 # Each route's fields, as its view reads them (pharmacy/web/*.py). The page that draws the
