@@ -781,9 +781,18 @@ def _drop_delivery_stops(session: Session, order: Order) -> None:
             session.delete(stop)
 
 
-def _return_picked(session: Session, order: Order, *, actor: User | None, reason: str) -> None:
+#: Why fridge lines of a parcel that came back are not put back on the shelf.
+COLD_CHAIN_RETURN = ("cold chain not assured after the parcel left the pharmacy: "
+                     "destroyed on return")
+
+
+def _return_picked(session: Session, order: Order, *, actor: User | None, reason: str,
+                   left_pharmacy: bool = False) -> None:
     """Picked units back on their batches (a packed order cancelled, a parcel brought back),
-    and the controlled drugs among them back into the register."""
+    and the controlled drugs among them back into the register. Fridge medicines of a
+    parcel that had left the pharmacy are written off as they come back (nobody can vouch
+    for their temperature since), unless they are controlled drugs, whose destruction needs
+    a witness: the pharmacist decides on those."""
     from .inventory_ledger import return_controlled_drugs
 
     batch_ids = sorted({a.batch_id for line in order.lines for a in line.allocations
@@ -801,6 +810,19 @@ def _return_picked(session: Session, order: Order, *, actor: User | None, reason
                                           on_hand_change=allocation.quantity,
                                           reference=order.reference, reason=reason,
                                           actor_id=actor.id if actor else None))
+                if left_pharmacy and line.medicine.cold_chain \
+                        and line.medicine.cd_schedule is None:
+                    batch.quantity_on_hand -= allocation.quantity
+                    session.add(StockMovement(batch=batch, kind=MovementKind.WRITTEN_OFF,
+                                              on_hand_change=-allocation.quantity,
+                                              reference=order.reference,
+                                              reason=COLD_CHAIN_RETURN,
+                                              actor_id=actor.id if actor else None))
+                    audit.record(session, action="stock.written_off",
+                                 entity_type="stock_batch", entity_id=batch.id, actor=actor,
+                                 reason=COLD_CHAIN_RETURN,
+                                 after={"quantity": allocation.quantity,
+                                        "order": order.reference})
     session.flush()
     return_controlled_drugs(session, order, actor=actor, reason=reason)
     # The patient never had these: their prescription items are not supplied after all
@@ -948,7 +970,7 @@ def advance(session: Session, order: Order, new: OrderStatus, *, actor: User | N
     if new is O.DELIVERED:
         _record_dispensed(session, order, actor=actor)
     if new is O.RETURNED:
-        _return_picked(session, order, actor=actor,
+        _return_picked(session, order, actor=actor, left_pharmacy=True,
                        reason=f"parcel returned: {reason}" if reason else "parcel returned")
     session.flush()
     return order

@@ -95,8 +95,10 @@ def close_recall(order_id: int, outcome: str) -> Any:
             checkout.receive_recalled(db.session, order, actor=g.user,
                                       checked=request.form.get("checked") == "yes",
                                       request_id=g.get("request_id"))
-            done = (f"{order.reference}: received back, refunded, and its units are back on "
-                    "the books. Write off anything not fit to supply again.")
+            done = (f"{order.reference}: received back and refunded; its units are back on "
+                    "the books, except fridge medicines, written off (their temperature since "
+                    "they left cannot be vouched for). Write off anything else not fit to "
+                    "supply again.")
         else:
             checkout.follow_up_recall(db.session, order, actor=g.user,
                                       note=request.form.get("note", ""),
