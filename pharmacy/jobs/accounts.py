@@ -40,8 +40,8 @@ def send_registration_mail(pending_id: int) -> bool:
     config = current_app.config
     mail = patients.registration_mail(db.session, pending_id,
                                       base_url=config["PUBLIC_BASE_URL"])
-    if mail is None:
-        db.session.rollback()
+    if mail is None:  # nothing to send directly (a note to an account goes with the others)
+        db.session.commit()
         return False
     backend = notify.backend_from_config(config)
     backend.open()

@@ -21,7 +21,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -205,7 +205,11 @@ class SMTPBackend:
             mail["Subject"] = message.subject
             mail["Date"] = format_datetime(utcnow())
             # Fixed per notification: a resend after a crash is recognisably the same message.
-            mail["Message-ID"] = f"<notification-{message.notification_id}@{self._domain}>"
+            # Fixed per stored notification (a resend folds into it); a message sent without
+            # a row (a registration's link) gets its own.
+            mail["Message-ID"] = (f"<notification-{message.notification_id}@{self._domain}>"
+                                  if message.notification_id else
+                                  make_msgid(domain=self._domain))
             mail.set_content(message.body)
             self._connection.send_message(mail)
         except smtplib.SMTPRecipientsRefused as exc:

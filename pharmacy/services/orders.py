@@ -726,7 +726,9 @@ def cancel(session: Session, order: Order, *, actor: User | None, reason: str,
         raise InvalidOrderTransition("Only an order that has not left the pharmacy can be "
                                      "cancelled.", current_status=order.status.value)
     if order.status is O.PACKED:
-        _return_picked(session, order, actor=actor, reason="order cancelled")
+        # A parcel rebooked after a failed delivery has been out of the door already.
+        _return_picked(session, order, actor=actor, reason="order cancelled",
+                       left_pharmacy=_has_left_pharmacy(session, order))
         _drop_delivery_stops(session, order)
     release_stock(session, order, reason=f"order cancelled: {reason}", actor=actor)
     if order.delivery_slot_id is not None:
@@ -781,6 +783,18 @@ def _drop_delivery_stops(session: Session, order: Order) -> None:
             session.delete(stop)
 
 
+def _has_left_pharmacy(session: Session, order: Order) -> bool:
+    """Whether the parcel was ever out for delivery (every transition is audited)."""
+    from ..models import AuditEvent
+
+    return session.scalar(select(AuditEvent.id).where(
+        AuditEvent.entity_type == "order", AuditEvent.entity_id == str(order.id),
+        AuditEvent.action == f"order.{O.OUT_FOR_DELIVERY.value}").limit(1)) is not None
+
+
+#: Controlled drugs that may be kept in the register (by setting): destroyed only before a
+#: witness, so never written off automatically.
+CD_WITNESSED_SCHEDULES = frozenset({2, 3})
 #: Why fridge lines of a parcel that came back are not put back on the shelf.
 COLD_CHAIN_RETURN = ("cold chain not assured after the parcel left the pharmacy: "
                      "destroyed on return")
@@ -791,8 +805,8 @@ def _return_picked(session: Session, order: Order, *, actor: User | None, reason
     """Picked units back on their batches (a packed order cancelled, a parcel brought back),
     and the controlled drugs among them back into the register. Fridge medicines of a
     parcel that had left the pharmacy are written off as they come back (nobody can vouch
-    for their temperature since), unless they are controlled drugs, whose destruction needs
-    a witness: the pharmacist decides on those."""
+    for their temperature since), unless they are Schedule 2 or 3 controlled drugs, whose
+    destruction needs a witness: the pharmacist decides on those."""
     from .inventory_ledger import return_controlled_drugs
 
     batch_ids = sorted({a.batch_id for line in order.lines for a in line.allocations
@@ -810,8 +824,8 @@ def _return_picked(session: Session, order: Order, *, actor: User | None, reason
                                           on_hand_change=allocation.quantity,
                                           reference=order.reference, reason=reason,
                                           actor_id=actor.id if actor else None))
-                if left_pharmacy and line.medicine.cold_chain \
-                        and line.medicine.cd_schedule is None:
+                if left_pharmacy and line.medicine.cold_chain and \
+                        line.medicine.cd_schedule not in CD_WITNESSED_SCHEDULES:
                     batch.quantity_on_hand -= allocation.quantity
                     session.add(StockMovement(batch=batch, kind=MovementKind.WRITTEN_OFF,
                                               on_hand_change=-allocation.quantity,

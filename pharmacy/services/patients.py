@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from stdnum.gb import nhs
@@ -113,7 +113,8 @@ def _open_account(session: Session, pending: PendingRegistration) -> User:
         session.add(PatientLinkRequest(
             user_id=user.id, nhs_number=pending.nhs_number,
             patient_id=known.id if known else None, given_name=pending.given_name,
-            family_name=pending.family_name, date_of_birth=pending.date_of_birth))
+            family_name=pending.family_name, date_of_birth=pending.date_of_birth,
+            requested_at=pending.created_at))  # consent dates from the registration
         session.flush()
         audit.record(session, action="patient.link_requested", entity_type="user",
                      entity_id=user.id, actor=user)
@@ -326,25 +327,46 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: At most this many registration links per address an hour (no one floods an inbox by
+#: registering it over and over; a second registration, one with the right password after a
+#: stranger's, still gets its own link).
+REGISTRATION_LINKS_PER_HOUR = 3
+
+
 def registration_mail(session: Session, pending_id: int, *, base_url: str,
                       now: datetime | None = None) -> RegistrationMail | None:
-    """The message a registration sends to its address (run off the request, by a job): a
-    link to confirm it; or, when the address already has an account, a note saying so (sign
-    in, or reset the password), and the pending registration goes. None when there is
-    nothing to send (expired, already confirmed, or already sent: a job run twice)."""
+    """The message a registration sends to its address (run off the request, by a job, with
+    the pending row locked): a link to confirm it, sent directly (there is no account to
+    keep it for yet). When the address already has an account, that account gets a note
+    instead (sign in, or reset the password; kept and sent like other notifications, none
+    to a disabled account) and the pending registration goes. None when there is nothing to
+    send directly: expired, already sent (a job run twice), the address already has an
+    account, or it has had its links for the hour."""
     from . import notify
 
     now = now or utcnow()
-    pending = session.get(PendingRegistration, pending_id)
+    pending = session.scalar(select(PendingRegistration).where(
+        PendingRegistration.id == pending_id).with_for_update())
     if pending is None or pending.expires_at <= now or pending.token_hash is not None:
         return None
     base = base_url.rstrip("/")
-    if auth.find_user_by_email(session, pending.email) is not None:
+    user = auth.find_user_by_email(session, pending.email)
+    if user is not None:
         session.delete(pending)
-        subject, body = notify.render_notification(
-            "account.already_registered", sign_in=f"{base}/login",
-            reset=f"{base}/password/forgot")
-        return RegistrationMail(pending.email, "account.already_registered", subject, body)
+        if user.is_active:
+            window = f"{now:%Y%m%d%H}-{now.minute // 15}"
+            notify.create_notification(
+                session, kind="account.already_registered", user_id=user.id,
+                dedupe_key=f"already-registered:{user.id}:{window}",
+                sign_in=f"{base}/login", reset=f"{base}/password/forgot")
+        return None
+    recent = session.scalar(select(func.count(PendingRegistration.id)).where(
+        PendingRegistration.email == pending.email, PendingRegistration.id != pending.id,
+        PendingRegistration.token_hash.is_not(None),
+        PendingRegistration.created_at > now - timedelta(hours=1))) or 0
+    if recent >= REGISTRATION_LINKS_PER_HOUR:
+        session.delete(pending)  # the links sent in the last hour still work
+        return None
     token = secrets.token_urlsafe(32)
     pending.token_hash = _token_hash(token)
     subject, body = notify.render_notification(

@@ -79,3 +79,16 @@ def test_a_packed_order_cancelled_before_it_left_puts_everything_back(client, db
                  actor=db.session.get(User, world["pharmacist"].id), reason="changed mind")
     db.session.commit()
     assert _on_hand(db) == before
+
+
+def test_a_rebooked_parcel_cancelled_later_has_left_the_pharmacy(client, db, world) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    order_id, before = _packed(client, db, world)
+    pharmacist = db.session.get(User, world["pharmacist"].id)
+    order = db.session.get(Order, order_id)
+    for status in (OrderStatus.OUT_FOR_DELIVERY, OrderStatus.FAILED, OrderStatus.PACKED):
+        orders.advance(db.session, order, status, actor=pharmacist)  # rebooked, then...
+    cancel_order(db.session, order, actor=pharmacist, reason="no longer needed")
+    db.session.commit()
+    after = _on_hand(db)
+    assert after[world["otc"].id] == before[world["otc"].id]
+    assert after[world["fridge"].id] == before[world["fridge"].id] - 5
