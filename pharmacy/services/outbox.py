@@ -113,7 +113,14 @@ def reconcile(session: Session, connection: Redis, *, now: datetime | None = Non
     return reset
 
 
+#: Jobs whose arguments are personal data typed by anyone (an e-mail address asking for a
+#: password link): forgotten once the job has run.
+FORGET_ARGS = frozenset({"pharmacy.jobs.accounts.send_password_reset"})
+
+
 def mark_completed(session: Session, message_id: int) -> None:
     message = session.get(OutboxMessage, message_id)
     if message is not None and message.completed_at is None:
         message.completed_at = utcnow()
+        if message.function in FORGET_ARGS:
+            message.args = []

@@ -64,6 +64,8 @@ def test_a_forgotten_password_is_reset_once_with_the_emailed_link(app, client, d
     assert db.session.scalar(select(func.count(Notification.id)).where(
         Notification.kind == "account.password_reset")) == 1
 
+    assert db.session.scalars(select(OutboxMessage.args).where(
+        OutboxMessage.key.like("password-reset:%"))).all() == [[]] * 3  # addresses forgotten
     sent = db.session.scalar(select(Notification).where(
         Notification.kind == "account.password_reset"))
     assert sent.sent_at is not None  # sent at once, ahead of the queue
