@@ -460,7 +460,7 @@ def _dispense_supplied_prescriptions(session: Session, order: Order, actor: User
         item = session.get(PrescriptionItem, line.prescription_item_id)
         assert item is not None
         if line.for_owing:
-            _set_owed(session, item, item.quantity_owed - line.quantity_supplied, actor=actor,
+            set_owed(session, item, item.quantity_owed - line.quantity_supplied, actor=actor,
                       reason=f"order {order.reference} supplied {line.quantity_supplied} "
                              "owed units")
         else:
@@ -472,13 +472,13 @@ def _dispense_supplied_prescriptions(session: Session, order: Order, actor: User
             for item, line in pairs:
                 if line.quantity_supplied is not None and line.quantity_supplied < line.quantity:
                     # Supplied short: the balance is owed, and can be ordered on this item.
-                    _set_owed(session, item, line.quantity - line.quantity_supplied,
+                    set_owed(session, item, line.quantity - line.quantity_supplied,
                               actor=actor, reason=f"order {order.reference} supplied "
                               f"{line.quantity_supplied} of {line.quantity}")
 
 
-def _set_owed(session: Session, item: PrescriptionItem, owed: int, *, actor: User | None,
-              reason: str) -> None:
+def set_owed(session: Session, item: PrescriptionItem, owed: int, *, actor: User | None,
+             reason: str) -> None:
     """Set what is owed on an item (locked by the caller), audited."""
     if owed < 0:
         raise Conflict(f"{item.medication_display}: this would supply {-owed} more than "
@@ -855,10 +855,10 @@ def _return_picked(session: Session, order: Order, *, actor: User | None, reason
         why = f"order {order.reference}: {reason}"
         elsewhere = _supplied_elsewhere(session, item, order)
         if elsewhere:
-            _set_owed(session, item, max(0, int(item.quantity or 0) - elsewhere), actor=actor,
+            set_owed(session, item, max(0, int(item.quantity or 0) - elsewhere), actor=actor,
                       reason=why)
         else:
-            _set_owed(session, item, 0, actor=actor, reason=why)
+            set_owed(session, item, 0, actor=actor, reason=why)
             undone.append(item)
     undo_supply(session, undone, actor, reason=f"order {order.reference}: {reason}")
 

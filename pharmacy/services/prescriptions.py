@@ -27,6 +27,7 @@ from ..models import (
     Allergy,
     Notification,
     Order,
+    OrderStatus,
     PatientProfile,
     Prescriber,
     PrescriberProfession,
@@ -674,19 +675,14 @@ class Pulled:
         return bool(self.cancelled or self.recalled)
 
 
-#: Orders that hold an item but have not reached the patient.
-_UNDELIVERED = ("placed", "awaiting_verification", "ready_to_pick", "packed",
-                "out_for_delivery", "failed")
-
-
-def _orders_holding(session: Session, rx: Prescription, statuses: Sequence[str], *,
+def _orders_holding(session: Session, rx: Prescription, statuses: Sequence[OrderStatus], *,
                     lock: bool = False) -> list[Order]:
-    from ..models import OrderLine, OrderStatus
+    from ..models import OrderLine
 
     query = select(Order).where(
         Order.id.in_(select(OrderLine.order_id).where(
             OrderLine.prescription_item_id.in_([i.id for i in rx.items]))),
-        Order.status.in_([OrderStatus(s) for s in statuses])).order_by(Order.id)
+        Order.status.in_(statuses)).order_by(Order.id)
     if lock:  # and read afresh: a courier may have moved one on since it was last read
         query = query.with_for_update().execution_options(populate_existing=True)
     return list(session.scalars(query))
@@ -696,7 +692,9 @@ def undelivered_orders(session: Session, rx: Prescription) -> list[Order]:
     """Orders holding this prescription's items that have not reached the patient, parcels
     already recalled and on their way back included: while there is one, the prescription
     can be withdrawn even if it was dispensed."""
-    return _orders_holding(session, rx, _UNDELIVERED)
+    from .orders import ACTIVE_ORDER
+
+    return _orders_holding(session, rx, ACTIVE_ORDER)
 
 
 def _pull_orders_holding(session: Session, rx: Prescription, actor: User, *,
@@ -711,11 +709,11 @@ def _pull_orders_holding(session: Session, rx: Prescription, actor: User, *,
     them when they are back (`orders.recall`); one already recalled for another
     prescription counts as recalled."""
     from .checkout import cancel_order
-    from .orders import RECALLABLE, recall
+    from .orders import ACTIVE_ORDER, RECALLABLE, recall
 
     cancelled: list[int] = []
     recalled: list[int] = []
-    for order in _orders_holding(session, rx, _UNDELIVERED, lock=True):
+    for order in _orders_holding(session, rx, ACTIVE_ORDER, lock=True):
         if order.status in RECALLABLE:
             recall(session, order, actor=actor, reason=reason)
             recalled.append(order.id)
@@ -729,17 +727,13 @@ def end_owings(session: Session, rx: Prescription, actor: User | None, *, reason
                lines: Collection[str] | None = None) -> list[int]:
     """End what is still owed on this prescription's items (of ``lines`` only, if given):
     it stopped, lapsed or was superseded. Returns the items whose owing ended."""
-    from .orders import lock_items
+    from .orders import lock_items, set_owed
 
     ended = []
     for item in lock_items(session, [i.id for i in rx.items if i.quantity_owed > 0]):
         if item.quantity_owed <= 0 or (lines is not None and item.line_id not in lines):
             continue
-        audit.record(session, action="prescription.item_owing", entity_type="prescription",
-                     entity_id=rx.id, actor=actor, reason=reason,
-                     before={"item": item.id, "quantity_owed": item.quantity_owed},
-                     after={"item": item.id, "quantity_owed": 0})
-        item.quantity_owed = 0
+        set_owed(session, item, 0, actor=actor, reason=reason)
         ended.append(item.id)
     return ended
 
@@ -920,6 +914,7 @@ def expire_prescription(session: Session, rx_id: int, *, now: datetime) -> bool:
     ever pick them), and the patient is told to ask their prescriber. False when there was
     nothing to do. The caller commits (one prescription per transaction)."""
     from .checkout import cancel_order
+    from .orders import PRE_PACK
 
     rx = session.scalar(select(Prescription).where(Prescription.id == rx_id)
                         .with_for_update().execution_options(populate_existing=True))
@@ -929,8 +924,7 @@ def expire_prescription(session: Session, rx_id: int, *, now: datetime) -> bool:
     if not reason or (rx.status is S.DISPENSED
                       and not any(i.quantity_owed > 0 for i in rx.items)):
         return False
-    waiting = _orders_holding(session, rx, ("placed", "awaiting_verification",
-                                            "ready_to_pick"), lock=True)
+    waiting = _orders_holding(session, rx, PRE_PACK, lock=True)
     for order in waiting:
         cancel_order(session, order, actor=None, reason=f"prescription expired: {reason}")
     ended = end_owings(session, rx, None, reason=f"prescription expired: {reason}")
