@@ -120,6 +120,10 @@ class Config:
     # Where patients and staff reach the site (links in e-mails are built from it, never
     # from a request's Host header). Production needs an https:// address.
     PUBLIC_BASE_URL: str = "http://127.0.0.1:5000"
+    # Keys of the columns encrypted at rest (the seeds of staff authenticator apps):
+    # comma-separated Fernet keys, the first encrypts, all decrypt (rotation). Empty: one is
+    # derived from SECRET_KEY (development and tests); production needs its own.
+    FIELD_ENCRYPTION_KEYS: str = ""
     # Notifications: "console" logs them (development); "smtp" sends e-mail.
     NOTIFY_BACKEND: str = "console"
     # The console backend prints each message's text (the local demo, `make run`, so that a
@@ -171,6 +175,7 @@ class Config:
             "CD_REGISTER_SCHEDULES": "CD_REGISTER_SCHEDULES",
             "NOTIFY_BACKEND": "NOTIFY_BACKEND",
             "PUBLIC_BASE_URL": "PUBLIC_BASE_URL",
+            "FIELD_ENCRYPTION_KEYS": "FIELD_ENCRYPTION_KEYS",
             "SMTP_HOST": "SMTP_HOST",
             "SMTP_FROM": "SMTP_FROM",
             "SMTP_USERNAME": "SMTP_USERNAME",
@@ -243,7 +248,13 @@ class Config:
                 # header an attacker chose, and never over plain http.
                 raise ConfigError("production needs PUBLIC_BASE_URL=https://... (the site's "
                                   "address)")
+            if not env.get("FIELD_ENCRYPTION_KEYS", "").strip():
+                # Derived from SECRET_KEY, a leaked or rotated SECRET_KEY would give away,
+                # or lock away, every authenticator seed.
+                raise ConfigError("production needs FIELD_ENCRYPTION_KEYS (Fernet keys for "
+                                  "the columns encrypted at rest)")
             values.setdefault("SESSION_COOKIE_SECURE", True)
+        _check_fernet_keys(str(values.get("FIELD_ENCRYPTION_KEYS", "")))
         return cls(**values)  # type: ignore[arg-type]
 
     def with_overrides(self, **overrides: object) -> Config:
@@ -265,6 +276,20 @@ class Config:
             options["connect_args"] = {"options": "-c timezone=UTC"}
         mapping["SQLALCHEMY_ENGINE_OPTIONS"] = options
         return mapping
+
+
+def _check_fernet_keys(raw: str) -> None:
+    from cryptography.fernet import Fernet
+
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ConfigError(  # by position: a key's value never goes to a log
+                f"FIELD_ENCRYPTION_KEYS: key {position} is not a Fernet key (32 url-safe "
+                "base64 bytes; make one with: python -c \"from cryptography.fernet import "
+                "Fernet; print(Fernet.generate_key().decode())\")") from None
 
 
 def normalise_database_url(url: str) -> str:

@@ -27,6 +27,9 @@ def create_app(config: Config | None = None) -> Flask:
         )
 
     from . import models  # noqa: F401  (registers every table on the metadata)
+    from .models import encrypted
+
+    encrypted.configure(app, encrypted.key_ring(config.FIELD_ENCRYPTION_KEYS, config.SECRET_KEY))
     from .extensions import api, csrf, db, init_redis, migrate
 
     db.init_app(app)

@@ -192,8 +192,21 @@ def deactivate_user_command(email: str, reason: str, operator: str, reactivate: 
     click.echo(f"{email} is now {state}" if changed else f"{email} was already {state}")
 
 
+@click.command("rotate-field-keys")
+@with_appcontext
+def rotate_field_keys_command() -> None:
+    """Re-encrypt the columns encrypted at rest under the first of FIELD_ENCRYPTION_KEYS
+    (after a new key was put first on every instance; the old one can go afterwards)."""
+    from .models import encrypted
+
+    with db.engine.begin() as connection:
+        done = encrypted.rotate_all(connection)
+    click.echo(f"{done} values re-encrypted under the first key")
+
+
 def register_cli(app: Flask) -> None:
     for command in (seed_demo_command, rq_worker_command, enqueue_expire_stock_command,
                     audit_verify_command, clear_caches_command, reset_two_factor_command,
-                    create_user_command, set_password_command, deactivate_user_command):
+                    create_user_command, set_password_command, deactivate_user_command,
+                    rotate_field_keys_command):
         app.cli.add_command(command)

@@ -60,6 +60,7 @@ from .users import (
     PendingRegistration,
     Prescriber,
     PrescriberProfession,
+    RecoveryCode,
     Role,
     User,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "CurrentMedication", "DeliveryAttempt", "DeliveryRoute", "DeliveryStop", "DeliveryWave",
     "InteractionRule", "InteractionSeverity", "Medicine", "MedicineCodeHistory", "MovementKind",
     "Notification", "LinkStatus", "PatientLinkRequest", "PendingRegistration",
+    "RecoveryCode",
     "Order", "OrderLine", "OrderStatus", "Payment", "PaymentStatus", "PatientProfile", "Pharmacy",
     "Prescriber", "PrescriberProfession", "Prescription", "PrescriptionItem",
     "PrescriptionReview", "ReviewAction",

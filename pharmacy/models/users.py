@@ -10,6 +10,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, String, Text, UniqueConstrai
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, TimestampMixin, str_enum, utcnow
+from .encrypted import EncryptedString
 
 if TYPE_CHECKING:
     from .catalog import Medicine
@@ -44,8 +45,9 @@ class User(TimestampMixin, Base):
     token_generation: Mapped[int] = mapped_column(default=0)
     # Optional second factor (pharmacists, admins): an RFC 6238 secret, set when enrolment
     # starts and in force once a code has confirmed it; the last time step used, so that a
-    # code is never accepted twice.
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # code is never accepted twice. Encrypted at rest: with it, anyone holding a copy of the
+    # database could make the codes.
+    totp_secret: Mapped[str | None] = mapped_column(EncryptedString(255))
     totp_enabled_at: Mapped[datetime | None]
     totp_last_counter: Mapped[int | None]
 
@@ -299,3 +301,18 @@ class PendingRegistration(Base):
     token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
+
+
+class RecoveryCode(Base):
+    """One of the single-use codes that stand in for an authenticator app that was lost. Made
+    (and shown once) when two-step sign-in is turned on, or again on request; only their
+    SHA-256 is kept (each holds about 79 random bits, so the hash cannot be searched back)."""
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (UniqueConstraint("user_id", "code_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    used_at: Mapped[datetime | None]

@@ -8,10 +8,11 @@ class TokenRequestSchema(Schema):
     password = fields.String(required=True, validate=validate.Length(min=1, max=1024),
                              load_only=True)
     totp = fields.String(
-        load_default=None, validate=validate.Length(min=6, max=16), load_only=True,
-        metadata={"description": "The current 6-digit code of the account's authenticator app; "
-                  "required for accounts with two-step sign-in on (pharmacists and admins "
-                  "may turn it on), ignored otherwise.", "example": "123456"})
+        load_default=None, validate=validate.Length(min=6, max=40), load_only=True,
+        metadata={"description": "The current 6-digit code of the account's authenticator app "
+                  "(or one of its single-use recovery codes); required for accounts with "
+                  "two-step sign-in on (pharmacists and admins may turn it on), ignored "
+                  "otherwise.", "example": "123456"})
 
 
 class TokenSchema(Schema):

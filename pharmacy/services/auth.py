@@ -223,10 +223,11 @@ def complete_second_factor(
                        request_id=request_id)
 
 
-def disable_second_factor(session: Session, user: User, code: str, *, max_failures: int,
-                          lockout: timedelta, request_id: str | None = None,
-                          now: datetime | None = None) -> SignInResult:
-    """Turn two-step sign-in off with a current code; a wrong code is a failed sign-in."""
+def check_second_factor(session: Session, user: User, code: str, *, max_failures: int,
+                        lockout: timedelta, request_id: str | None = None,
+                        now: datetime | None = None) -> SignInResult:
+    """A signed-in user proves the second factor again (a current code, or a recovery code)
+    before changing it; a wrong code is a failed sign-in."""
     now = now or utcnow()
     if not totp.is_enrolled(user):
         raise Conflict("Two-step sign-in is not on.")
@@ -235,7 +236,6 @@ def disable_second_factor(session: Session, user: User, code: str, *, max_failur
     if not totp.accept_code(session, user, code, now=now):
         return record_failure(session, user, lockout=Lockout(max_failures, lockout), now=now,
                               factor="totp", request_id=request_id)
-    totp.turn_off(session, user)
     return SignInResult(SignIn.OK, user)
 
 

@@ -1,20 +1,27 @@
 """Time-based one-time codes (RFC 6238, pyotp): the optional second factor of staff accounts.
 
-A secret is stored when enrolment starts and is in force once a code from the user's
-authenticator app has confirmed it. Every accepted code records its time step, and no code of
-that step or an earlier one is accepted again (no replay within the code's window).
+A secret is stored (encrypted at rest) when enrolment starts and is in force once a code from
+the user's authenticator app has confirmed it. Every accepted code records its time step, and
+no code of that step or an earlier one is accepted again (no replay within the code's window).
+
+Turning it on also makes ten single-use *recovery codes*, shown once: wherever a code is
+asked for, one of them stands in for a lost phone. Using one tells the account's owner by
+e-mail, with how many are left.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import secrets
 from datetime import datetime
 
 import pyotp
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, Forbidden, InvalidRequest
-from ..models import Role, User
+from ..models import Notification, RecoveryCode, Role, User
 from ..models.base import utcnow
 from . import audit
 
@@ -36,6 +43,70 @@ def _normalise(code: str) -> str:
     return "".join(code.split())  # authenticator apps show "123 456"
 
 
+#: Recovery codes made at a time, their length, and their alphabet (no 0/o, 1/l/i: they are
+#: copied by hand): 16 characters of 31, about 79 bits each.
+RECOVERY_CODES = 10
+_RECOVERY_LENGTH = 16
+_RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+
+
+def _recovery_key(code: str) -> str | None:
+    """The canonical form of something typed as a recovery code ("ABCD-efgh ..." → "abcdefgh..."),
+    or None when it cannot be one."""
+    key = "".join(c for c in code.lower() if c not in " -")
+    if len(key) != _RECOVERY_LENGTH or any(c not in _RECOVERY_ALPHABET for c in key):
+        return None
+    return key
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_recovery_codes(session: Session, user: User) -> list[str]:
+    """Ten new recovery codes for an enrolled account (every earlier one stops working), as
+    they are shown once: groups of four for copying."""
+    if not is_enrolled(user):
+        raise Conflict("Two-step sign-in is not on.")
+    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    codes = ["".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(_RECOVERY_LENGTH))
+             for _ in range(RECOVERY_CODES)]
+    session.add_all(RecoveryCode(user_id=user.id, code_hash=_hash(c)) for c in codes)
+    audit.record(session, action="user.recovery_codes_made", entity_type="user",
+                 entity_id=user.id, actor=user, after={"codes": RECOVERY_CODES})
+    session.flush()
+    return ["-".join(c[i:i + 4] for i in range(0, _RECOVERY_LENGTH, 4)) for c in codes]
+
+
+def recovery_codes_left(session: Session, user: User) -> int:
+    return session.scalar(select(func.count()).select_from(RecoveryCode).where(
+        RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))) or 0
+
+
+def _use_recovery_code(session: Session, user: User, key: str, now: datetime) -> bool:
+    """Spend a recovery code (the user's row is locked by the caller, so a code is spent
+    once): audited, and its owner is told by e-mail."""
+    found = session.scalar(select(RecoveryCode).where(
+        RecoveryCode.user_id == user.id, RecoveryCode.code_hash == _hash(key),
+        RecoveryCode.used_at.is_(None)))
+    if found is None:
+        return False
+    found.used_at = now
+    session.flush()
+    left = recovery_codes_left(session, user)
+    audit.record(session, action="user.recovery_code_used", entity_type="user",
+                 entity_id=user.id, actor=user, after={"left": left})
+    session.add(Notification(
+        user_id=user.id, kind="account.recovery_code_used",
+        subject="A recovery code was used on your Dispensary account",
+        body=(f"One of your two-step sign-in recovery codes was used at "
+              f"{now:%Y-%m-%d %H:%M} UTC. {left} of them are left.\n"
+              "If this was you, make new recovery codes on your two-step sign-in page once "
+              "you are set up again.\nIf it was not you, tell an administrator at once: "
+              "someone has your password and a recovery code.\n")))
+    return True
+
+
 def _matching_step(secret: str, code: str, now: datetime) -> int | None:
     code = _normalise(code)
     if len(code) != 6 or not code.isdigit():
@@ -48,8 +119,10 @@ def _matching_step(secret: str, code: str, now: datetime) -> int | None:
     return None
 
 
-def accept_code(session: Session, user: User, code: str, *, now: datetime) -> bool:
-    """True, and the code's time step is used up, if ``code`` is valid and not a replay.
+def accept_code(session: Session, user: User, code: str, *, now: datetime,
+                recovery: bool = True) -> bool:
+    """True, and the code's time step is used up, if ``code`` is valid and not a replay; or,
+    with ``recovery``, if it is one of the account's unused recovery codes (now spent).
 
     The user's row is locked first, so two requests racing with one code cannot both pass.
     """
@@ -57,6 +130,9 @@ def accept_code(session: Session, user: User, code: str, *, now: datetime) -> bo
     session.refresh(user, with_for_update=True)
     if not user.totp_secret:
         return False
+    key = _recovery_key(code) if recovery and is_enrolled(user) else None
+    if key is not None:
+        return _use_recovery_code(session, user, key, now)
     step = _matching_step(user.totp_secret, code, now)
     if step is None or (user.totp_last_counter is not None and step <= user.totp_last_counter):
         return False
@@ -85,8 +161,9 @@ def provisioning_uri(user: User) -> str:
 
 
 def confirm_enrolment(session: Session, user: User, code: str,
-                      now: datetime | None = None) -> None:
-    """Put the pending secret in force once a code from it is right.
+                      now: datetime | None = None) -> list[str]:
+    """Put the pending secret in force once a code from it is right; returns the account's
+    recovery codes, to be shown once.
 
     Every other session and API token of the account ends (they were opened without a code).
     """
@@ -95,17 +172,19 @@ def confirm_enrolment(session: Session, user: User, code: str,
         raise Conflict("Two-step sign-in is already on.")
     if not user.totp_secret:
         raise Conflict("Start setting up two-step sign-in first.")
-    if not accept_code(session, user, code, now=now):
+    if not accept_code(session, user, code, now=now, recovery=False):
         raise InvalidRequest("That code is not right; enter the code your app shows now.",
                              errors=[{"field": "code", "message": "Wrong or expired code."}])
     user.totp_enabled_at = now
     user.token_generation += 1
     audit.record(session, action="user.totp_enabled", entity_type="user", entity_id=user.id,
                  actor=user)
+    return new_recovery_codes(session, user)
 
 
 def turn_off(session: Session, user: User) -> None:
-    """Forget the secret (the caller has checked a current code)."""
+    """Forget the secret and the recovery codes (the caller has checked a current code)."""
+    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     user.totp_secret = None
     user.totp_enabled_at = None
     user.totp_last_counter = None
@@ -121,6 +200,7 @@ def reset(session: Session, user: User, *, reason: str, operator: str) -> bool:
         raise InvalidRequest("Say who is resetting two-step sign-in, and why.")
     if not is_enrolled(user) and not user.totp_secret:
         return False
+    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     user.totp_secret = None
     user.totp_enabled_at = None
     user.totp_last_counter = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -32,7 +33,8 @@ bp.before_request(require_role(*totp.ROLES))
 
 
 class CodeForm(FlaskForm):  # type: ignore[misc]
-    code = StringField("Code", validators=[DataRequired(), Length(max=16)])
+    # A 6-digit code, or a recovery code ("abcd-efgh-jkmn-pqrs") where one is accepted.
+    code = StringField("Code", validators=[DataRequired(), Length(max=40)])
 
 
 class StartForm(FlaskForm):  # type: ignore[misc]
@@ -56,8 +58,17 @@ def two_factor() -> Any:
     response = make_response(render_template(
         "account/two_factor.html", enrolled=enrolled, pending=pending,
         secret=user.totp_secret if pending else None, uri=uri,
-        qr=_qr_svg(uri) if uri else None, form=CodeForm(), start_form=StartForm()))
+        qr=_qr_svg(uri) if uri else None, form=CodeForm(), start_form=StartForm(),
+        codes_left=totp.recovery_codes_left(db.session, user) if enrolled else None,
+        codes_total=totp.RECOVERY_CODES))
     response.headers["Cache-Control"] = "no-store"  # the page may show the secret key
+    return response
+
+
+def _show_recovery_codes(codes: list[str]) -> Any:
+    """The recovery codes, shown this once (never stored in the clear, never cached)."""
+    response = make_response(render_template("account/recovery_codes.html", codes=codes))
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 
@@ -83,7 +94,7 @@ def confirm() -> Any:
         flash("Enter the 6-digit code from your app.", "error")
         return redirect(url_for(".two_factor")), 303
     try:
-        totp.confirm_enrolment(db.session, g.user, form.code.data or "")
+        codes = totp.confirm_enrolment(db.session, g.user, form.code.data or "")
     except DomainError as err:
         db.session.rollback()
         flash(err.detail, "error")
@@ -92,32 +103,59 @@ def confirm() -> Any:
     login_user(g.user)  # other sessions ended with the new token generation; keep this one
     flash("Two-step sign-in is on. You will be asked for a code each time you sign in.", "info")
     # This browser stays remembered under the new generation.
-    return remember_device(redirect(url_for(".two_factor"), 303), g.user)
+    return remember_device(_show_recovery_codes(codes), g.user)
+
+
+def _checked_code(change: Callable[[], object]) -> tuple[auth.SignInResult | None, object]:
+    """The form's current code (from the app, or a recovery code) is checked again before a
+    change to the second factor; a wrong one counts as a failed sign-in. When it is right,
+    ``change`` is made. Committed either way; (None, None) when the form or the change was
+    refused (the reason is flashed)."""
+    form = CodeForm()
+    if not form.validate_on_submit():
+        flash("Enter the 6-digit code from your app.", "error")
+        return None, None
+    cfg = current_app.config
+    try:
+        result = auth.check_second_factor(
+            db.session, g.user, form.code.data or "", max_failures=cfg["LOGIN_MAX_FAILURES"],
+            lockout=timedelta(seconds=cfg["LOGIN_LOCKOUT_S"]), request_id=g.get("request_id"))
+        made = change() if result.outcome is auth.SignIn.OK else None
+    except DomainError as err:
+        db.session.rollback()
+        flash(err.detail, "error")
+        return None, None
+    db.session.commit()
+    return result, made
+
+
+@bp.post("/two-factor/recovery-codes")
+def recovery_codes() -> Any:
+    """New recovery codes in place of every earlier one."""
+    result, codes = _checked_code(lambda: totp.new_recovery_codes(db.session, g.user))
+    if result is None:
+        return redirect(url_for(".two_factor")), 303
+    if isinstance(codes, list):
+        return _show_recovery_codes(codes)
+    return _wrong_code(result, still="no new recovery codes were made")
 
 
 @bp.post("/two-factor/disable")
 def disable() -> Any:
-    form = CodeForm()
-    if not form.validate_on_submit():
-        flash("Enter the 6-digit code from your app.", "error")
+    result, _ = _checked_code(lambda: totp.turn_off(db.session, g.user))
+    if result is None:
         return redirect(url_for(".two_factor")), 303
-    cfg = current_app.config
-    try:
-        result = auth.disable_second_factor(
-            db.session, g.user, form.code.data or "", max_failures=cfg["LOGIN_MAX_FAILURES"],
-            lockout=timedelta(seconds=cfg["LOGIN_LOCKOUT_S"]), request_id=g.get("request_id"))
-    except DomainError as err:
-        db.session.rollback()
-        flash(err.detail, "error")
-        return redirect(url_for(".two_factor")), 303
-    db.session.commit()
     if result.outcome is auth.SignIn.OK:
         flash("Two-step sign-in is off.", "info")
         return redirect(url_for(".two_factor")), 303
+    return _wrong_code(result, still="two-step sign-in is still on")
+
+
+def _wrong_code(result: auth.SignInResult, *, still: str) -> Any:
     note_sign_in_failure()
     if result.outcome is auth.SignIn.LOCKED:
         logout_user()
         flash("Too many wrong codes. Your account is locked for a while.", "error")
         return redirect(url_for("auth.login")), 303
-    flash("That code is not right; two-step sign-in is still on.", "error")
+    flash(f"That code is not right; {still}.", "error")
     return redirect(url_for(".two_factor")), 303

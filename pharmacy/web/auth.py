@@ -127,7 +127,7 @@ def login() -> Any:
 
 
 class CodeForm(FlaskForm):  # type: ignore[misc]
-    code = StringField("Code", validators=[DataRequired(), Length(max=16)])
+    code = StringField("Code", validators=[DataRequired(), Length(max=40)])
 
 
 @bp.route("/login/code", methods=["GET", "POST"])
@@ -175,7 +175,7 @@ class PasswordForm(FlaskForm):  # type: ignore[misc]
     current = PasswordField("Current password", validators=[Length(max=1024)])
     new = PasswordField("New password", validators=[Length(max=1024)])
     confirm = PasswordField("New password again", validators=[Length(max=1024)])
-    code = StringField("Code", validators=[Length(max=16)])
+    code = StringField("Code", validators=[Length(max=40)])
 
 
 @bp.route("/password", methods=["GET", "POST"])

@@ -22,7 +22,9 @@ def test_production_refuses_to_start_without_secret_and_database() -> None:
 
 
 MAIL = {"NOTIFY_BACKEND": "smtp", "SMTP_HOST": "mail.example.org",
-        "PUBLIC_BASE_URL": "https://pharmacy.example.org"}
+        "PUBLIC_BASE_URL": "https://pharmacy.example.org",
+        # A Fernet key made for these tests (production needs its own: see README).
+        "FIELD_ENCRYPTION_KEYS": "7lW3cJkVd0J4vS1rXo0mBq8lZ0pG7yYb2YwF9cQe3aE="}
 
 
 def test_production_refuses_to_only_log_its_messages() -> None:

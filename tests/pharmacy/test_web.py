@@ -173,6 +173,7 @@ def test_production_sends_hsts() -> None:
         "DISPENSARY_ENV": "production", "SECRET_KEY": "s" * 40,
         "DATABASE_URL": "sqlite:///:memory:", "REDIS_URL": "redis://127.0.0.1:1/0",
         "NOTIFY_BACKEND": "smtp", "SMTP_HOST": "mail.example.org",
-        "PUBLIC_BASE_URL": "https://pharmacy.example"}))
+        "PUBLIC_BASE_URL": "https://pharmacy.example",
+        "FIELD_ENCRYPTION_KEYS": "7lW3cJkVd0J4vS1rXo0mBq8lZ0pG7yYb2YwF9cQe3aE="}))
     response = app.test_client().get("/healthz", base_url="https://pharmacy.example")
     assert "max-age=31536000" in response.headers["Strict-Transport-Security"]

@@ -72,6 +72,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("account.setup", "POST"): frozenset({"pharmacist", "admin"}),
     ("account.confirm", "POST"): frozenset({"pharmacist", "admin"}),
     ("account.disable", "POST"): frozenset({"pharmacist", "admin"}),
+    ("account.recovery_codes", "POST"): frozenset({"pharmacist", "admin"}),
     ("auth.register", "GET"): EVERYONE,
     ("auth.register", "POST"): EVERYONE,
     ("auth.forgot_password", "GET"): EVERYONE,

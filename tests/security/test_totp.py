@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pyotp
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from pharmacy.models import AuditEvent, Role, User
+from pharmacy.models import AuditEvent, Notification, RecoveryCode, Role, User
 from pharmacy.services import totp as totp_service
 from tests.factories import DEFAULT_PASSWORD, UserFactory
 from tests.pharmacy.helpers import csrf_token, web_login
@@ -36,17 +36,28 @@ def _post(client, path: str, data: dict[str, str], page: str = "/account/two-fac
     return client.post(path, data={**data, "csrf_token": csrf_token(client, page)})
 
 
-def _enrol(client, db, user: User) -> str:  # type: ignore[no-untyped-def]
-    """Sign in, set up and confirm (with the code of the previous step); returns the secret."""
+RECOVERY_CODE = re.compile(r"<li><code>([a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4})</code>")
+
+
+def _enrol_with_codes(client, db, user: User) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
+    """Sign in, set up and confirm (with the code of the previous step); returns the secret
+    and the recovery codes shown once on confirming."""
     assert web_login(client, user.email, DEFAULT_PASSWORD).status_code == 302
     assert _post(client, "/account/two-factor/setup", {}).status_code == 303
     page = client.get("/account/two-factor").get_data(as_text=True)
     secret = re.search(r'<code id="totp-secret">([A-Z2-7]+)</code>', page).group(1)  # type: ignore[union-attr]
     confirmed = _post(client, "/account/two-factor/confirm", {"code": code(secret, -1)})
-    assert confirmed.status_code == 303
+    assert confirmed.status_code == 200
+    assert confirmed.headers["Cache-Control"] == "no-store"
+    codes = RECOVERY_CODE.findall(confirmed.get_data(as_text=True))
+    assert len(codes) == 10 and len(set(codes)) == 10
     db.session.expire_all()
     assert totp_service.is_enrolled(db.session.get(User, user.id))
-    return secret
+    return secret, codes
+
+
+def _enrol(client, db, user: User) -> str:  # type: ignore[no-untyped-def]
+    return _enrol_with_codes(client, db, user)[0]
 
 
 @pytest.fixture()
@@ -316,3 +327,106 @@ def test_changing_a_password_with_two_step_on_needs_a_code(client, db, pharmacis
         refused.get_data(as_text=True)
     assert change(code(secret, 1)).status_code == 302
     assert "user.login_failed" in _actions(db)
+
+
+def _second_step(app, user: User, value: str):  # type: ignore[no-untyped-def]
+    """A fresh browser: the password, then ``value`` as the code."""
+    other = app.test_client()
+    assert web_login(other, user.email, DEFAULT_PASSWORD).headers["Location"] \
+        .endswith("/login/code")
+    response = other.post("/login/code", data={"code": value,
+                                                "csrf_token": csrf_token(other, "/login/code")})
+    return other, response
+
+
+def test_recovery_codes_are_kept_only_as_hashes_and_the_seed_encrypted(
+        client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    secret, codes = _enrol_with_codes(client, db, pharmacist)
+    stored = db.session.execute(text("select totp_secret from users where id = :id"),
+                                {"id": pharmacist.id}).scalar_one()
+    assert stored.startswith("f1:") and secret not in stored
+    hashes = db.session.scalars(select(RecoveryCode.code_hash).where(
+        RecoveryCode.user_id == pharmacist.id)).all()
+    assert len(hashes) == 10
+    assert hashes[0] not in codes and codes[0].replace("-", "") not in hashes
+    page = client.get("/account/two-factor").get_data(as_text=True)
+    assert "10 of 10" in page and codes[0] not in page  # shown once, never again
+
+
+def test_a_recovery_code_signs_in_once_and_tells_the_owner(app, client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    _, codes = _enrol_with_codes(client, db, pharmacist)
+    # Typed as people copy it: capitals, spaces instead of hyphens.
+    typed = codes[3].upper().replace("-", " ")
+    browser, response = _second_step(app, pharmacist, typed)
+    assert response.status_code == 302 and "/login" not in response.headers["Location"]
+    assert browser.get("/pharmacist/").status_code == 200
+    assert "user.recovery_code_used" in _actions(db)
+    told = db.session.scalar(select(Notification).where(
+        Notification.user_id == pharmacist.id,
+        Notification.kind == "account.recovery_code_used"))
+    assert told is not None and "9 of them are left" in told.body
+    assert "9 of 10" in browser.get("/account/two-factor").get_data(as_text=True)
+    # Spent: the same code again is a wrong code, counted as a failed sign-in.
+    again, refused = _second_step(app, pharmacist, codes[3])
+    assert refused.status_code == 401 and again.get("/pharmacist/").status_code == 302
+    db.session.expire_all()
+    assert db.session.get(User, pharmacist.id).failed_login_count == 1
+    # Something shaped like a recovery code that is not one is refused too.
+    assert _second_step(app, pharmacist, "abcd-efgh-jkmn-pqrs")[1].status_code == 401
+
+
+def test_the_api_takes_a_recovery_code_in_the_totp_field(client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    _, codes = _enrol_with_codes(client, db, pharmacist)
+    creds = {"email": pharmacist.email, "password": DEFAULT_PASSWORD}
+    ok = client.post("/api/v1/auth/token", json={**creds, "totp": codes[0]})
+    assert ok.status_code == 200 and ok.get_json()["access_token"]
+    replay = client.post("/api/v1/auth/token", json={**creds, "totp": codes[0]})
+    assert replay.status_code == 401 and replay.get_json()["code"] == "totp_invalid"
+
+
+def test_new_recovery_codes_replace_the_old_ones(app, client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    secret, old = _enrol_with_codes(client, db, pharmacist)
+
+    def hashes() -> set[str]:
+        db.session.expire_all()
+        return set(db.session.scalars(select(RecoveryCode.code_hash).where(
+            RecoveryCode.user_id == pharmacist.id)))
+
+    before = hashes()
+    wrong = _post(client, "/account/two-factor/recovery-codes", {"code": "000000"})
+    assert wrong.status_code == 303 and hashes() == before
+    assert "user.login_failed" in _actions(db)
+    made = _post(client, "/account/two-factor/recovery-codes", {"code": code(secret, 1)})
+    assert made.status_code == 200 and made.headers["Cache-Control"] == "no-store"
+    new = RECOVERY_CODE.findall(made.get_data(as_text=True))
+    assert len(new) == 10 and not set(new) & set(old)
+    assert _second_step(app, pharmacist, old[0])[1].status_code == 401
+    assert _second_step(app, pharmacist, new[0])[1].status_code == 302
+
+
+def test_a_recovery_code_turns_two_step_sign_in_off_and_the_codes_go_with_it(
+        client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    _, codes = _enrol_with_codes(client, db, pharmacist)
+    assert _post(client, "/account/two-factor/disable", {"code": codes[9]}).status_code == 303
+    db.session.expire_all()
+    assert not totp_service.is_enrolled(db.session.get(User, pharmacist.id))
+    assert db.session.scalar(select(RecoveryCode.id).where(
+        RecoveryCode.user_id == pharmacist.id)) is None
+
+
+def test_enrolment_is_confirmed_only_by_the_new_apps_code(db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    user = db.session.get(User, pharmacist.id)
+    totp_service.start_enrolment(db.session, user)
+    with pytest.raises(Exception, match="not right"):
+        totp_service.confirm_enrolment(db.session, user, "abcd-efgh-jkmn-pqrs")
+    with pytest.raises(Exception, match="not on"):
+        totp_service.new_recovery_codes(db.session, user)
+
+
+def test_an_administrators_reset_voids_the_recovery_codes(app, client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    _, codes = _enrol_with_codes(client, db, pharmacist)
+    done = app.test_cli_runner().invoke(args=[
+        "reset-two-factor", pharmacist.email, "--reason", "phone lost", "--operator", "A"])
+    assert done.exit_code == 0, done.output
+    assert db.session.scalar(select(RecoveryCode.id).where(
+        RecoveryCode.user_id == pharmacist.id)) is None
