@@ -49,10 +49,13 @@ def render_item(type_, obj, autogen_context):
     """Render the app's custom column types as plain SQLAlchemy types.
 
     Revisions must not import application code, so UTCDateTime is written as
-    DateTime(timezone=True) (the conversion to UTC happens in the model, not the schema).
+    DateTime(timezone=True) (the conversion to UTC happens in the model, not the schema), and
+    EncryptedString as the String that holds the ciphertext.
     """
     if type_ == "type" and type(obj).__name__ == "UTCDateTime":
         return "sa.DateTime(timezone=True)"
+    if type_ == "type" and type(obj).__name__ == "EncryptedString":
+        return f"sa.String(length={obj.impl.length})"
     return False
 
 

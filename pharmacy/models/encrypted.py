@@ -27,9 +27,6 @@ from sqlalchemy.types import TypeDecorator
 #: Marks a stored value as encrypted by this module (version 1: Fernet).
 PREFIX = "f1:"
 
-_ring: MultiFernet | None = None
-
-
 class FieldKeyError(RuntimeError):
     """No key is configured, a configured key is malformed, or none of them opens a value."""
 
@@ -53,20 +50,18 @@ def configure(app: Flask, keys: Sequence[str]) -> None:
     """Install the app's key ring (the first key encrypts). Called by `create_app`.
 
     Values are encrypted and decrypted with the ring of the app in context (one process may
-    build several apps, as the tests do), else with the one configured last."""
-    global _ring
+    build several apps, as the tests do); outside an app context they cannot be."""
     if not keys:
         raise FieldKeyError("no field encryption key")
-    _ring = app.extensions["field_encryption"] = MultiFernet([Fernet(k) for k in keys])
+    app.extensions["field_encryption"] = MultiFernet([Fernet(k) for k in keys])
 
 
 def _keys() -> MultiFernet:
-    if has_app_context() and "field_encryption" in current_app.extensions:
-        ring: MultiFernet = current_app.extensions["field_encryption"]
-        return ring
-    if _ring is None:
-        raise FieldKeyError("field encryption keys are not configured (create_app does it)")
-    return _ring
+    if not has_app_context() or "field_encryption" not in current_app.extensions:
+        raise FieldKeyError("encrypted columns are read and written inside an app context "
+                            "(create_app installs the keys)")
+    ring: MultiFernet = current_app.extensions["field_encryption"]
+    return ring
 
 
 def encrypt(value: str) -> str:

@@ -47,7 +47,9 @@ class User(TimestampMixin, Base):
     # starts and in force once a code has confirmed it; the last time step used, so that a
     # code is never accepted twice. Encrypted at rest: with it, anyone holding a copy of the
     # database could make the codes.
-    totp_secret: Mapped[str | None] = mapped_column(EncryptedString(255))
+    # Deferred: loaded (and decrypted) only where a code is checked, not with every request's
+    # user, so a seed no key opens breaks that one check, not the account or its reset.
+    totp_secret: Mapped[str | None] = mapped_column(EncryptedString(255), deferred=True)
     totp_enabled_at: Mapped[datetime | None]
     totp_last_counter: Mapped[int | None]
 

@@ -233,7 +233,8 @@ def check_second_factor(session: Session, user: User, code: str, *, max_failures
         raise Conflict("Two-step sign-in is not on.")
     if _is_locked(user, now):
         return SignInResult(SignIn.LOCKED, user, user.locked_until)
-    if not totp.accept_code(session, user, code, now=now):
+    # No e-mail for a recovery code spent here: the change it confirms sends its own.
+    if not totp.accept_code(session, user, code, now=now, tell=False):
         return record_failure(session, user, lockout=Lockout(max_failures, lockout), now=now,
                               factor="totp", request_id=request_id)
     return SignInResult(SignIn.OK, user)

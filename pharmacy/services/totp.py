@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from datetime import datetime
 
 import pyotp
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..errors import Conflict, Forbidden, InvalidRequest
 from ..models import Notification, RecoveryCode, Role, User
@@ -36,7 +38,9 @@ def may_enrol(user: User) -> bool:
 
 
 def is_enrolled(user: User) -> bool:
-    return user.totp_enabled_at is not None and bool(user.totp_secret)
+    # Judged without reading the (encrypted, deferred) seed: it is set whenever this is, and
+    # a seed no key opens must not stop an administrator's reset.
+    return user.totp_enabled_at is not None
 
 
 def _normalise(code: str) -> str:
@@ -50,10 +54,14 @@ _RECOVERY_LENGTH = 16
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 
 
+#: Spaces of any kind and dashes (pasted text brings en dashes and no-break spaces).
+_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212]")
+
+
 def _recovery_key(code: str) -> str | None:
     """The canonical form of something typed as a recovery code ("ABCD-efgh ..." → "abcdefgh..."),
     or None when it cannot be one."""
-    key = "".join(c for c in code.lower() if c not in " -")
+    key = _SEPARATORS.sub("", code.lower())
     if len(key) != _RECOVERY_LENGTH or any(c not in _RECOVERY_ALPHABET for c in key):
         return None
     return key
@@ -63,9 +71,18 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def new_recovery_codes(session: Session, user: User) -> list[str]:
+def _tell(session: Session, user: User, kind: str, subject: str, what: str) -> None:
+    """An e-mail to the account's owner about a change to their second factor."""
+    session.add(Notification(
+        user_id=user.id, kind=kind, subject=subject,
+        body=(f"{what}\nIf this was not you, tell an administrator at once: someone has your "
+              "password and a code.\n")))
+
+
+def new_recovery_codes(session: Session, user: User, *, tell: bool = True) -> list[str]:
     """Ten new recovery codes for an enrolled account (every earlier one stops working), as
-    they are shown once: groups of four for copying."""
+    they are shown once: groups of four for copying. The owner is told by e-mail (``tell``;
+    not when they come with turning two-step sign-in on)."""
     if not is_enrolled(user):
         raise Conflict("Two-step sign-in is not on.")
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
@@ -74,6 +91,11 @@ def new_recovery_codes(session: Session, user: User) -> list[str]:
     session.add_all(RecoveryCode(user_id=user.id, code_hash=_hash(c)) for c in codes)
     audit.record(session, action="user.recovery_codes_made", entity_type="user",
                  entity_id=user.id, actor=user, after={"codes": RECOVERY_CODES})
+    if tell:
+        _tell(session, user, "account.recovery_codes_made",
+              "New recovery codes for your Dispensary account",
+              "New two-step sign-in recovery codes were made for your account; the earlier "
+              "ones no longer work.")
     session.flush()
     return ["-".join(c[i:i + 4] for i in range(0, _RECOVERY_LENGTH, 4)) for c in codes]
 
@@ -83,27 +105,25 @@ def recovery_codes_left(session: Session, user: User) -> int:
         RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))) or 0
 
 
-def _use_recovery_code(session: Session, user: User, key: str, now: datetime) -> bool:
-    """Spend a recovery code (the user's row is locked by the caller, so a code is spent
-    once): audited, and its owner is told by e-mail."""
-    found = session.scalar(select(RecoveryCode).where(
+def _use_recovery_code(session: Session, user: User, key: str, now: datetime, *,
+                       tell: bool) -> bool:
+    """Spend a recovery code, audited, and (``tell``) tell its owner by e-mail how many are
+    left. Spent by a conditional update, so that two requests racing with one code cannot
+    both pass even where the row lock is not kept (SQLite)."""
+    spent = session.execute(update(RecoveryCode).where(
         RecoveryCode.user_id == user.id, RecoveryCode.code_hash == _hash(key),
-        RecoveryCode.used_at.is_(None)))
-    if found is None:
+        RecoveryCode.used_at.is_(None)).values(used_at=now))
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    found.used_at = now
-    session.flush()
     left = recovery_codes_left(session, user)
     audit.record(session, action="user.recovery_code_used", entity_type="user",
                  entity_id=user.id, actor=user, after={"left": left})
-    session.add(Notification(
-        user_id=user.id, kind="account.recovery_code_used",
-        subject="A recovery code was used on your Dispensary account",
-        body=(f"One of your two-step sign-in recovery codes was used at "
-              f"{now:%Y-%m-%d %H:%M} UTC. {left} of them are left.\n"
-              "If this was you, make new recovery codes on your two-step sign-in page once "
-              "you are set up again.\nIf it was not you, tell an administrator at once: "
-              "someone has your password and a recovery code.\n")))
+    if tell:
+        _tell(session, user, "account.recovery_code_used",
+              "A recovery code was used on your Dispensary account",
+              f"One of your two-step sign-in recovery codes was used at "
+              f"{now:%Y-%m-%d %H:%M} UTC. {left} of them are left; make new ones on your "
+              "two-step sign-in page.")
     return True
 
 
@@ -120,11 +140,13 @@ def _matching_step(secret: str, code: str, now: datetime) -> int | None:
 
 
 def accept_code(session: Session, user: User, code: str, *, now: datetime,
-                recovery: bool = True) -> bool:
+                recovery: bool = True, tell: bool = True) -> bool:
     """True, and the code's time step is used up, if ``code`` is valid and not a replay; or,
-    with ``recovery``, if it is one of the account's unused recovery codes (now spent).
+    with ``recovery``, if it is one of the account's unused recovery codes (now spent, and
+    its owner told by e-mail unless ``tell`` is off: the change it confirms tells them).
 
-    The user's row is locked first, so two requests racing with one code cannot both pass.
+    The user's row is locked first, and the step or code is used up by a conditional update,
+    so two requests racing with one code cannot both pass.
     """
     session.flush()  # a refresh drops unflushed changes
     session.refresh(user, with_for_update=True)
@@ -132,11 +154,17 @@ def accept_code(session: Session, user: User, code: str, *, now: datetime,
         return False
     key = _recovery_key(code) if recovery and is_enrolled(user) else None
     if key is not None:
-        return _use_recovery_code(session, user, key, now)
+        return _use_recovery_code(session, user, key, now, tell=tell)
     step = _matching_step(user.totp_secret, code, now)
-    if step is None or (user.totp_last_counter is not None and step <= user.totp_last_counter):
+    if step is None:
         return False
-    user.totp_last_counter = step
+    used = session.execute(update(User).where(
+        User.id == user.id, or_(User.totp_last_counter.is_(None),
+                                User.totp_last_counter < step))
+        .values(totp_last_counter=step).execution_options(synchronize_session=False))
+    if used.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    set_committed_value(user, "totp_last_counter", step)
     return True
 
 
@@ -179,12 +207,17 @@ def confirm_enrolment(session: Session, user: User, code: str,
     user.token_generation += 1
     audit.record(session, action="user.totp_enabled", entity_type="user", entity_id=user.id,
                  actor=user)
-    return new_recovery_codes(session, user)
+    return new_recovery_codes(session, user, tell=False)
 
 
 def turn_off(session: Session, user: User) -> None:
-    """Forget the secret and the recovery codes (the caller has checked a current code)."""
+    """Forget the secret and the recovery codes (the caller has checked a current code); the
+    owner is told by e-mail."""
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    _tell(session, user, "account.totp_disabled",
+          "Two-step sign-in is off on your Dispensary account",
+          "Two-step sign-in was turned off for your account: your password alone now signs "
+          "in.")
     user.totp_secret = None
     user.totp_enabled_at = None
     user.totp_last_counter = None
@@ -198,7 +231,9 @@ def reset(session: Session, user: User, *, reason: str, operator: str) -> bool:
     again. Returns False when it was not on. Audited with who asked and why."""
     if not reason.strip() or not operator.strip():
         raise InvalidRequest("Say who is resetting two-step sign-in, and why.")
-    if not is_enrolled(user) and not user.totp_secret:
+    pending = session.scalar(select(User.id).where(User.id == user.id,
+                                                   User.totp_secret.is_not(None)))
+    if not is_enrolled(user) and pending is None:
         return False
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     user.totp_secret = None

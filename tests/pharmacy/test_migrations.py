@@ -74,3 +74,33 @@ def test_upgrade_and_drift_on_an_empty_sqlite_file(tmp_path: Path, redis_url: st
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
         downgrade(revision="base")
+
+
+def test_0019_encrypts_the_seeds_already_stored_and_its_downgrade_decrypts_them(
+        tmp_path: Path, redis_url: str) -> None:
+    from sqlalchemy import select, text
+
+    from pharmacy.extensions import db
+    from pharmacy.models import User
+
+    seed = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    scratch = _fresh_app(f"sqlite:///{tmp_path / 'seeds.sqlite3'}", redis_url)
+    with scratch.app_context():
+        upgrade(revision="0018")
+        with db.engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO users (email, password_hash, role, full_name, is_active, "
+                "failed_login_count, token_generation, totp_secret, totp_enabled_at, "
+                "created_at, updated_at) VALUES ('p@example.org', 'x', 'pharmacist', 'P', 1, "
+                "0, 0, :seed, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                {"seed": seed})
+        upgrade()
+        with db.engine.connect() as conn:
+            stored = conn.execute(text("SELECT totp_secret FROM users")).scalar_one()
+        assert stored.startswith("f1:") and seed not in stored
+        assert db.session.scalar(select(User.totp_secret)) == seed
+        db.session.remove()
+        downgrade(revision="0018")
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT totp_secret FROM users")).scalar_one() == seed
+        db.engine.dispose()

@@ -80,15 +80,32 @@ def test_keys_rotate_without_losing_a_seed(app, db) -> None:  # type: ignore[no-
         _secret_seen_by(_with_keys(app, old), user.id)
 
 
-def test_a_value_that_is_not_encrypted_is_refused_not_used(db) -> None:  # type: ignore[no-untyped-def]
+def test_a_seed_no_key_opens_breaks_only_its_code_check_not_the_account_or_its_reset(
+        app, db) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from pharmacy.services import totp
+
     user = UserFactory(role=Role.PHARMACIST)
+    user.totp_enabled_at = datetime.now(UTC)
     db.session.commit()
-    db.session.execute(text("update users set totp_secret = 'JBSWY3DPEHPK3PXP' where id = :id"),
-                       {"id": user.id})
-    db.session.commit()
-    db.session.expire_all()
-    with pytest.raises(enc.FieldKeyError, match="not encrypted"):
-        db.session.get(User, user.id)
+    for raw, message in (("JBSWY3DPEHPK3PXP", "not encrypted"),
+                         ("f1:" + Fernet(Fernet.generate_key()).encrypt(b"x").decode(),
+                          "no configured key opens")):
+        db.session.execute(text("update users set totp_secret = :raw where id = :id"),
+                           {"raw": raw, "id": user.id})
+        db.session.commit()
+        db.session.expire_all()
+        loaded = db.session.get(User, user.id)  # every request loads its user: still fine
+        assert totp.is_enrolled(loaded)
+        with pytest.raises(enc.FieldKeyError, match=message):
+            _ = loaded.totp_secret
+        db.session.rollback()
+    # The administrator's way out still works without reading the seed.
+    done = app.test_cli_runner().invoke(args=[
+        "reset-two-factor", user.email, "--reason", "key lost", "--operator", "A. Admin"])
+    assert done.exit_code == 0, done.output
+    assert _stored(db, user.id) is None
 
 
 def test_production_needs_its_own_keys_and_well_formed_ones() -> None:

@@ -430,3 +430,68 @@ def test_an_administrators_reset_voids_the_recovery_codes(app, client, db, pharm
     assert done.exit_code == 0, done.output
     assert db.session.scalar(select(RecoveryCode.id).where(
         RecoveryCode.user_id == pharmacist.id)) is None
+
+
+def _mails(db, user: User) -> list[str]:  # type: ignore[no-untyped-def]
+    db.session.expire_all()
+    return list(db.session.scalars(select(Notification.kind).where(
+        Notification.user_id == user.id).order_by(Notification.id)))
+
+
+def test_the_owner_is_told_of_every_change_to_the_second_factor_once(
+        client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    secret, codes = _enrol_with_codes(client, db, pharmacist)
+    assert _mails(db, pharmacist) == []  # turning it on, with its first codes: no mail
+    # A recovery code confirming a change is not reported apart from the change.
+    made = _post(client, "/account/two-factor/recovery-codes", {"code": codes[0]})
+    assert made.status_code == 200
+    new = RECOVERY_CODE.findall(made.get_data(as_text=True))
+    assert _mails(db, pharmacist) == ["account.recovery_codes_made"]
+    assert _post(client, "/account/two-factor/disable", {"code": new[1]}).status_code == 303
+    assert _mails(db, pharmacist) == ["account.recovery_codes_made", "account.totp_disabled"]
+    body = db.session.scalar(select(Notification.body).where(
+        Notification.kind == "account.totp_disabled"))
+    assert "tell an administrator" in body and new[1] not in body
+    del secret
+
+
+def test_recovery_codes_are_read_as_people_paste_them(db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    user = db.session.get(User, pharmacist.id)
+    totp_service.start_enrolment(db.session, user)
+    now = datetime.now(UTC)
+    totp_service.confirm_enrolment(db.session, user, pyotp.TOTP(user.totp_secret).now(), now=now)
+    codes = totp_service.new_recovery_codes(db.session, user, tell=False)
+    pasted = "\u00a0" + codes[0].upper().replace("-", "\u2013") + "\n"  # no-break space, en dash
+    assert totp_service.accept_code(db.session, user, pasted, now=now)
+    assert not totp_service.accept_code(db.session, user, codes[0], now=now)
+    # Where only the app's code will do (confirming a new app), a recovery code is refused.
+    assert not totp_service.accept_code(db.session, user, codes[1], now=now, recovery=False)
+
+
+def test_two_requests_racing_with_one_recovery_code_let_one_in(app, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from pharmacy.extensions import db as handle
+
+    user = db.session.get(User, pharmacist.id)
+    totp_service.start_enrolment(db.session, user)
+    now = datetime.now(UTC)
+    totp_service.confirm_enrolment(db.session, user, pyotp.TOTP(user.totp_secret).now(), now=now)
+    code_value = totp_service.new_recovery_codes(db.session, user, tell=False)[0]
+    db.session.commit()
+    start, results = threading.Barrier(4), []
+
+    def spend() -> None:
+        with app.app_context():
+            racer = handle.session.get(User, pharmacist.id)
+            start.wait()
+            results.append(totp_service.accept_code(handle.session, racer, code_value, now=now))
+            handle.session.commit()
+            handle.session.remove()
+
+    threads = [threading.Thread(target=spend) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(results) == [False, False, False, True]
