@@ -27,16 +27,19 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	bash scripts/run.sh
 
-## make test: ensure PostgreSQL and Redis, then lint and the whole suite.
+## make test: ensure PostgreSQL and Redis, then lint, type checks and the whole suite.
 test: install-dev
 	bash scripts/ensure-services.sh
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy pharmacy config.py
+	$(BIN)/mypy --strict routing inventory
 	$(BIN)/python -m pytest
 
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy pharmacy config.py
 	$(BIN)/mypy --strict routing inventory
 
 services:

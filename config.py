@@ -207,7 +207,7 @@ class Config:
                           "MAX_CONTENT_LENGTH": "MAX_CONTENT_LENGTH"}.items():
             if var in env:
                 values[attr] = _parse_int(var, env[var])
-        if int(values.get("DELIVERY_PHOTO_RETENTION_DAYS", 1)) < 1:
+        if int(str(values.get("DELIVERY_PHOTO_RETENTION_DAYS", 1))) < 1:
             raise ConfigError("DELIVERY_PHOTO_RETENTION_DAYS must be at least 1 (days a "
                               "proof-of-delivery photo is kept)")
         if "REORDER_SERVICE_LEVEL" in env:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 from flask_migrate import Migrate
@@ -12,7 +12,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf.csrf import CSRFProtect
 from redis import Redis
 from rq import Queue
-from sqlalchemy.orm import scoped_session
+from sqlalchemy.orm import Session, scoped_session
 
 from .models.base import Base
 from .schemas.common import ProblemSchema
@@ -31,7 +31,26 @@ class ProblemApi(Api):  # type: ignore[misc]
         return None
 
 
-db = SQLAlchemy(model_class=Base)
+class Database(SQLAlchemy):
+    """Flask-SQLAlchemy, typed as the services use it.
+
+    ``db.session`` is a scoped session: a proxy of the current app context's Session with
+    every Session method. The services take a plain ``Session`` (they run in requests, RQ
+    jobs and tests alike), so it is declared as one; ``release_session`` is the one use of
+    the scoped session's own ``remove``.
+    """
+
+    if TYPE_CHECKING:
+        session: Session  # type: ignore[assignment]
+
+
+db = Database(model_class=Base)
+
+
+def release_session() -> None:
+    """Close the context's session and give its connection back to the pool."""
+    registry: scoped_session[Session] = db.session  # type: ignore[assignment]
+    registry.remove()
 migrate = Migrate()
 csrf = CSRFProtect()
 api = ProblemApi()

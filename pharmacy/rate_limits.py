@@ -234,7 +234,7 @@ def init_rate_limits(app: Flask) -> Limiter:
     for endpoints, limits in ((SIGN_IN_ENDPOINTS, sign_in), (REGISTER_ENDPOINTS, register),
                               (RESET_ENDPOINTS, reset)):
         for endpoint in endpoints:
-            view = app.view_functions[endpoint]
+            view: Any = app.view_functions[endpoint]
             for limit in limits:
                 view = limit(view)
             app.view_functions[endpoint] = view

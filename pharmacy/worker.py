@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from rq import Worker
 
 from . import create_app
-from .extensions import db, get_redis
+from .extensions import get_redis, release_session
 from .jobs import ALL_QUEUES
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class AppWorker(Worker):
         finally:
             JOB_SECONDS.observe(time.perf_counter() - started, function=job.func_name,
                                 outcome=outcome)
-            db.session.remove()
+            release_session()
 
 
     def handle_exception(self, job, *exc_info):  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from ..extensions import cache_failed, cache_redis, db, get_redis
 from ..models import Role, User
 from ..services import principals
 
-BEARER_DOC = {"security": [{"bearerAuth": []}]}
+BEARER_DOC: dict[str, list[dict[str, list[str]]]] = {"security": [{"bearerAuth": []}]}
 
 logger = logging.getLogger(__name__)
 

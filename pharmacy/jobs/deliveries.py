@@ -9,7 +9,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from ..errors import DomainError
-from ..extensions import db
+from ..extensions import db, release_session
 from ..models import DeliveryAttempt, DeliverySlot, DeliveryWave, WaveStatus
 from ..models.base import utcnow
 from ..services import delivery
@@ -31,9 +31,10 @@ def plan_wave(wave_id: int, plan_version: int) -> int | None:
     try:
         problem, index = delivery.build_problem(db.session, wave_id)
     except DomainError as err:
-        return _failed(wave_id, plan_version, err.detail)
+        _failed(wave_id, plan_version, err.detail)
+        return None
     db.session.rollback()
-    db.session.remove()  # give the connection back during the solve
+    release_session()  # give the connection back during the solve
     seconds = float(current_app.config.get("ROUTING_TIME_LIMIT_S", 20))
     from ..metrics import SOLVER_DISTANCE, SOLVER_SECONDS
 
@@ -43,7 +44,8 @@ def plan_wave(wave_id: int, plan_version: int) -> int | None:
     try:
         stored = delivery.store_plan(db.session, index, plan)
     except DomainError as err:
-        return _failed(wave_id, plan_version, err.detail)
+        _failed(wave_id, plan_version, err.detail)
+        return None
     db.session.commit()
     logger.info("wave %s: %s (%d routes, %d unserved)", wave_id,
                 "stored" if stored else "stale, not stored", len(plan.routes),
@@ -107,8 +109,8 @@ def expire_delivery_photos() -> int:
     db.session.commit()
     for name in names:
         store.discard(name)
-    referenced = set(db.session.scalars(select(DeliveryAttempt.photo_path).where(
-        DeliveryAttempt.photo_path.is_not(None))))
+    referenced = {path for path in db.session.scalars(select(DeliveryAttempt.photo_path).where(
+        DeliveryAttempt.photo_path.is_not(None))) if path is not None}
     db.session.rollback()
     orphans = store.discard_unreferenced(referenced, older_than=timedelta(days=1),
                                          now=utcnow())

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
@@ -205,7 +205,8 @@ def build_problem(session: Session, wave_id: int) -> tuple[Any, ProblemIndex]:
             order = session.get(Order, last.order_id)
             address = session.get(Address, order.address_id) if order and order.address_id \
                 else None
-            if address is not None and address.latitude is not None:
+            if address is not None and address.latitude is not None \
+                    and address.longitude is not None:
                 position = routing.Location(address.latitude, address.longitude)
         loaded = {str(s.id) for s in route.stops
                   if s.status in (StopStatus.PENDING, StopStatus.ARRIVED)}
@@ -242,10 +243,10 @@ def store_plan(session: Session, index: ProblemIndex, plan: Any) -> bool:
               if not any(f"stop {sid} not served" in v for sid in unserved_ids)]
     if broken:
         raise Conflict(f"The planner returned an infeasible plan: {broken[:3]}")
-    session.execute(DeliveryStop.__table__.update().where(
+    session.execute(update(DeliveryStop).where(
         DeliveryStop.wave_id == wave.id, DeliveryStop.status.in_(
             [StopStatus.PENDING, StopStatus.ARRIVED, StopStatus.UNSERVED]))
-        .values(route_id=None, sequence=None))
+        .values(route_id=None, sequence=None).execution_options(synchronize_session=False))
     old_routes = session.scalars(select(DeliveryRoute).where(
         DeliveryRoute.wave_id == wave.id, DeliveryRoute.started_at.is_(None))).all()
     for route in old_routes:
@@ -256,13 +257,14 @@ def store_plan(session: Session, index: ProblemIndex, plan: Any) -> bool:
         if not planned.visits:
             continue
         # A van already on the road keeps its route (and the stops it has done).
-        route = session.scalar(select(DeliveryRoute).where(
+        kept = session.scalar(select(DeliveryRoute).where(
             DeliveryRoute.wave_id == wave.id,
             DeliveryRoute.vehicle_id == int(planned.vehicle_id)))
-        if route is None:
-            route = DeliveryRoute(wave_id=wave.id, vehicle_id=int(planned.vehicle_id),
-                                  courier_id=index.vehicle_courier.get(planned.vehicle_id))
-            session.add(route)
+        if kept is None:
+            kept = DeliveryRoute(wave_id=wave.id, vehicle_id=int(planned.vehicle_id),
+                                 courier_id=index.vehicle_courier.get(planned.vehicle_id))
+            session.add(kept)
+        route = kept
         route.planned_distance_m = planned.distance_m
         route.planned_duration_s = planned.duration_s
         session.flush()
@@ -716,8 +718,9 @@ def move_stop(session: Session, stop_id: int, route_id: int, *, actor: User) -> 
         raise InvalidRequest("This parcel needs a fridge van.")
     on_target = session.scalars(select(DeliveryStop).where(
         DeliveryStop.route_id == target.id).order_by(DeliveryStop.sequence)).all()
-    if sum(session.get(Order, s.order_id).parcel_count for s in on_target  # type: ignore[union-attr]
-           ) + order.parcel_count > van.capacity_parcels:
+    on_van = [session.get(Order, s.order_id) for s in on_target]
+    if sum(o.parcel_count for o in on_van if o is not None) + order.parcel_count \
+            > van.capacity_parcels:
         raise InvalidRequest("That van is full.")
     source_id = stop.route_id
     stop.route_id = target.id

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ..errors import InvalidRequest
@@ -206,13 +206,13 @@ def stock_inputs(session: Session, pharmacy_id: int,
         .group_by(StockBatch.medicine_id)).all()
     life = _shelf_life_days(session, pharmacy_id, medicine_ids)
     by_medicine = {m: (int(on or 0), int(res or 0)) for m, on, res in batches}
-    on_order = dict(session.execute(
+    on_order = {int(m): int(q or 0) for m, q in session.execute(
         select(PurchaseOrderLine.medicine_id,
                func.sum(PurchaseOrderLine.quantity - PurchaseOrderLine.quantity_received))
         .join(PurchaseOrder).where(PurchaseOrder.pharmacy_id == pharmacy_id,
                                    PurchaseOrder.status.in_([PurchaseOrderStatus.DRAFT,
                                                              PurchaseOrderStatus.SENT]))
-        .group_by(PurchaseOrderLine.medicine_id)).all())
+        .group_by(PurchaseOrderLine.medicine_id))}
     policy = {m: (pack, level, moq) for m, pack, level, moq in session.execute(
         select(Medicine.id, Medicine.pack_size, Medicine.reorder_service_level,
                Medicine.minimum_order_quantity).where(Medicine.id.in_(medicine_ids))).all()}
@@ -284,7 +284,7 @@ def compute_suggestions(history: list[dict[str, Any]], stock: dict[int, StockInp
            for uid, last in ends.items() if last < pd.Timestamp(today)]
     if pad:
         frame = pd.concat([frame, pd.DataFrame(pad)], ignore_index=True)
-    frame = frame.groupby(["unique_id", "ds"], as_index=False)["y"].sum()
+    frame = frame.groupby(["unique_id", "ds"])["y"].sum().reset_index()
     spans = frame.groupby("unique_id")["ds"].agg(lambda s: (s.max() - s.min()).days + 1)
     keep = spans[spans >= settings.min_history_days].index
     frame = frame[frame["unique_id"].isin(keep)]
@@ -299,7 +299,7 @@ def compute_suggestions(history: list[dict[str, Any]], stock: dict[int, StockInp
                                    review_period=settings.review_days).set_index("unique_id")
     out = []
     for uid, row in protection.iterrows():
-        medicine_id = int(uid)
+        medicine_id = int(str(uid))
         inputs = stock.get(medicine_id)
         if inputs is None:
             continue
@@ -343,10 +343,11 @@ def refresh_suggestions(session: Session, pharmacy_id: int, *, settings: PolicyS
     session.rollback()  # end the read transaction before the long computation
     suggestions = compute_suggestions(history, stock, settings=settings, today=today)
     session.execute(
-        ReorderSuggestion.__table__.update()
+        update(ReorderSuggestion)
         .where(ReorderSuggestion.pharmacy_id == pharmacy_id,
                ReorderSuggestion.status == SuggestionStatus.OPEN)
-        .values(status=SuggestionStatus.SUPERSEDED))
+        .values(status=SuggestionStatus.SUPERSEDED)
+        .execution_options(synchronize_session=False))
     for s in suggestions:
         session.add(ReorderSuggestion(
             pharmacy_id=pharmacy_id, medicine_id=s.medicine_id, computed_at=utcnow(),

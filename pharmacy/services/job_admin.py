@@ -48,7 +48,8 @@ def overview(session: Session, *, limit: int = 50) -> JobsOverview:
             registry = FailedJobRegistry(queue=queue)
             for job_id in registry.get_job_ids(0, limit - 1):
                 job = Job.fetch(job_id, connection=connection)
-                error = (job.latest_result().exc_string or "") if job.latest_result() else ""
+                result = job.latest_result()
+                error = (result.exc_string or "") if result is not None else ""
                 state.failed.append(FailedJob(job_id, name, job.func_name or "?",
                                               error.strip().splitlines()[-1] if error else ""))
         state.workers = [w.name for w in Worker.all(connection=connection)]

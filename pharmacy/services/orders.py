@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -392,11 +392,9 @@ def on_active_order(session: Session, prescription_item_id: int, *,
     """Whether the item is on an order in progress or already delivered (a line packed
     with none of it supplied does not count); for an owing, whether an order for it is
     waiting to be packed (packing reduces what is owed)."""
-    if owing:
-        held = Order.status.in_(PRE_PACK)
-    else:
-        held = Order.status.in_(HOLDS_ITEM) & (
-            Order.status.in_(PRE_PACK) | (OrderLine.quantity_supplied > 0))
+    held: ColumnElement[bool] = Order.status.in_(PRE_PACK) if owing else (
+        Order.status.in_(HOLDS_ITEM) & (
+            Order.status.in_(PRE_PACK) | (OrderLine.quantity_supplied > 0)))
     return session.scalar(
         select(OrderLine.id).join(Order).where(
             OrderLine.prescription_item_id == prescription_item_id, held).limit(1)) is not None
@@ -848,10 +846,10 @@ def _return_picked(session: Session, order: Order, *, actor: User | None, reason
     undone: list[PrescriptionItem] = []
     returned = [line for line in order.lines
                 if line.prescription_item_id is not None and line.quantity_supplied]
-    locked = {i.id: i for i in lock_items(session, [line.prescription_item_id  # type: ignore[misc]
-                                                   for line in returned])}
+    items = {i.id: i for i in lock_items(session, [line.prescription_item_id  # type: ignore[misc]
+                                                  for line in returned])}
     for line in returned:
-        item = locked[line.prescription_item_id]  # type: ignore[index]
+        item = items[line.prescription_item_id]  # type: ignore[index]
         why = f"order {order.reference}: {reason}"
         elsewhere = _supplied_elsewhere(session, item, order)
         if elsewhere:

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from stdnum.gb import nhs
@@ -196,11 +196,12 @@ def decide_link(session: Session, request_id: int, *, confirm: bool, note: str,
         elif patient.user_id is not None:
             raise Conflict("That record already has an account; refuse this request.")
         else:
-            session.execute(Notification.__table__.update().where(
+            session.execute(update(Notification).where(
                 Notification.patient_id == patient.id, Notification.user_id.is_(None),
                 Notification.sent_at.is_(None), Notification.failed_at.is_(None),
                 Notification.created_at < now).values(
-                failed_at=now, last_error="written before the account was linked"))
+                failed_at=now, last_error="written before the account was linked")
+                .execution_options(synchronize_session=False))
         _open_record(session, patient, link.user_id)
         patient.terms_accepted_at = patient.privacy_accepted_at = link.requested_at
         session.flush()

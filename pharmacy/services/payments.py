@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import requests
 import stripe
@@ -183,7 +183,9 @@ def build_client(settings: StripeSettings) -> stripe.StripeClient:
         settings.api_key,
         base_addresses=base,  # type: ignore[arg-type]
         # The SDK's default timeout is 80 s: far too long for a patient waiting at checkout.
-        http_client=_RequestsClient(timeout=settings.timeout_s, proxy=proxies or None),
+        # requests' own proxy mapping (http, https, all), which the SDK hands to requests.
+        http_client=_RequestsClient(timeout=settings.timeout_s,
+                                    proxy=cast(Any, proxies or None)),
         max_network_retries=settings.max_network_retries,
     )
 

@@ -138,7 +138,8 @@ def _encode(image: Image.Image, kind: str, out: io.BufferedIOBase | object) -> N
         image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     clean = Image.new(image.mode, image.size)
     clean.paste(image)
-    options: dict[str, object] = {"JPEG": {"quality": 85, "optimize": True},
-                                  "PNG": {"optimize": True},
-                                  "WEBP": {"quality": 85}}[kind]
+    by_kind: dict[str, dict[str, object]] = {"JPEG": {"quality": 85, "optimize": True},
+                                             "PNG": {"optimize": True},
+                                             "WEBP": {"quality": 85}}
+    options = by_kind[kind]
     clean.save(out, format=kind, **options)  # type: ignore[arg-type]

@@ -319,13 +319,13 @@ def with_patient_record(session: Session, document: Any, patient: PatientProfile
     for code_value, name in dict.fromkeys(medicines):
         if code_value and code_value in prescribed:
             continue
-        concept: dict[str, Any] = {"text": name} if name else {}
+        medication: dict[str, Any] = {"text": name} if name else {}
         if code_value:
-            concept["coding"] = [{"system": "http://snomed.info/sct", "code": code_value,
-                                  "display": name}]
-        if concept:
+            medication["coding"] = [{"system": "http://snomed.info/sct", "code": code_value,
+                                     "display": name}]
+        if medication:
             added.append({"resourceType": "MedicationStatement", "status": "active",
-                          "subject": reference, "medicationCodeableConcept": concept})
+                          "subject": reference, "medicationCodeableConcept": medication})
     if not added:
         return document
     extended = dict(document)
@@ -1036,10 +1036,11 @@ def undo_supply(session: Session, items: Sequence[PrescriptionItem], actor: User
         if not undone:
             continue
         for item in undone:
+            supplied_at = item.supplied_at.isoformat() if item.supplied_at else None
             audit.record(session, action="prescription.item_supply_undone",
                          entity_type="prescription", entity_id=rx.id, actor=actor,
                          request_id=request_id, reason=reason,
-                         before={"item": item.id, "supplied_at": item.supplied_at.isoformat()},
+                         before={"item": item.id, "supplied_at": supplied_at},
                          after={"item": item.id, "supplied_at": None})
             item.supplied_at = None
         if rx.status is S.DISPENSED:

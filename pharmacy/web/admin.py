@@ -50,7 +50,7 @@ def audit() -> Any:
         since=_date("since", errors), until=_date("until", errors),
     )
     result = audit_log.search(db.session, filters, page=_page())
-    kept = {k: v for k, v in request.args.items() if k != "page" and v}
+    kept: dict[str, Any] = {k: v for k, v in request.args.items() if k != "page" and v}
 
     def page_url(n: int) -> str:
         return url_for(".audit", **kept, page=n)

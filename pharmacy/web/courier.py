@@ -66,7 +66,8 @@ def route(route_id: int) -> Any:
     points = []
     for _stop, order in stops:
         address = db.session.get(Address, order.address_id) if order and order.address_id else None
-        if address is not None and address.latitude is not None:
+        if address is not None and address.latitude is not None \
+                and address.longitude is not None:
             points.append((address.latitude, address.longitude))
     depot = (pharmacy.latitude, pharmacy.longitude) if pharmacy else None
     # Drawn from coordinates only (no user text), so the SVG is safe markup; it needs no

@@ -81,8 +81,10 @@ def wave(wave_id: int) -> Any:
         stops = [(s, db.session.get(Order, s.order_id)) for s in route.stops]
         points = []
         for _stop, order in stops:
-            address = db.session.get(Address, order.address_id) if order.address_id else None
-            if address is not None and address.latitude is not None:
+            address = db.session.get(Address, order.address_id) \
+                if order and order.address_id else None
+            if address is not None and address.latitude is not None \
+                    and address.longitude is not None:
                 points.append((address.latitude, address.longitude))
         routes.append((route, stops))
         drawn.append(points)
