@@ -160,6 +160,30 @@ def refuse_pending_links(session: Session, user: User, *, reason: str) -> None:
         link.status, link.decided_at, link.note = LinkStatus.REFUSED, utcnow(), reason[:1000]
 
 
+@dataclass(frozen=True)
+class NumberHistory:
+    """Other accounts' requests for the same NHS number: a number asked for by several
+    accounts, or refused before, is a sign that someone is trying numbers off letters."""
+
+    waiting: list[PatientLinkRequest]
+    refused: int
+
+
+def number_history(session: Session, links: list[PatientLinkRequest]
+                   ) -> dict[int, NumberHistory]:
+    """For each waiting request, the other requests for its NHS number (one query)."""
+    numbers = {link.nhs_number for link in links}
+    others = session.scalars(select(PatientLinkRequest).where(
+        PatientLinkRequest.nhs_number.in_(numbers),
+        PatientLinkRequest.status.in_([LinkStatus.PENDING, LinkStatus.REFUSED]))
+        .order_by(PatientLinkRequest.id)).all() if numbers else []
+    return {link.id: NumberHistory(
+        waiting=[o for o in others if o.nhs_number == link.nhs_number and o.id != link.id
+                 and o.status is LinkStatus.PENDING],
+        refused=sum(1 for o in others if o.nhs_number == link.nhs_number
+                    and o.status is LinkStatus.REFUSED)) for link in links}
+
+
 def link_requests(session: Session) -> list[PatientLinkRequest]:
     """Accounts waiting to be joined to a record, oldest first (for pharmacists). Every one
     has confirmed its e-mail address (accounts open only then)."""
@@ -177,10 +201,17 @@ def decide_link(session: Session, request_id: int, *, confirm: bool, note: str,
     note = note.strip()
     if not note:
         raise InvalidRequest("Say how the identity was checked, or why it is refused.")
-    link = session.scalar(select(PatientLinkRequest).where(PatientLinkRequest.id == request_id)
-                          .with_for_update())
-    if link is None:
+    number = session.scalar(select(PatientLinkRequest.nhs_number).where(
+        PatientLinkRequest.id == request_id))
+    if number is None:
         raise NotFound("No such link request.")
+    # Every request for the number, locked in id order: two pharmacists deciding two
+    # accounts' requests for one number at once take turns (the second finds it decided).
+    rivals = {r.id: r for r in session.scalars(select(PatientLinkRequest).where(
+        PatientLinkRequest.nhs_number == number, PatientLinkRequest.status == LinkStatus.PENDING)
+        .order_by(PatientLinkRequest.id).with_for_update())}
+    link = rivals.pop(request_id, None) or session.get(PatientLinkRequest, request_id)
+    assert link is not None
     if link.status is not LinkStatus.PENDING:
         raise Conflict(f"This request was already {link.status.value}.")
     now = utcnow()
@@ -206,20 +237,32 @@ def decide_link(session: Session, request_id: int, *, confirm: bool, note: str,
         patient.terms_accepted_at = patient.privacy_accepted_at = link.requested_at
         session.flush()
         link.patient_id = patient.id
-    link.status = LinkStatus.CONFIRMED if confirm else LinkStatus.REFUSED
-    link.decided_by_id, link.decided_at, link.note = pharmacist.id, now, note[:1000]
-    audit.record(session, action=f"patient.link_{link.status.value}", entity_type="user",
-                 entity_id=link.user_id, actor=pharmacist, reason=note[:500],
-                 after={"patient": patient.id if patient is not None else None})
-    session.add(Notification(
-        user_id=link.user_id, kind=f"account.link_{link.status.value}",
-        subject="Your Dispensary account",
-        body=("Your account is now linked to your prescriptions at Dispensary.\n"
-              if confirm else
-              "We could not link your account to a patient record. Please contact the "
-              "pharmacy.\n")))
+        # The record has its account: no other can be linked to it, so the others asking
+        # for the number are answered now (as any refusal, revealing nothing more).
+        for other in rivals.values():
+            _decide(session, other, LinkStatus.REFUSED, pharmacist, now,
+                    "another account was linked to this record after an identity check")
+    _decide(session, link, LinkStatus.CONFIRMED if confirm else LinkStatus.REFUSED,
+            pharmacist, now, note, patient_id=patient.id if patient is not None else None)
     session.flush()
     return link
+
+
+def _decide(session: Session, link: PatientLinkRequest, status: LinkStatus, pharmacist: User,
+            now: datetime, note: str, *, patient_id: int | None = None) -> None:
+    """Record a decision on a request, audit it and tell the account."""
+    link.status = status
+    link.decided_by_id, link.decided_at, link.note = pharmacist.id, now, note[:1000]
+    audit.record(session, action=f"patient.link_{status.value}", entity_type="user",
+                 entity_id=link.user_id, actor=pharmacist, reason=note[:500],
+                 after={"patient": patient_id})
+    session.add(Notification(
+        user_id=link.user_id, kind=f"account.link_{status.value}",
+        subject="Your Dispensary account",
+        body=("Your account is now linked to your prescriptions at Dispensary.\n"
+              if status is LinkStatus.CONFIRMED else
+              "We could not link your account to a patient record. Please contact the "
+              "pharmacy.\n")))
 
 
 def update_profile(session: Session, patient: PatientProfile, *, actor: User,

@@ -46,6 +46,7 @@ def _render_links(status: int = 200) -> Any:
     links = patients.link_requests(db.session)
     held = {link.id: patients.held_record(db.session, link) for link in links}
     return render_template("pharmacist/account_links.html", links=links, held=held,
+                           history=patients.number_history(db.session, links),
                            form=ActionForm()), status
 
 

@@ -297,3 +297,47 @@ def test_a_deactivated_accounts_link_request_is_refused_with_it(app, client, db)
         patients.decide_link(db.session, link.id, confirm=True, note="id seen",
                              pharmacist=pharmacist)
     assert isinstance(refused.value, Conflict)
+
+
+def test_accounts_asking_for_one_nhs_number_are_shown_together_and_one_link_answers_all(  # type: ignore[no-untyped-def]
+        app, client, db) -> None:
+    """Anyone can register with a number read off a letter: the pharmacist sees every account
+    asking for it (and earlier refusals), and linking one refuses the rest, each told as for
+    any refusal."""
+    from pharmacy.models import LinkStatus, Notification, PatientLinkRequest, Role
+    from tests.factories import DEFAULT_PASSWORD, PatientFactory, PharmacyFactory, UserFactory
+
+    PharmacyFactory()
+    PatientFactory(nhs_number=GOOD["nhs_number"].replace(" ", ""), family_name="Parkes",
+                   date_of_birth=date(1958, 2, 4))
+    pharmacist = UserFactory(role=Role.PHARMACIST)
+    db.session.commit()
+    emails = ["first@example.org", "second@example.org", "third@example.org"]
+    for email in emails:
+        register_and_confirm(app.test_client(), db, {**GOOD, "email": email})
+    links = db.session.scalars(select(PatientLinkRequest).order_by(PatientLinkRequest.id)).all()
+    assert [link.nhs_number for link in links] == ["9434765919"] * 3
+    staff = app.test_client()
+    web_login(staff, pharmacist.email, DEFAULT_PASSWORD)
+    token = csrf_token(staff, "/pharmacist/account-links")
+    assert staff.post(f"/pharmacist/account-links/{links[2].id}/refuse", data={
+        "csrf_token": token, "note": "could not show ID"}).status_code == 302
+    page = staff.get("/pharmacist/account-links").get_data(as_text=True)
+    assert "1 other account is also asking for this NHS number" in page
+    assert "1 earlier request for this NHS number was refused" in page
+    assert staff.post(f"/pharmacist/account-links/{links[1].id}/confirm", data={
+        "csrf_token": token, "note": "passport seen at the counter"}).status_code == 302
+    db.session.expire_all()
+    statuses = [db.session.get(PatientLinkRequest, link.id).status for link in links]
+    assert statuses == [LinkStatus.REFUSED, LinkStatus.CONFIRMED, LinkStatus.REFUSED]
+    first = db.session.get(PatientLinkRequest, links[0].id)
+    assert first.decided_by_id == pharmacist.id and "another account was linked" in first.note
+    told = db.session.scalars(select(Notification.kind).where(
+        Notification.user_id == links[0].user_id)).all()
+    assert "account.link_refused" in told
+    assert "No account is waiting" in staff.get("/pharmacist/account-links").get_data(
+        as_text=True)
+    # The first account's request is answered; deciding it again is a conflict, not a 500.
+    again = staff.post(f"/pharmacist/account-links/{links[0].id}/confirm", data={
+        "csrf_token": token, "note": "x"})
+    assert again.status_code == 409
