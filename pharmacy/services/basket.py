@@ -10,28 +10,36 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..models import Medicine, PatientProfile, PrescriptionItem, PrescriptionStatus
+from ..models import (
+    Medicine,
+    PatientProfile,
+    Prescription,
+    PrescriptionItem,
+    PrescriptionStatus,
+)
 from . import orders, prescriptions
 
 
 @dataclass(frozen=True)
 class MedicineRow:
-    """One repeat item on "My medicines": can it go in the basket, or be requested, or when."""
+    """One item on "My medicines": can it go in the basket, or be requested, or when."""
 
     item: PrescriptionItem
     orderable_now: bool          # the current issue is ready to order
     repeat: prescriptions.RepeatStatus | None
     on_order: bool               # on an order, not yet supplied
     owed: int = 0                # units owed after a short supply, orderable now
+    one_off: bool = False        # on a one-off (acute) prescription: no repeats
 
 
 def my_medicines(session: Session, patient: PatientProfile, today: date) -> list[MedicineRow]:
-    """Each repeat item: in the basket if its issue may be ordered, else when it next can.
+    """The items of one-off prescriptions still to be had, then each repeat item: in the
+    basket if its issue may be ordered, else when it next can.
 
     An item already supplied on its issue is judged by its next repeat alone, even while
     its order is on the way or the issue's other items wait to be ordered.
     """
-    rows = []
+    rows = one_off_items(session, patient)
     for status in prescriptions.my_medicines(session, patient, today):
         item = status.item
         supplied = prescriptions.item_supplied_at(item) is not None
@@ -44,6 +52,29 @@ def my_medicines(session: Session, patient: PatientProfile, today: date) -> list
                  and not on_order and item.medicine_id is not None)
         rows.append(MedicineRow(item, ready, None if ready else status, on_order,
                                 item.quantity_owed if ready and owing else 0))
+    return rows
+
+
+def one_off_items(session: Session, patient: PatientProfile) -> list[MedicineRow]:
+    """Items of one-off (acute) prescriptions that the patient can still have: not yet
+    supplied on an orderable prescription, or owed after a short supply; newest first.
+    Supplied, withdrawn or lapsed ones are not listed (the nightly expiry marks a lapsed
+    one expired)."""
+    items = session.scalars(
+        select(PrescriptionItem).join(Prescription).where(
+            Prescription.patient_id == patient.id, Prescription.prescription_type != "repeat",
+            Prescription.status.in_([*orders.ORDERABLE_RX, PrescriptionStatus.DISPENSED]))
+        .order_by(Prescription.received_at.desc(), PrescriptionItem.id)).all()
+    rows = []
+    for item in items:
+        owing = orders.owes(item) and orders.owing_closed(session, item) is None
+        if not owing and (prescriptions.item_supplied_at(item) is not None
+                          or item.prescription.status is PrescriptionStatus.DISPENSED):
+            continue
+        on_order = orders.on_active_order(session, item.id, owing=owing)
+        ready = not on_order and item.medicine_id is not None
+        rows.append(MedicineRow(item, ready, None, on_order,
+                                item.quantity_owed if ready and owing else 0, one_off=True))
     return rows
 
 

@@ -279,3 +279,38 @@ def test_cancelling_the_first_supply_then_its_owing_leaves_nothing_supplied(  # 
     assert item.prescription.status is PrescriptionStatus.VERIFIED
     placed = _place(client, db, world, item_id)
     assert placed.status_code == 201 and placed.get_json()["lines"][0]["quantity"] == 28
+
+
+def test_a_one_off_prescription_is_ordered_from_my_medicines_and_so_is_what_it_owes(  # type: ignore[no-untyped-def]
+        client, db, world) -> None:  # noqa: F811
+    """An acute prescription has no repeats: it is listed while it can be had (ordered whole,
+    or its owing after a short supply) and leaves the list once it is all supplied."""
+    item_id, pharmacist_id = world["rx_item"].id, world["pharmacist"].id
+    db.session.get(PrescriptionItem, item_id).prescription.prescription_type = "acute"
+    db.session.commit()
+    patient = world["patients"][0]
+
+    def row():  # type: ignore[no-untyped-def]
+        db.session.expire_all()
+        return next((r for r in basket.my_medicines(db.session, patient, _today())
+                     if r.item.id == item_id), None)
+
+    listed = row()
+    assert listed is not None and listed.one_off and listed.orderable_now and not listed.owed
+    web_login(client, world["patient"].email, DEFAULT_PASSWORD)
+    page = client.get("/patient/medicines").get_data(as_text=True)
+    assert "One-off prescription" in page and f'value="rx:{item_id}"' in page
+    first = _place(client, db, world, item_id)
+    assert first.status_code == 201, first.get_json()
+    waiting = row()
+    assert waiting is not None and waiting.on_order and not waiting.orderable_now
+    _paid_and_packed(db, first.get_json()["id"], pharmacist_id, supplied=20)
+    owed = row()
+    assert owed is not None and owed.orderable_now and owed.owed == 8
+    assert "We still owe you 8" in client.get("/patient/medicines").get_data(as_text=True)
+    owing = _place(client, db, world, item_id)
+    assert owing.status_code == 201, owing.get_json()
+    _paid_and_packed(db, owing.get_json()["id"], pharmacist_id)
+    assert row() is None  # all supplied: nothing left to order
+    assert f'value="rx:{item_id}"' not in client.get("/patient/medicines").get_data(
+        as_text=True)
