@@ -236,6 +236,13 @@ def receive_prescription(session: Session, document: Any, *, actor: User,
                      entity_id=rx.id, actor=actor, request_id=request_id,
                      before={"status": S.RECEIVED.value},
                      after={"status": rx.status.value})
+        if patient is not None and patient.user_id is not None:
+            # Otherwise nobody would know it can be ordered (the item is not named).
+            _notify_patient(session, patient, "prescription.received",
+                            "Your prescriber has sent us a prescription",
+                            "A prescription from your prescriber has arrived. You can order "
+                            "it now under My medicines; our pharmacist checks it before it "
+                            "is sent.")
     else:
         _transition(rx, S.REJECTED)
         errors = sorted({f.rule for f in report.findings if f.severity.value in ("error",

@@ -314,3 +314,22 @@ def test_repeat_requests_follow_the_seven_day_rule_and_the_repeat_count(
     others = {"Authorization": f"Bearer {api_token(client, other.email, DEFAULT_PASSWORD)}"}
     assert client.post("/api/v1/me/repeat-requests", json={"item_id": item_id},
                        headers=others).status_code == 403  # no patient record
+
+
+def test_a_patient_with_an_account_is_told_a_prescription_has_come(client, db, people) -> None:  # type: ignore[no-untyped-def]
+    from tests.factories import PatientFactory
+
+    holder = UserFactory(role=Role.PATIENT)
+    PatientFactory(nhs_number="9434765919", user_id=holder.id)
+    db.session.commit()
+    assert _send(client, people["eps"], bundle(AMLODIPINE_5, nhs="9434765919")).status_code \
+        == 201
+    note = db.session.scalar(select(Notification).where(
+        Notification.kind == "prescription.received"))
+    assert note is not None and note.user_id == holder.id
+    assert "My medicines" in note.body and "mlodipine" not in note.body + note.subject
+    # A record with no account yet gets no message (nobody could read it).
+    queued = _send(client, people["eps"], bundle(SIMVASTATIN_40, nhs="9876543210"))
+    assert queued.get_json()["status"] == "awaiting_verification"
+    assert db.session.scalar(select(func.count(Notification.id)).where(
+        Notification.kind == "prescription.received")) == 1
