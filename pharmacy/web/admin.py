@@ -153,8 +153,11 @@ def _render_user(user_id: int, status: int = 200) -> Any:
     user = db.session.get(User, user_id)
     if user is None:
         raise NotFound("No such account.")
+    enrolled = totp.is_enrolled(user)
     return render_template("admin/user.html", user=user, form=ActionForm(),
-                           two_factor=totp.is_enrolled(user)), status
+                           two_factor=enrolled,
+                           codes_left=totp.recovery_codes_left(db.session, user)
+                           if enrolled else None), status
 
 
 @bp.get("/users/<int(max=2147483647):user_id>")

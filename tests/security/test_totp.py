@@ -425,6 +425,13 @@ def test_enrolment_is_confirmed_only_by_the_new_apps_code(db, pharmacist) -> Non
 
 def test_an_administrators_reset_voids_the_recovery_codes(app, client, db, pharmacist) -> None:  # type: ignore[no-untyped-def]
     _, codes = _enrol_with_codes(client, db, pharmacist)
+    _second_step(app, pharmacist, codes[0])
+    admin = UserFactory(role=Role.ADMIN)
+    db.session.commit()
+    office = app.test_client()
+    web_login(office, admin.email, DEFAULT_PASSWORD)
+    assert "9 recovery codes left" in office.get(f"/admin/users/{pharmacist.id}").get_data(
+        as_text=True)
     done = app.test_cli_runner().invoke(args=[
         "reset-two-factor", pharmacist.email, "--reason", "phone lost", "--operator", "A"])
     assert done.exit_code == 0, done.output
