@@ -30,6 +30,14 @@ class MedicineRow:
     on_order: bool               # on an order, not yet supplied
     owed: int = 0                # units owed after a short supply, orderable now
     one_off: bool = False        # on a one-off (acute) prescription: no repeats
+    needs_call: bool = False     # could be ordered, but not here: a pharmacist sets it up
+
+
+def _needs_call(item: PrescriptionItem, patient: PatientProfile) -> bool:
+    """An item the checkout cannot take as it stands (its medicine is not one we list, or
+    its quantity is not whole units): the patient calls, and a pharmacist sets it up."""
+    return item.medicine_id is None or orders.prescription_line(
+        item, patient, orders.Pricing())[0] <= 0
 
 
 def my_medicines(session: Session, patient: PatientProfile, today: date) -> list[MedicineRow]:
@@ -48,33 +56,43 @@ def my_medicines(session: Session, patient: PatientProfile, today: date) -> list
             orders.owing_closed(session, item) is None)
         on_order = orders.on_active_order(session, item.id, owing=True) if owing else (
             not supplied and orders.on_active_order(session, item.id))
-        ready = (((item.prescription.status in orders.ORDERABLE_RX and not supplied) or owing)
-                 and not on_order and item.medicine_id is not None)
-        rows.append(MedicineRow(item, ready, None if ready else status, on_order,
-                                item.quantity_owed if ready and owing else 0))
+        could = (((item.prescription.status in orders.ORDERABLE_RX and not supplied) or owing)
+                 and not on_order)
+        call = could and _needs_call(item, patient)
+        ready = could and not call
+        rows.append(MedicineRow(item, ready, None if could else status, on_order,
+                                item.quantity_owed if ready and owing else 0, needs_call=call))
     return rows
 
 
 def one_off_items(session: Session, patient: PatientProfile) -> list[MedicineRow]:
     """Items of one-off (acute) prescriptions that the patient can still have: not yet
     supplied on an orderable prescription, or owed after a short supply; newest first.
-    Supplied, withdrawn or lapsed ones are not listed (the nightly expiry marks a lapsed
-    one expired)."""
+    Supplied, withdrawn or lapsed ones are not listed (lapsed is judged here, not left to
+    the nightly expiry, which does not look at prescriptions still awaiting a check)."""
     items = session.scalars(
         select(PrescriptionItem).join(Prescription).where(
             Prescription.patient_id == patient.id, Prescription.prescription_type != "repeat",
             Prescription.status.in_([*orders.ORDERABLE_RX, PrescriptionStatus.DISPENSED]))
         .order_by(Prescription.received_at.desc(), PrescriptionItem.id)).all()
     rows = []
+    lapsed: dict[int, str | None] = {}
     for item in items:
-        owing = orders.owes(item) and orders.owing_closed(session, item) is None
+        owing = orders.owes(item)
         if not owing and (prescriptions.item_supplied_at(item) is not None
                           or item.prescription.status is PrescriptionStatus.DISPENSED):
             continue
+        rx = item.prescription
+        if rx.id not in lapsed:
+            lapsed[rx.id] = prescriptions.lapsed(session, rx)
+        if lapsed[rx.id]:
+            continue
         on_order = orders.on_active_order(session, item.id, owing=owing)
-        ready = not on_order and item.medicine_id is not None
+        call = not on_order and _needs_call(item, patient)
+        ready = not on_order and not call
         rows.append(MedicineRow(item, ready, None, on_order,
-                                item.quantity_owed if ready and owing else 0, one_off=True))
+                                item.quantity_owed if ready and owing else 0, one_off=True,
+                                needs_call=call))
     return rows
 
 

@@ -309,7 +309,7 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
                                "message": "This item is already on an order, or has been "
                                "supplied."})
                 continue
-            if owing and (why := owing_closed(session, item)):
+            if why := (owing_closed(session, item) if owing else _lapsed(session, item)):
                 errors.append({"field": f"{where}.prescription_item_id", "message": why})
                 continue
             seen_items.add(item.id)
@@ -365,6 +365,15 @@ def owing_closed(session: Session, item: PrescriptionItem) -> str | None:
     reason = lapsed(session, item.prescription)
     return f"What we owe you on this item can no longer be supplied: {reason}" if reason \
         else None
+
+
+def _lapsed(session: Session, item: PrescriptionItem) -> str | None:
+    """Why the item's prescription can no longer be supplied, or None: checked at checkout
+    too, as the nightly expiry marks only checked prescriptions expired."""
+    from .prescriptions import lapsed
+
+    reason = lapsed(session, item.prescription)
+    return f"This prescription can no longer be supplied: {reason}" if reason else None
 
 
 def owes(item: PrescriptionItem) -> bool:

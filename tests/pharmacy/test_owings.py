@@ -314,3 +314,19 @@ def test_a_one_off_prescription_is_ordered_from_my_medicines_and_so_is_what_it_o
     assert row() is None  # all supplied: nothing left to order
     assert f'value="rx:{item_id}"' not in client.get("/patient/medicines").get_data(
         as_text=True)
+
+
+def test_an_item_the_checkout_cannot_take_says_to_call_instead_of_offering_the_basket(  # type: ignore[no-untyped-def]
+        client, db, world) -> None:  # noqa: F811
+    from decimal import Decimal
+
+    item = db.session.get(PrescriptionItem, world["rx_item"].id)
+    item.quantity = Decimal("12.5")  # not whole units: a pharmacist sets it up
+    db.session.commit()
+    row = next(r for r in basket.my_medicines(db.session, world["patients"][0], _today())
+               if r.item.id == item.id)
+    assert row.needs_call and not row.orderable_now
+    web_login(client, world["patient"].email, DEFAULT_PASSWORD)
+    page = client.get("/patient/medicines").get_data(as_text=True)
+    assert "Call us to order this one" in page and f'value="rx:{item.id}"' not in page
+    assert _place(client, db, world, item.id).status_code == 422  # as the checkout says

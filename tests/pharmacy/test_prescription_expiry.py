@@ -121,3 +121,35 @@ def test_what_is_owed_on_a_lapsed_dispensed_prescription_ends_and_its_order_is_c
     assert item.quantity_owed == 0
     assert item.prescription.status is PrescriptionStatus.DISPENSED  # what was supplied stands
     assert db.session.get(Order, waiting.get_json()["id"]).status is OrderStatus.CANCELLED
+
+
+def test_a_one_off_prescription_past_its_validity_is_not_offered_or_taken_before_the_nightly_run(  # type: ignore[no-untyped-def]
+        client, db, people) -> None:  # noqa: F811
+    """The nightly expiry marks only checked prescriptions: one still awaiting its check
+    when its 28 days run out must not be offered to the patient, nor taken at checkout."""
+    import pytest
+
+    from pharmacy.errors import InvalidRequest
+    from pharmacy.services import basket, orders
+
+    rx = _receive(client, db, people, bundle(METHADONE_CD2,
+                                             authored=date.today() - timedelta(days=20)))
+    assert rx.status is PrescriptionStatus.AWAITING_VERIFICATION
+    item = rx.items[0]
+    listed = [r for r in basket.my_medicines(db.session, rx.patient, date.today())
+              if r.item.id == item.id]
+    assert listed and listed[0].one_off and listed[0].orderable_now
+    # Time passes (the stored bundle is the one a later day would re-validate).
+    aged = json.loads(json.dumps(rx.source_bundle))
+    for entry in aged["entry"]:
+        if entry["resource"]["resourceType"] == "MedicationRequest":
+            entry["resource"]["authoredOn"] = (date.today() - timedelta(days=40)).isoformat()
+    rx.source_bundle = aged
+    db.session.commit()
+    assert rx_service.lapsed(db.session, rx)
+    assert not [r for r in basket.my_medicines(db.session, rx.patient, date.today())
+                if r.item.id == item.id]
+    with pytest.raises(InvalidRequest) as refused:
+        orders._build_lines(db.session, rx.patient,
+                            [orders.LineRequest(prescription_item_id=item.id)], orders.Pricing())
+    assert "can no longer be supplied" in json.dumps(refused.value.errors)
