@@ -52,10 +52,10 @@ S = PrescriptionStatus
 TRANSITIONS: dict[PrescriptionStatus, frozenset[PrescriptionStatus]] = {
     S.RECEIVED: frozenset({S.AWAITING_VERIFICATION, S.REJECTED}),
     S.AWAITING_VERIFICATION: frozenset({S.VERIFIED, S.AWAITING_SECOND_CHECK, S.REJECTED,
-                                        S.QUERIED, S.CANCELLED}),
+                                        S.QUERIED, S.CANCELLED, S.EXPIRED}),
     S.AWAITING_SECOND_CHECK: frozenset({S.VERIFIED, S.REJECTED, S.AWAITING_VERIFICATION,
-                                        S.CANCELLED}),
-    S.QUERIED: frozenset({S.AWAITING_VERIFICATION, S.REJECTED, S.CANCELLED}),
+                                        S.CANCELLED, S.EXPIRED}),
+    S.QUERIED: frozenset({S.AWAITING_VERIFICATION, S.REJECTED, S.CANCELLED, S.EXPIRED}),
     S.VERIFIED: frozenset({S.DISPENSED, S.CANCELLED, S.EXPIRED}),
     S.DISPENSED: frozenset(),
     S.REJECTED: frozenset(),
@@ -902,30 +902,36 @@ def lapsed(session: Session, rx: Prescription, *, now: datetime | None = None) -
 
 
 def lapsed_prescriptions(session: Session, *, now: datetime) -> list[int]:
-    """Read only, no locks (it re-validates every verified bundle, the slow part): ids of
-    verified prescriptions past their legal validity, and of dispensed ones that still owe
-    units past it."""
-    verified = session.scalars(select(Prescription).where(
-        Prescription.status == S.VERIFIED).order_by(Prescription.id)).all()
+    """Read only, no locks (it re-validates every bundle it reads, the slow part): ids of
+    verified prescriptions, and of ones still waiting for a check or an answer, past their
+    legal validity, and of dispensed ones that still owe units past it."""
+    expirable = session.scalars(select(Prescription).where(
+        Prescription.status.in_(EXPIRABLE)).order_by(Prescription.id)).all()
     owing = session.scalars(select(Prescription).where(
         Prescription.status == S.DISPENSED,
         Prescription.id.in_(select(PrescriptionItem.prescription_id).where(
             PrescriptionItem.quantity_owed > 0))).order_by(Prescription.id)).all()
-    return [rx.id for rx in (*verified, *owing) if lapsed(session, rx, now=now)]
+    return [rx.id for rx in (*expirable, *owing) if lapsed(session, rx, now=now)]
+
+
+#: Prescriptions that become expired when their legal validity runs out: verified ones,
+#: and ones still waiting for a pharmacist's check or a prescriber's answer (nobody may
+#: supply them now, so they leave the queue and the patient is told).
+EXPIRABLE = (S.VERIFIED, *OPEN_STATUSES)
 
 
 def expire_prescription(session: Session, rx_id: int, *, now: datetime) -> bool:
     """Expire one prescription past its legal validity (locked and checked again here): a
-    verified one becomes expired; on a dispensed one what is still owed ends. Orders for it
-    not yet packed are cancelled (card holds voided, stock and slots released: nothing could
-    ever pick them), and the patient is told to ask their prescriber. False when there was
-    nothing to do. The caller commits (one prescription per transaction)."""
+    verified or waiting one becomes expired; on a dispensed one what is still owed ends.
+    Orders for it not yet packed are cancelled (card holds voided, stock and slots released:
+    nothing could ever pick them), and the patient is told to ask their prescriber. False
+    when there was nothing to do. The caller commits (one prescription per transaction)."""
     from .checkout import cancel_order
     from .orders import PRE_PACK
 
     rx = session.scalar(select(Prescription).where(Prescription.id == rx_id)
                         .with_for_update().execution_options(populate_existing=True))
-    if rx is None or rx.status not in (S.VERIFIED, S.DISPENSED):
+    if rx is None or rx.status not in (*EXPIRABLE, S.DISPENSED):
         return False
     reason = lapsed(session, rx, now=now)
     if not reason or (rx.status is S.DISPENSED
@@ -936,7 +942,7 @@ def expire_prescription(session: Session, rx_id: int, *, now: datetime) -> bool:
         cancel_order(session, order, actor=None, reason=f"prescription expired: {reason}")
     ended = end_owings(session, rx, None, reason=f"prescription expired: {reason}")
     before = rx.status
-    if rx.status is S.VERIFIED:
+    if rx.status in EXPIRABLE:
         _transition(rx, S.EXPIRED)
     audit.record(session, action="prescription.expired", entity_type="prescription",
                  entity_id=rx.id, actor=None, reason=reason, before={"status": before.value},

@@ -153,3 +153,19 @@ def test_a_one_off_prescription_past_its_validity_is_not_offered_or_taken_before
         orders._build_lines(db.session, rx.patient,
                             [orders.LineRequest(prescription_item_id=item.id)], orders.Pricing())
     assert "can no longer be supplied" in json.dumps(refused.value.errors)
+
+
+def test_one_still_waiting_for_its_check_expires_too_and_leaves_the_queue(  # type: ignore[no-untyped-def]
+        client, db, people) -> None:  # noqa: F811
+    rx = _receive(client, db, people, bundle(METHADONE_CD2,
+                                             authored=date.today() - timedelta(days=20)))
+    assert rx.status is PrescriptionStatus.AWAITING_VERIFICATION
+    later = utcnow() + timedelta(days=10)  # day 30: past the 28 days
+    assert rx_service.expire_lapsed(db.session, now=later) == [rx.id]
+    db.session.commit()
+    db.session.expire_all()
+    assert db.session.get(Prescription, rx.id).status is PrescriptionStatus.EXPIRED
+    assert rx.id not in [p.id for p in rx_service.verification_queue(db.session)]
+    event = db.session.scalar(select(AuditEvent).where(
+        AuditEvent.action == "prescription.expired"))
+    assert event.before == {"status": "awaiting_verification"}
