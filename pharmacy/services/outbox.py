@@ -46,6 +46,20 @@ def job_id(message: OutboxMessage) -> str:
     return f"outbox-{message.id}-{message.attempts}"
 
 
+#: Jobs that send an e-mail holding a link made for it (nothing else keeps the link, so a
+#: lost send is a lost link): retried for about two hours, long enough to ride out a mail
+#: relay's outage, instead of the default six minutes.
+MAIL_JOBS = frozenset({"pharmacy.jobs.accounts.send_registration_mail",
+                       "pharmacy.jobs.accounts.send_password_reset"})
+
+
+def retry_for(function: str) -> Retry:
+    """RQ's retries for a job of this function (seconds between tries)."""
+    if function in MAIL_JOBS:
+        return Retry(max=7, interval=[10, 60, 300, 600, 1200, 1800, 3600])
+    return Retry(max=3, interval=[10, 60, 300])
+
+
 def relay(session: Session, connection: Redis, *, limit: int = 100) -> int:
     """Send pending messages to RQ. Returns how many were sent; the caller commits."""
     pending = session.scalars(
@@ -59,7 +73,7 @@ def relay(session: Session, connection: Redis, *, limit: int = 100) -> int:
                 RUNNER, message.id, job_id=job_id(message), job_timeout=message.job_timeout_s,
                 result_ttl=86_400, failure_ttl=7 * 86_400,
                 # A job that raised is retried by RQ; one whose worker died, by reconcile.
-                retry=Retry(max=3, interval=[10, 60, 300]))
+                retry=retry_for(message.function))
         except RedisError as exc:
             message.last_error = f"redis unavailable: {exc.__class__.__name__}"
             logger.warning("outbox: Redis unavailable; %d message(s) wait", len(pending) - sent)
