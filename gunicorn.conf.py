@@ -11,6 +11,8 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "4"))
+# Access-log lines show a reset or registration link's path with its token redacted.
+logger_class = "pharmacy.access_log.RedactingAccessLogger"
 # Worker heartbeat timeout (gthread workers keep beating while a request waits).
 timeout = 60
 graceful_timeout = 20

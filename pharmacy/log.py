@@ -97,6 +97,9 @@ def configure_logging(level: str = "INFO") -> None:
     formatter.converter = time.gmtime  # timestamps in UTC, as everything else
     handler.setFormatter(formatter)
     handler.addFilter(ContextFilter())
+    from .access_log import RedactLinkTokens
+
+    handler.addFilter(RedactLinkTokens())  # the development server's request lines
     handler._dispensary = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
