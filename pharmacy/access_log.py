@@ -29,7 +29,10 @@ class RedactLinkTokens(logging.Filter):
     """For log records that quote a request line (werkzeug's development server)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed log call: the handler reports it, as without us
+            return True
         redacted = redact_link_tokens(message)
         if redacted != message:
             record.msg, record.args = redacted, None
@@ -38,7 +41,34 @@ class RedactLinkTokens(logging.Filter):
 
 class RedactingAccessLogger(Logger):  # type: ignore[misc]
     """gunicorn's logger, with every text atom of an access-log line redacted (the request
-    line and path, the referrer, and the same again as headers and environ entries)."""
+    line and path, the referrer, and the same again as headers and environ entries), and
+    its error log's lines too ("Error handling request GET /password/reset/...")."""
+
+    def _redacted(self, level: str, msg: object, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> None:
+        try:
+            text = str(msg) % args if args else str(msg)
+        except Exception:
+            text = " ".join(str(part) for part in (msg, *args))
+        getattr(super(), level)(redact_link_tokens(text), **kwargs)
+
+    def critical(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._redacted("critical", msg, args, kwargs)
+
+    def error(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._redacted("error", msg, args, kwargs)
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._redacted("warning", msg, args, kwargs)
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._redacted("info", msg, args, kwargs)
+
+    def debug(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._redacted("debug", msg, args, kwargs)
+
+    def exception(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self._redacted("exception", msg, args, kwargs)
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any],
               request_time: timedelta) -> dict[str, Any]:

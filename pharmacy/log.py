@@ -23,7 +23,9 @@ class JsonFormatter(logging.Formatter):
             "job_id": getattr(record, "job_id", "-"),
         }
         if record.exc_info and record.exc_info[1] is not None:
-            entry["exception"] = safe_exception_text(record.exc_info[1])
+            from .access_log import redact_link_tokens
+
+            entry["exception"] = redact_link_tokens(safe_exception_text(record.exc_info[1]))
         return json.dumps(entry, ensure_ascii=False)
 
 

@@ -48,6 +48,16 @@ def send_registration_mail(pending_id: int) -> bool:
     try:
         backend.send(notify.OutgoingMessage(0, mail.kind, notify.EMAIL, mail.to, mail.subject,
                                             mail.body, None, None))
+    except notify.DeliveryDeferred:
+        raise  # "not now": the job's retries try again (the link is made afresh)
+    except notify.DeliveryRefused:
+        # The relay refuses this address for good (anyone can type one into the form):
+        # trying again for hours would only repeat it. The registration goes; nothing was
+        # sent, so nothing is lost.
+        db.session.rollback()
+        patients.drop_pending_registration(db.session, pending_id)
+        db.session.commit()
+        return False
     finally:
         backend.close()
     db.session.commit()

@@ -47,17 +47,18 @@ def my_medicines(session: Session, patient: PatientProfile, today: date) -> list
     An item already supplied on its issue is judged by its next repeat alone, even while
     its order is on the way or the issue's other items wait to be ordered.
     """
-    rows = one_off_items(session, patient)
+    lapsed: dict[int, str | None] = {}
+    rows = one_off_items(session, patient, lapsed)
     for status in prescriptions.my_medicines(session, patient, today):
         item = status.item
         supplied = prescriptions.item_supplied_at(item) is not None
         owing = orders.owes(item) and item.prescription.status in (
             *orders.ORDERABLE_RX, PrescriptionStatus.DISPENSED) and (
-            orders.owing_closed(session, item) is None)
+            not _lapsed(session, item.prescription, lapsed))
         on_order = orders.on_active_order(session, item.id, owing=True) if owing else (
             not supplied and orders.on_active_order(session, item.id))
         could = (((item.prescription.status in orders.ORDERABLE_RX and not supplied) or owing)
-                 and not on_order)
+                 and not on_order and not _lapsed(session, item.prescription, lapsed))
         call = could and _needs_call(item, patient)
         ready = could and not call
         rows.append(MedicineRow(item, ready, None if could else status, on_order,
@@ -65,7 +66,16 @@ def my_medicines(session: Session, patient: PatientProfile, today: date) -> list
     return rows
 
 
-def one_off_items(session: Session, patient: PatientProfile) -> list[MedicineRow]:
+def _lapsed(session: Session, rx: Prescription, seen: dict[int, str | None]) -> str | None:
+    """Why the prescription can no longer be supplied (as the checkout judges it), once per
+    prescription of the page."""
+    if rx.id not in seen:
+        seen[rx.id] = prescriptions.lapsed(session, rx)
+    return seen[rx.id]
+
+
+def one_off_items(session: Session, patient: PatientProfile,
+                  lapsed: dict[int, str | None] | None = None) -> list[MedicineRow]:
     """Items of one-off (acute) prescriptions that the patient can still have: not yet
     supplied on an orderable prescription, or owed after a short supply; newest first.
     Supplied, withdrawn or lapsed ones are not listed (lapsed is judged here, not left to
@@ -76,16 +86,13 @@ def one_off_items(session: Session, patient: PatientProfile) -> list[MedicineRow
             Prescription.status.in_([*orders.ORDERABLE_RX, PrescriptionStatus.DISPENSED]))
         .order_by(Prescription.received_at.desc(), PrescriptionItem.id)).all()
     rows = []
-    lapsed: dict[int, str | None] = {}
+    seen: dict[int, str | None] = {} if lapsed is None else lapsed
     for item in items:
         owing = orders.owes(item)
         if not owing and (prescriptions.item_supplied_at(item) is not None
                           or item.prescription.status is PrescriptionStatus.DISPENSED):
             continue
-        rx = item.prescription
-        if rx.id not in lapsed:
-            lapsed[rx.id] = prescriptions.lapsed(session, rx)
-        if lapsed[rx.id]:
+        if _lapsed(session, item.prescription, seen):
             continue
         on_order = orders.on_active_order(session, item.id, owing=owing)
         call = not on_order and _needs_call(item, patient)

@@ -279,6 +279,7 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
     errors: list[dict[str, str]] = []
     seen_items: set[int] = set()
     packs_of: dict[int, int] = {}  # over-the-counter packs per product, over all lines
+    lapsed: dict[int, str | None] = {}  # per prescription (re-validating a bundle is slow)
     for n, req in enumerate(requested):
         where = f"lines.{n}"
         if (req.prescription_item_id is None) == (req.medicine_id is None):
@@ -309,7 +310,7 @@ def _build_lines(session: Session, patient: PatientProfile, requested: Sequence[
                                "message": "This item is already on an order, or has been "
                                "supplied."})
                 continue
-            if why := (owing_closed(session, item) if owing else _lapsed(session, item)):
+            if why := _closed(session, item, owing, lapsed):
                 errors.append({"field": f"{where}.prescription_item_id", "message": why})
                 continue
             seen_items.add(item.id)
@@ -357,23 +358,20 @@ def lock_items(session: Session, item_ids: Sequence[int]) -> list[PrescriptionIt
         .execution_options(populate_existing=True)))
 
 
-def owing_closed(session: Session, item: PrescriptionItem) -> str | None:
-    """Why the units owed on this item can no longer be supplied (its prescription lapsed),
-    or None."""
+def _closed(session: Session, item: PrescriptionItem, owing: bool,
+            seen: dict[int, str | None]) -> str | None:
+    """Why the item (or what it owes) can no longer be supplied at checkout, or None: its
+    prescription lapsed since the last nightly expiry. Judged once per prescription."""
     from .prescriptions import lapsed
 
-    reason = lapsed(session, item.prescription)
-    return f"What we owe you on this item can no longer be supplied: {reason}" if reason \
-        else None
-
-
-def _lapsed(session: Session, item: PrescriptionItem) -> str | None:
-    """Why the item's prescription can no longer be supplied, or None: checked at checkout
-    too, as the nightly expiry marks only checked prescriptions expired."""
-    from .prescriptions import lapsed
-
-    reason = lapsed(session, item.prescription)
-    return f"This prescription can no longer be supplied: {reason}" if reason else None
+    rx = item.prescription
+    if rx.id not in seen:
+        seen[rx.id] = lapsed(session, rx)
+    reason = seen[rx.id]
+    if not reason:
+        return None
+    return (f"What we owe you on this item can no longer be supplied: {reason}" if owing
+            else f"This prescription can no longer be supplied: {reason}")
 
 
 def owes(item: PrescriptionItem) -> bool:

@@ -46,11 +46,11 @@ def job_id(message: OutboxMessage) -> str:
     return f"outbox-{message.id}-{message.attempts}"
 
 
-#: Jobs that send an e-mail holding a link made for it (nothing else keeps the link, so a
-#: lost send is a lost link): retried for about two hours, long enough to ride out a mail
-#: relay's outage, instead of the default six minutes.
-MAIL_JOBS = frozenset({"pharmacy.jobs.accounts.send_registration_mail",
-                       "pharmacy.jobs.accounts.send_password_reset"})
+#: Jobs that send an e-mail holding a link made for it, directly (nothing else keeps the
+#: message, so a lost send is a lost link): retried for about two hours, long enough to
+#: ride out a mail relay's outage, instead of the default six minutes. (A password-reset
+#: link is kept as a notification, which has its own retries.)
+MAIL_JOBS = frozenset({"pharmacy.jobs.accounts.send_registration_mail"})
 
 
 def retry_for(function: str) -> Retry:

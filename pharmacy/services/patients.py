@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from stdnum.gb import nhs
@@ -416,6 +416,11 @@ def registration_mail(session: Session, pending_id: int, *, base_url: str,
     subject, body = notify.render_notification(
         "account.confirm_email", link=f"{base}{CONFIRM_PATH}{token}", days=CONFIRM_LINK_DAYS)
     return RegistrationMail(pending.email, "account.confirm_email", subject, body)
+
+
+def drop_pending_registration(session: Session, pending_id: int) -> None:
+    """Forget a registration whose link could not be delivered at all."""
+    session.execute(delete(PendingRegistration).where(PendingRegistration.id == pending_id))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from pharmacy.models import AuditEvent, PatientProfile, User
 from tests.factories import PharmacyFactory
 from tests.pharmacy.helpers import (
+    CapturingBackend,
     csrf_token,
     register_and_confirm,
     registration_mail,
@@ -341,3 +342,40 @@ def test_accounts_asking_for_one_nhs_number_are_shown_together_and_one_link_answ
     again = staff.post(f"/pharmacist/account-links/{links[0].id}/confirm", data={
         "csrf_token": token, "note": "x"})
     assert again.status_code == 409
+
+
+def test_a_link_the_relay_refuses_for_good_drops_the_registration_and_a_not_now_retries(  # type: ignore[no-untyped-def]
+        client, db) -> None:
+    from unittest import mock
+
+    from pharmacy.jobs.accounts import send_registration_mail
+    from pharmacy.models import PendingRegistration
+    from pharmacy.services import notify
+
+    PharmacyFactory()
+    db.session.commit()
+    client.post("/register", data={**GOOD, "nhs_number": "",
+                                   "csrf_token": csrf_token(client, "/register")})
+    pending_id = db.session.scalar(select(PendingRegistration.id))
+
+    class Relay(CapturingBackend):
+        def __init__(self, error: Exception) -> None:
+            super().__init__()
+            self.error = error
+
+        def send(self, message: object) -> None:
+            raise self.error
+
+    with mock.patch("pharmacy.services.notify.backend_from_config",
+                    lambda config: Relay(notify.DeliveryDeferred("451 try later"))), \
+            pytest.raises(notify.DeliveryDeferred):  # RQ retries the job
+        send_registration_mail(pending_id)
+    db.session.rollback()
+    db.session.expire_all()
+    kept = db.session.get(PendingRegistration, pending_id)
+    assert kept is not None and kept.token_hash is None  # no link stored for a failed send
+    with mock.patch("pharmacy.services.notify.backend_from_config",
+                    lambda config: Relay(notify.DeliveryRefused("550 no such user"))):
+        assert send_registration_mail(pending_id) is False  # nothing to retry for hours
+    db.session.expire_all()
+    assert db.session.get(PendingRegistration, pending_id) is None

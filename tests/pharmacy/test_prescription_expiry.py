@@ -169,3 +169,35 @@ def test_one_still_waiting_for_its_check_expires_too_and_leaves_the_queue(  # ty
     event = db.session.scalar(select(AuditEvent).where(
         AuditEvent.action == "prescription.expired"))
     assert event.before == {"status": "awaiting_verification"}
+
+
+def test_a_repeat_issue_whose_batch_has_lapsed_is_not_offered_before_the_nightly_run(  # type: ignore[no-untyped-def]
+        client, db, world) -> None:  # noqa: F811
+    from pharmacy.services import basket
+
+    original = db.session.get(Prescription, world["rx_item"].prescription_id)
+    original.status = PrescriptionStatus.DISPENSED
+    original.dispensed_at = utcnow() - timedelta(days=20)
+    original.issued_on = date.today() - timedelta(days=200)
+    issue = Prescription(prescription_id="RX-1/2", patient_id=original.patient_id,
+                         original_id=original.id, status=PrescriptionStatus.VERIFIED,
+                         prescription_type="repeat", repeats_allowed=3, issue_number=2,
+                         source_bundle={"resourceType": "Bundle"})
+    issue.items.append(PrescriptionItem(line_id="1", medicine_id=world["rx_item"].medicine_id,
+                                        medication_code="x", medication_display="Amlodipine",
+                                        quantity=Decimal(28), supply_duration_days=28))
+    db.session.add(issue)
+    db.session.commit()
+    patient = db.session.get(Prescription, issue.id).patient
+
+    def offered() -> bool:
+        db.session.expire_all()
+        return any(r.orderable_now for r in basket.my_medicines(db.session, patient,
+                                                                 date.today())
+                   if r.item.prescription_id == issue.id)
+
+    assert offered()
+    original = db.session.get(Prescription, original.id)
+    original.issued_on = date.today() - timedelta(days=400)  # the batch's 12 months are up
+    db.session.commit()
+    assert not offered()

@@ -44,3 +44,26 @@ def test_the_development_servers_request_lines_carry_no_token() -> None:
                                                     "302"), None)
     assert RedactLinkTokens().filter(record)
     assert TOKEN not in record.getMessage() and "[redacted]" in record.getMessage()
+
+
+def test_gunicorns_error_log_carries_no_token_either() -> None:
+    logger = RedactingAccessLogger(Config())
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    keep = Keep()
+    logger.error_log.addHandler(keep)
+    try:
+        logger.error("Error handling request %s %s", "GET", f"/password/reset/{TOKEN}")
+        logger.warning("odd %s", "100%")  # a % in an argument is not a format
+    finally:
+        logger.error_log.removeHandler(keep)
+    assert seen == ["Error handling request GET /password/reset/[redacted]", "odd 100%"]
+
+
+def test_a_malformed_log_call_is_left_to_the_handler_not_raised_by_the_filter() -> None:
+    record = logging.LogRecord("app", logging.INFO, __file__, 1, "a %s %s", (1,), None)
+    assert RedactLinkTokens().filter(record)
