@@ -301,6 +301,9 @@ class PendingRegistration(Base):
     nhs_number: Mapped[str | None] = mapped_column(String(10))
     # SHA-256 of the link's random token (the token itself is only in the e-mail).
     token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Wrong passwords given with the link: after a few the registration goes (whoever holds
+    # a leaked link cannot go on guessing; the owner registers again).
+    failed_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
 

@@ -433,15 +433,33 @@ class RegistrationMail:
     body: str
 
 
-def pending_for_token(session: Session, token: str, *,
-                      now: datetime | None = None) -> PendingRegistration:
+def pending_for_token(session: Session, token: str, *, now: datetime | None = None,
+                      lock: bool = False) -> PendingRegistration:
     """The pending registration a link is for; InvalidRequest when unknown or expired."""
-    pending = session.scalar(select(PendingRegistration).where(
-        PendingRegistration.token_hash == _token_hash(token[:512])))
+    stmt = select(PendingRegistration).where(
+        PendingRegistration.token_hash == _token_hash(token[:512]))
+    pending = session.scalar(stmt.with_for_update() if lock else stmt)
     if pending is None or pending.expires_at <= (now or utcnow()):
         raise InvalidRequest("This link has expired or has already been used. Register "
                              "again to have a new one sent.")
     return pending
+
+
+#: Wrong passwords a registration link takes before the registration goes.
+CONFIRM_ATTEMPTS = 5
+
+
+class WrongPassword(InvalidRequest):
+    """Not the password chosen at registration. Counted: the caller commits. ``closed``
+    when that was the last try and the registration has gone."""
+
+    def __init__(self, closed: bool) -> None:
+        self.closed = closed
+        super().__init__(
+            "That was not the password you chose, too many times: this link no longer "
+            "works. Register again to have a new one sent." if closed else
+            "That is not the password you chose when you registered.",
+            errors=[{"field": "password", "message": "Wrong password."}])
 
 
 def confirm_registration(session: Session, token: str, password: str, *,
@@ -451,10 +469,14 @@ def confirm_registration(session: Session, token: str, password: str, *,
     registered the address for, opens nothing). The account, or None when the address got
     an account meanwhile (its owner should sign in). Either way the address's pending
     registrations go."""
-    pending = pending_for_token(session, token, now=now)
+    pending = pending_for_token(session, token, now=now, lock=True)
     if not auth.verify_password(pending.password_hash, password):
-        raise InvalidRequest("That is not the password you chose when you registered.",
-                             errors=[{"field": "password", "message": "Wrong password."}])
+        pending.failed_attempts += 1
+        closed = pending.failed_attempts >= CONFIRM_ATTEMPTS
+        if closed:
+            session.delete(pending)
+        session.flush()
+        raise WrongPassword(closed)
     email = pending.email
     for row in session.scalars(select(PendingRegistration).where(
             PendingRegistration.email == email)).all():

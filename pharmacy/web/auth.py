@@ -379,6 +379,16 @@ def confirm_registration() -> Any:
     if form.validate_on_submit():
         try:
             user = patients.confirm_registration(db.session, token, form.password.data or "")
+        except patients.WrongPassword as wrong:
+            db.session.commit()  # the try is counted
+            note_sign_in_failure()
+            flash(wrong.detail, "error")
+            if wrong.closed:
+                session.pop(_REGISTRATION_TOKEN, None)
+                return render_template("error.html", status=400,
+                                       title="This link does not work",
+                                       detail=wrong.detail), 400
+            return render_template("confirm_registration.html", form=form), wrong.status
         except DomainError as err:
             db.session.rollback()
             note_sign_in_failure()

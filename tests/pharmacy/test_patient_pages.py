@@ -379,3 +379,31 @@ def test_a_link_the_relay_refuses_for_good_drops_the_registration_and_a_not_now_
         assert send_registration_mail(pending_id) is False  # nothing to retry for hours
     db.session.expire_all()
     assert db.session.get(PendingRegistration, pending_id) is None
+
+
+def test_a_registration_link_takes_a_few_wrong_passwords_then_closes(client, db) -> None:  # type: ignore[no-untyped-def]
+    """Whoever holds a leaked link cannot go on guessing the password chosen with it: after
+    five wrong ones (counted even though each is refused) the registration goes."""
+    from pharmacy.models import PendingRegistration
+    from pharmacy.services.patients import CONFIRM_ATTEMPTS
+
+    PharmacyFactory()
+    db.session.commit()
+    client.post("/register", data={**GOOD, "nhs_number": "",
+                                   "csrf_token": csrf_token(client, "/register")})
+    (mail,) = registration_mail(db)
+    link = re.search(r"(/register/confirm/\S+)", mail.body).group(1)
+    assert client.get(link).status_code == 302
+    token = csrf_token(client, "/register/confirm")
+    for attempt in range(1, CONFIRM_ATTEMPTS):
+        wrong = client.post("/register/confirm", data={"csrf_token": token,
+                                                       "password": f"guess {attempt}"})
+        assert wrong.status_code == 422
+        db.session.expire_all()
+        assert db.session.scalar(select(PendingRegistration.failed_attempts)) == attempt
+    last = client.post("/register/confirm", data={"csrf_token": token, "password": "guess"})
+    assert last.status_code == 400 and "no longer works" in last.get_data(as_text=True)
+    assert db.session.scalar(select(func.count(PendingRegistration.id))) == 0
+    # Even the right password is too late now; the owner registers again.
+    assert client.get(link).status_code == 400
+    assert db.session.scalar(select(func.count(User.id))) == 0
