@@ -278,11 +278,15 @@ class Config:
         return mapping
 
 
+def split_keys(raw: str) -> list[str]:
+    """The keys of a comma-separated key list (FIELD_ENCRYPTION_KEYS), blanks dropped."""
+    return [k.strip() for k in raw.split(",") if k.strip()]
+
+
 def _check_fernet_keys(raw: str) -> None:
     from cryptography.fernet import Fernet
 
-    keys = [k.strip() for k in raw.split(",") if k.strip()]
-    for position, key in enumerate(keys, start=1):
+    for position, key in enumerate(split_keys(raw), start=1):
         try:
             Fernet(key)
         except ValueError:

@@ -14,7 +14,8 @@ from .stock import expire_stock, seal_audit_trail
 # 00:05 UTC every day: batches that expired yesterday become unusable.
 cron.register(expire_stock, DEFAULT_QUEUE, cron="5 0 * * *", job_timeout=300,
               name="expire-stock")
-# 00:20 UTC every day: verified prescriptions past their legal validity expire.
+# 00:20 UTC every day: prescriptions past their legal validity expire (verified ones, and
+# ones still waiting for a check or an answer).
 cron.register(expire_lapsed_prescriptions, DEFAULT_QUEUE, cron="20 0 * * *", job_timeout=900,
               name="expire-prescriptions")
 # 07:00 UTC every day: reminders for repeats that became orderable; mail goes every 5 minutes.

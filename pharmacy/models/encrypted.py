@@ -6,8 +6,9 @@ database. Used for secrets that would let someone act as a user, such as the see
 staff member's authenticator app.
 
 Keys: a comma-separated list of Fernet keys; the first encrypts, every one decrypts, so a
-key is rotated by putting a new one first and re-writing the values (`flask
-rotate-field-keys`) before the old one is dropped. Without keys (development, tests) one is
+key is rotated without a value any instance cannot open: add the new key last everywhere,
+then put it first everywhere, then re-write the values (`flask rotate-field-keys`) and drop
+the old one (README). Without keys (development, tests) one is
 derived from `SECRET_KEY`; production refuses to start without its own.
 """
 
@@ -27,6 +28,7 @@ from sqlalchemy.types import TypeDecorator
 #: Marks a stored value as encrypted by this module (version 1: Fernet).
 PREFIX = "f1:"
 
+
 class FieldKeyError(RuntimeError):
     """No key is configured, a configured key is malformed, or none of them opens a value."""
 
@@ -34,8 +36,9 @@ class FieldKeyError(RuntimeError):
 def key_ring(raw: str, secret_key: str) -> list[str]:
     """The keys of a `FIELD_ENCRYPTION_KEYS` value (checked by `Config.from_env`), or the one
     derived from SECRET_KEY when it is empty."""
-    keys = [k.strip() for k in raw.split(",") if k.strip()]
-    return keys or [derived_key(secret_key)]
+    from config import split_keys
+
+    return split_keys(raw) or [derived_key(secret_key)]
 
 
 def derived_key(secret_key: str) -> str:

@@ -268,10 +268,9 @@ def request_password_reset(session: Session, email: str, *, secret_key: str, bas
     user = auth.find_user_by_email(session, email) if auth.looks_like_email(email) else None
     if user is None or not user.is_active:
         return None
-    window = f"{now:%Y%m%d%H}-{now.minute // 15}"
     row = notify.create_notification(
         session, kind="account.password_reset", user_id=user.id,
-        dedupe_key=f"password-reset:{user.id}:{window}",
+        dedupe_key=f"password-reset:{user.id}:{notify.quarter_hour(now)}",
         link=reset_link(base_url, reset_token(user, secret_key=secret_key)),
         hours=RESET_LINK_HOURS)
     if row is None:

@@ -47,18 +47,18 @@ def my_medicines(session: Session, patient: PatientProfile, today: date) -> list
     An item already supplied on its issue is judged by its next repeat alone, even while
     its order is on the way or the issue's other items wait to be ordered.
     """
-    lapsed: dict[int, str | None] = {}
-    rows = one_off_items(session, patient, lapsed)
+    seen: dict[int, str | None] = {}  # lapse, once per prescription of the page
+    rows = one_off_items(session, patient, seen)
     for status in prescriptions.my_medicines(session, patient, today):
-        item = status.item
+        item, rx = status.item, status.item.prescription
         supplied = prescriptions.item_supplied_at(item) is not None
-        owing = orders.owes(item) and item.prescription.status in (
+        owing = orders.owes(item) and rx.status in (
             *orders.ORDERABLE_RX, PrescriptionStatus.DISPENSED) and (
-            not _lapsed(session, item.prescription, lapsed))
+            not prescriptions.lapsed_once(session, rx, seen))
         on_order = orders.on_active_order(session, item.id, owing=True) if owing else (
             not supplied and orders.on_active_order(session, item.id))
-        could = (((item.prescription.status in orders.ORDERABLE_RX and not supplied) or owing)
-                 and not on_order and not _lapsed(session, item.prescription, lapsed))
+        could = (((rx.status in orders.ORDERABLE_RX and not supplied) or owing)
+                 and not on_order and not prescriptions.lapsed_once(session, rx, seen))
         call = could and _needs_call(item, patient)
         ready = could and not call
         rows.append(MedicineRow(item, ready, None if could else status, on_order,
@@ -66,16 +66,8 @@ def my_medicines(session: Session, patient: PatientProfile, today: date) -> list
     return rows
 
 
-def _lapsed(session: Session, rx: Prescription, seen: dict[int, str | None]) -> str | None:
-    """Why the prescription can no longer be supplied (as the checkout judges it), once per
-    prescription of the page."""
-    if rx.id not in seen:
-        seen[rx.id] = prescriptions.lapsed(session, rx)
-    return seen[rx.id]
-
-
 def one_off_items(session: Session, patient: PatientProfile,
-                  lapsed: dict[int, str | None] | None = None) -> list[MedicineRow]:
+                  seen: dict[int, str | None] | None = None) -> list[MedicineRow]:
     """Items of one-off (acute) prescriptions that the patient can still have: not yet
     supplied on an orderable prescription, or owed after a short supply; newest first.
     Supplied, withdrawn or lapsed ones are not listed (lapsed is judged here, not left to
@@ -86,13 +78,13 @@ def one_off_items(session: Session, patient: PatientProfile,
             Prescription.status.in_([*orders.ORDERABLE_RX, PrescriptionStatus.DISPENSED]))
         .order_by(Prescription.received_at.desc(), PrescriptionItem.id)).all()
     rows = []
-    seen: dict[int, str | None] = {} if lapsed is None else lapsed
+    seen = {} if seen is None else seen
     for item in items:
         owing = orders.owes(item)
         if not owing and (prescriptions.item_supplied_at(item) is not None
                           or item.prescription.status is PrescriptionStatus.DISPENSED):
             continue
-        if _lapsed(session, item.prescription, seen):
+        if prescriptions.lapsed_once(session, item.prescription, seen):
             continue
         on_order = orders.on_active_order(session, item.id, owing=owing)
         call = not on_order and _needs_call(item, patient)

@@ -249,22 +249,21 @@ def store_plan(session: Session, index: ProblemIndex, plan: Any) -> bool:
         .values(route_id=None, sequence=None).execution_options(synchronize_session=False))
     old_routes = session.scalars(select(DeliveryRoute).where(
         DeliveryRoute.wave_id == wave.id, DeliveryRoute.started_at.is_(None))).all()
-    for route in old_routes:
-        if not session.scalar(select(DeliveryStop.id).where(DeliveryStop.route_id == route.id)):
-            session.delete(route)
+    for old in old_routes:
+        if not session.scalar(select(DeliveryStop.id).where(DeliveryStop.route_id == old.id)):
+            session.delete(old)
     session.flush()
     for planned in plan.routes:
         if not planned.visits:
             continue
         # A van already on the road keeps its route (and the stops it has done).
-        kept = session.scalar(select(DeliveryRoute).where(
+        route = session.scalar(select(DeliveryRoute).where(
             DeliveryRoute.wave_id == wave.id,
             DeliveryRoute.vehicle_id == int(planned.vehicle_id)))
-        if kept is None:
-            kept = DeliveryRoute(wave_id=wave.id, vehicle_id=int(planned.vehicle_id),
-                                 courier_id=index.vehicle_courier.get(planned.vehicle_id))
-            session.add(kept)
-        route = kept
+        if route is None:
+            route = DeliveryRoute(wave_id=wave.id, vehicle_id=int(planned.vehicle_id),
+                                  courier_id=index.vehicle_courier.get(planned.vehicle_id))
+            session.add(route)
         route.planned_distance_m = planned.distance_m
         route.planned_duration_s = planned.duration_s
         session.flush()

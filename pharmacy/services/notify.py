@@ -75,6 +75,12 @@ def render_notification(kind: str, **context: Any) -> tuple[str, str]:
     return subject[:200], body.strip() + "\n"
 
 
+def quarter_hour(now: datetime) -> str:
+    """The quarter hour ``now`` falls in, for a dedupe key: at most one such message per
+    account per quarter hour (no one floods an inbox by asking again and again)."""
+    return f"{now:%Y%m%d%H}-{now.minute // 15}"
+
+
 def create_notification(session: Session, *, kind: str, patient: PatientProfile | None = None,
                         user_id: int | None = None, dedupe_key: str | None = None,
                         channel: str = EMAIL, **context: Any) -> Notification | None:

@@ -362,12 +362,9 @@ def _closed(session: Session, item: PrescriptionItem, owing: bool,
             seen: dict[int, str | None]) -> str | None:
     """Why the item (or what it owes) can no longer be supplied at checkout, or None: its
     prescription lapsed since the last nightly expiry. Judged once per prescription."""
-    from .prescriptions import lapsed
+    from .prescriptions import lapsed_once
 
-    rx = item.prescription
-    if rx.id not in seen:
-        seen[rx.id] = lapsed(session, rx)
-    reason = seen[rx.id]
+    reason = lapsed_once(session, item.prescription, seen)
     if not reason:
         return None
     return (f"What we owe you on this item can no longer be supplied: {reason}" if owing
@@ -411,7 +408,7 @@ def prescription_problems(session: Session, order: Order) -> list[str]:
     """Why the order's prescription items may not be picked now (empty: they may): each
     item's prescription must be verified (second-checked where the law asks) and still
     within its legal validity today."""
-    from .prescriptions import lapsed
+    from .prescriptions import lapsed_once
 
     problems = []
     checked: dict[int, str | None] = {}
@@ -431,10 +428,8 @@ def prescription_problems(session: Session, order: Order) -> list[str]:
             problems.append(f"{name}: only {item.quantity_owed} units are owed now, not "
                             f"{line.quantity} (an earlier supply was undone or made up).")
             continue
-        if rx.id not in checked:
-            checked[rx.id] = lapsed(session, rx)
-        if checked[rx.id]:
-            problems.append(f"{name}: {checked[rx.id]}")
+        if reason := lapsed_once(session, rx, checked):
+            problems.append(f"{name}: {reason}")
     return problems
 
 
@@ -855,9 +850,9 @@ def _return_picked(session: Session, order: Order, *, actor: User | None, reason
                 if line.prescription_item_id is not None and line.quantity_supplied]
     items = {i.id: i for i in lock_items(session, [line.prescription_item_id  # type: ignore[misc]
                                                   for line in returned])}
+    why = f"order {order.reference}: {reason}"
     for line in returned:
         item = items[line.prescription_item_id]  # type: ignore[index]
-        why = f"order {order.reference}: {reason}"
         elsewhere = _supplied_elsewhere(session, item, order)
         if elsewhere:
             set_owed(session, item, max(0, int(item.quantity or 0) - elsewhere), actor=actor,
@@ -865,7 +860,7 @@ def _return_picked(session: Session, order: Order, *, actor: User | None, reason
         else:
             set_owed(session, item, 0, actor=actor, reason=why)
             undone.append(item)
-    undo_supply(session, undone, actor, reason=f"order {order.reference}: {reason}")
+    undo_supply(session, undone, actor, reason=why)
 
 
 def _supplied_elsewhere(session: Session, item: PrescriptionItem, order: Order) -> int:

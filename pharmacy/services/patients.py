@@ -398,10 +398,9 @@ def registration_mail(session: Session, pending_id: int, *, base_url: str,
     if user is not None:
         session.delete(pending)
         if user.is_active:
-            window = f"{now:%Y%m%d%H}-{now.minute // 15}"
             notify.create_notification(
                 session, kind="account.already_registered", user_id=user.id,
-                dedupe_key=f"already-registered:{user.id}:{window}",
+                dedupe_key=f"already-registered:{user.id}:{notify.quarter_hour(now)}",
                 sign_in=f"{base}/login", reset=f"{base}/password/forgot")
         return None
     recent = session.scalar(select(func.count(PendingRegistration.id)).where(

@@ -901,6 +901,14 @@ def lapsed(session: Session, rx: Prescription, *, now: datetime | None = None) -
     return " ".join(reasons) or None
 
 
+def lapsed_once(session: Session, rx: Prescription, seen: dict[int, str | None]) -> str | None:
+    """`lapsed`, judged once per prescription while ``seen`` lives (a page, a checkout, a
+    release): re-validating a bundle is the slow part."""
+    if rx.id not in seen:
+        seen[rx.id] = lapsed(session, rx)
+    return seen[rx.id]
+
+
 def lapsed_prescriptions(session: Session, *, now: datetime) -> list[int]:
     """Read only, no locks (it re-validates every bundle it reads, the slow part): ids of
     verified prescriptions, and of ones still waiting for a check or an answer, past their

@@ -85,7 +85,7 @@ def new_recovery_codes(session: Session, user: User, *, tell: bool = True) -> li
     not when they come with turning two-step sign-in on)."""
     if not is_enrolled(user):
         raise Conflict("Two-step sign-in is not on.")
-    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    _drop_recovery_codes(session, user)
     codes = ["".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(_RECOVERY_LENGTH))
              for _ in range(RECOVERY_CODES)]
     session.add_all(RecoveryCode(user_id=user.id, code_hash=_hash(c)) for c in codes)
@@ -213,16 +213,26 @@ def confirm_enrolment(session: Session, user: User, code: str,
 def turn_off(session: Session, user: User) -> None:
     """Forget the secret and the recovery codes (the caller has checked a current code); the
     owner is told by e-mail."""
-    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    _forget(session, user)
     _tell(session, user, "account.totp_disabled",
           "Two-step sign-in is off on your Dispensary account",
           "Two-step sign-in was turned off for your account: your password alone now signs "
           "in.")
+    audit.record(session, action="user.totp_disabled", entity_type="user", entity_id=user.id,
+                 actor=user)
+
+
+def _forget(session: Session, user: User) -> None:
+    """Two-step sign-in off: the secret (never read here), its last step and the recovery
+    codes go."""
+    _drop_recovery_codes(session, user)
     user.totp_secret = None
     user.totp_enabled_at = None
     user.totp_last_counter = None
-    audit.record(session, action="user.totp_disabled", entity_type="user", entity_id=user.id,
-                 actor=user)
+
+
+def _drop_recovery_codes(session: Session, user: User) -> None:
+    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
 
 
 def reset(session: Session, user: User, *, reason: str, operator: str) -> bool:
@@ -235,10 +245,7 @@ def reset(session: Session, user: User, *, reason: str, operator: str) -> bool:
                                                    User.totp_secret.is_not(None)))
     if not is_enrolled(user) and pending is None:
         return False
-    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-    user.totp_secret = None
-    user.totp_enabled_at = None
-    user.totp_last_counter = None
+    _forget(session, user)
     user.token_generation += 1
     audit.record(session, action="user.totp_reset", entity_type="user", entity_id=user.id,
                  reason=reason.strip(), after={"operator": operator.strip()[:200]})

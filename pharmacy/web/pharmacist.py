@@ -180,6 +180,7 @@ def _item_of(rx: Any, raw: str) -> Any:
                              errors=[{"field": "item_id", "message": "Not an item here."}])
     return item
 
+
 _DONE = {"verify": "Recorded your check.", "second-check": "Second check recorded: verified.",
          "reject": "Rejected; the prescriber and patient will be told.",
          "query": "Query recorded; the prescription is on hold.",

@@ -46,10 +46,10 @@ def test_a_schedule_2_prescription_expires_the_night_after_its_28_days(  # type:
     assert rx_service.expire_lapsed(db.session, now=later) == []  # a rerun: nothing to do
 
 
-def test_a_repeat_issue_expires_with_its_batch_and_its_waiting_order_is_cancelled(  # type: ignore[no-untyped-def]
-        client, db, world) -> None:  # noqa: F811
+def _second_issue(db, world, *, batch_written_days_ago: int) -> Prescription:  # type: ignore[no-untyped-def]  # noqa: F811
+    """A verified second issue of the world's repeat batch, written that many days ago."""
     original = db.session.get(Prescription, world["rx_item"].prescription_id)
-    original.issued_on = date.today() - timedelta(days=300)
+    original.issued_on = date.today() - timedelta(days=batch_written_days_ago)
     issue = Prescription(prescription_id="RX-1/2", patient_id=original.patient_id,
                          original_id=original.id, status=PrescriptionStatus.VERIFIED,
                          prescription_type="repeat", repeats_allowed=3, issue_number=2,
@@ -59,6 +59,12 @@ def test_a_repeat_issue_expires_with_its_batch_and_its_waiting_order_is_cancelle
                                         quantity=Decimal(28), supply_duration_days=28))
     db.session.add(issue)
     db.session.commit()
+    return issue
+
+
+def test_a_repeat_issue_expires_with_its_batch_and_its_waiting_order_is_cancelled(  # type: ignore[no-untyped-def]
+        client, db, world) -> None:  # noqa: F811
+    issue = _second_issue(db, world, batch_written_days_ago=300)
     headers = _auth(client, world["patient"])
     placed = client.post("/api/v1/orders", json={
         "lines": [{"prescription_item_id": issue.items[0].id}],
@@ -178,16 +184,7 @@ def test_a_repeat_issue_whose_batch_has_lapsed_is_not_offered_before_the_nightly
     original = db.session.get(Prescription, world["rx_item"].prescription_id)
     original.status = PrescriptionStatus.DISPENSED
     original.dispensed_at = utcnow() - timedelta(days=20)
-    original.issued_on = date.today() - timedelta(days=200)
-    issue = Prescription(prescription_id="RX-1/2", patient_id=original.patient_id,
-                         original_id=original.id, status=PrescriptionStatus.VERIFIED,
-                         prescription_type="repeat", repeats_allowed=3, issue_number=2,
-                         source_bundle={"resourceType": "Bundle"})
-    issue.items.append(PrescriptionItem(line_id="1", medicine_id=world["rx_item"].medicine_id,
-                                        medication_code="x", medication_display="Amlodipine",
-                                        quantity=Decimal(28), supply_duration_days=28))
-    db.session.add(issue)
-    db.session.commit()
+    issue = _second_issue(db, world, batch_written_days_ago=200)
     patient = db.session.get(Prescription, issue.id).patient
 
     def offered() -> bool:
